@@ -1,0 +1,122 @@
+"""Every well-known path of ovmd and the template-config framework, under one root.
+
+Nothing else in the project spells ``/etc/...`` or ``/var/...``: code asks a
+:class:`Paths` built for the configured root (``--root DIR``, ``/`` by default), so tests,
+the demo and dry runs live in a sandbox tree. This module is imported on CLI fast paths:
+keep it free of heavy imports.
+"""
+from __future__ import annotations
+
+import os
+
+#: Environment variable that carries ``--root`` into module processes and sub-commands.
+ROOT_ENV = "OVM_TEMPLATE_CONFIG_ROOT"
+
+
+def join_root(root: str, path: str) -> str:
+    """``path`` (absolute, as on the guest) located under ``root``.
+
+    ``..`` components cannot climb out of the root: the path is normalised as an
+    absolute path first, then re-rooted.
+    """
+    if not path.startswith("/"):
+        raise ValueError("expected an absolute guest path, got %r" % (path,))
+    normal = os.path.normpath(path)
+    if normal.startswith("//"):
+        normal = "/" + normal.lstrip("/")
+    if root in ("", "/"):
+        return normal
+    return os.path.join(os.path.abspath(root), normal.lstrip("/"))
+
+
+class Paths:
+    """The guest paths ovmd and ovm-template-config use, located under ``root``."""
+
+    # Guest-absolute locations (as on a real Oracle Linux guest).
+    SYSCONFIG_OVMD = "/etc/sysconfig/ovmd"
+    SYSCONFIG_INITIAL_CONFIG = "/etc/sysconfig/ovm-template-initial-config"
+    TEMPLATE_D = "/etc/template.d"
+    STATE_DIR = "/var/lib/ovmd"
+    RUN_DIR = "/run/ovmd"
+    REPORT_DIR = "/var/lib/ovm-template-config"
+    LOG_FILE = "/var/log/ovm-template-config.log"
+
+    def __init__(self, root: str = "/") -> None:
+        self.root = os.path.abspath(root) if root not in ("", "/") else "/"
+
+    @classmethod
+    def from_env(cls) -> "Paths":
+        return cls(os.environ.get(ROOT_ENV) or "/")
+
+    def __repr__(self) -> str:
+        return "Paths(%r)" % self.root
+
+    def under(self, path: str) -> str:
+        """Any guest-absolute path, under this root."""
+        return join_root(self.root, path)
+
+    # --- daemon -------------------------------------------------------------------
+    @property
+    def sysconfig_ovmd(self) -> str:
+        return self.under(self.SYSCONFIG_OVMD)
+
+    @property
+    def sysconfig_initial_config(self) -> str:
+        return self.under(self.SYSCONFIG_INITIAL_CONFIG)
+
+    @property
+    def state_dir(self) -> str:
+        """Durable daemon state: the non-secret parameter cache."""
+        return self.under(self.STATE_DIR)
+
+    @property
+    def cache_file(self) -> str:
+        return os.path.join(self.state_dir, "params.json")
+
+    @property
+    def run_dir(self) -> str:
+        """Volatile, root-only: secrets, control socket, pid file (tmpfs on a real guest)."""
+        return self.under(self.RUN_DIR)
+
+    @property
+    def secret_cache_file(self) -> str:
+        return os.path.join(self.run_dir, "secrets.json")
+
+    @property
+    def control_socket(self) -> str:
+        return os.path.join(self.run_dir, "control.sock")
+
+    @property
+    def pid_file(self) -> str:
+        return os.path.join(self.run_dir, "ovmd.pid")
+
+    # --- framework ----------------------------------------------------------------
+    @property
+    def template_d(self) -> str:
+        return self.under(self.TEMPLATE_D)
+
+    @property
+    def scripts_dir(self) -> str:
+        return os.path.join(self.template_d, "scripts")
+
+    def target_dir(self, target: str) -> str:
+        """``/etc/template.d/<target>.d``, where enabled modules are symlinked."""
+        return os.path.join(self.template_d, "%s.d" % target)
+
+    @property
+    def report_dir(self) -> str:
+        return self.under(self.REPORT_DIR)
+
+    @property
+    def report_file(self) -> str:
+        """JSON report of the last (or current) run, read by ``ovmd --status``."""
+        return os.path.join(self.report_dir, "last-run.json")
+
+    @property
+    def run_state_file(self) -> str:
+        """Progress of an unfinished run, so a restart resumes instead of redoing."""
+        return os.path.join(self.report_dir, "run-state.json")
+
+    @property
+    def log_file(self) -> str:
+        return self.under(self.LOG_FILE)

@@ -1,0 +1,37 @@
+"""ovmd: a Xen guest agent compatible with Oracle VM Guest Additions."""
+from setuptools import find_packages, setup
+
+VERSION = "0.1.0"
+
+setup(
+    name="ovmd",
+    version=VERSION,
+    description="Xen guest agent and template configuration, compatible with Oracle VM's ovmd",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="GPL-2.0-or-later",
+    python_requires=">=3.9",
+    packages=find_packages(include=["ovmd", "ovmd.*", "templateconfig", "templateconfig.*"]),
+    install_requires=[
+        "pyudev",
+        "simplejson",
+        "python-daemon",
+        "pycdlib",
+    ],
+    extras_require={
+        "test": ["pytest", "pytest-mock", "hypothesis", "vermin"],
+    },
+    entry_points={
+        "console_scripts": [
+            "ovmd = ovmd.cli:main",
+            "ovm-vmmessage = ovmd.vmmessage:main",
+            "ovmd-xenstored = ovmd.xenstore.server:main",
+            "ovm-template-config = templateconfig.ovm_template_config:main",
+            "ovm-chkconfig = templateconfig.ovm_chkconfig:main",
+        ],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Operating System :: POSIX :: Linux",
+    ],
+)
