@@ -1,0 +1,520 @@
+"""Helpers for template-configuration modules: commands, files, config files, services.
+
+Oracle's API (``run_cmd``, ``shell_cmd``) is kept as it was, so third-party modules run
+unchanged. Everything else exists so that our own modules never touch the system
+directly: every path goes through the configured root, every change is written
+atomically and recorded, and in plan mode (``--dry-run``) nothing is changed at all.
+
+The environment a module process gets from the runner:
+
+``OVM_TEMPLATE_CONFIG_ROOT``
+    the guest's root (``/`` by default); all guest paths are joined to it.
+``OVM_TEMPLATE_CONFIG_DRY_RUN=1``
+    plan mode: file writes and commands are recorded, not made.
+``OVM_TEMPLATE_CONFIG_ACTIONS``
+    a file to which each change is appended as one JSON object per line; the runner
+    turns it into the dry-run plan and the run report (format in the README).
+
+Commands that change the *running* system (``system_cmd``: reload a service, set the
+clock, setenforce) run only when the root is ``/``; under another root they are recorded
+as not applied, since a sandbox root has no running system to change.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import re
+import shlex
+import subprocess
+import tempfile
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from ovmd.paths import ROOT_ENV, join_root
+
+log = logging.getLogger(__name__)
+
+DRY_RUN_ENV = "OVM_TEMPLATE_CONFIG_DRY_RUN"
+ACTIONS_ENV = "OVM_TEMPLATE_CONFIG_ACTIONS"
+
+
+class TemplateConfigError(Exception):
+    """Base of the errors a module reports to the user."""
+
+
+class CommandError(TemplateConfigError):
+    """A command failed. Carries argv, the return code and stderr (never stdin)."""
+
+    def __init__(self, argv: Sequence[str], returncode: int, stderr: str = "") -> None:
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stderr = stderr
+        detail = stderr.strip().splitlines()[-1] if stderr.strip() else "no error output"
+        super().__init__("command %s failed with exit code %s: %s" % (
+            " ".join(shlex.quote(a) for a in self.argv), returncode, detail))
+
+
+# --- the environment ----------------------------------------------------------------
+
+def root() -> str:
+    """The guest root every path is joined to (``/`` unless ``--root`` was given)."""
+    return os.environ.get(ROOT_ENV) or "/"
+
+
+def is_sandbox() -> bool:
+    """True when working on a root other than ``/`` (no running system to change)."""
+    return os.path.abspath(root()) != "/"
+
+
+def dry_run() -> bool:
+    """True in plan mode: record what would change, change nothing."""
+    return os.environ.get(DRY_RUN_ENV, "") not in ("", "0")
+
+
+def root_path(path: str) -> str:
+    """The real location of the guest path ``path`` (``/etc/hosts`` -> ROOT/etc/hosts)."""
+    return join_root(root(), path)
+
+
+# --- the journal of changes -------------------------------------------------------------
+
+def _encode(data: Optional[bytes]) -> Tuple[Optional[str], str]:
+    if data is None:
+        return None, "utf-8"
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return base64.b64encode(data).decode("ascii"), "base64"
+
+
+def record(op: str, **fields) -> None:
+    """Append one change to the journal named by ``OVM_TEMPLATE_CONFIG_ACTIONS``."""
+    journal = os.environ.get(ACTIONS_ENV)
+    if not journal:
+        return
+    entry = {"op": op}
+    entry.update(fields)
+    line = json.dumps(entry, sort_keys=True) + "\n"
+    fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line.encode("utf-8"))
+    finally:
+        os.close(fd)
+
+
+def _record_file(op: str, path: str, old: Optional[bytes], new: Optional[bytes], mode,
+                 secret: bool, applied: bool) -> None:
+    old_text, old_enc = _encode(None if secret else old)
+    new_text, new_enc = _encode(None if secret else new)
+    record(op, path=path, mode=mode, old=old_text, new=new_text,
+           encoding="base64" if "base64" in (old_enc, new_enc) else "utf-8",
+           secret=secret, applied=applied)
+
+
+# --- commands -----------------------------------------------------------------------------
+
+def _run(argv: Sequence[str], success_return_code: Iterable[int], input: Optional[str],
+         env: Optional[Mapping[str, str]]) -> str:
+    try:
+        proc = subprocess.run(
+            list(argv), input=input if input is not None else "", capture_output=True,
+            text=True, env=dict(env) if env is not None else None)
+    except OSError as exc:
+        raise CommandError(argv, 127, "%s: %s" % (argv[0], exc.strerror)) from None
+    if proc.returncode not in tuple(success_return_code):
+        raise CommandError(argv, proc.returncode, proc.stderr)
+    return proc.stdout
+
+
+def run_cmd(argv: Sequence[str], success_return_code: Iterable[int] = (0,),
+            input: Optional[str] = None, env: Optional[Mapping[str, str]] = None) -> str:
+    """Run a command and return its stdout; raise :class:`CommandError` on failure.
+
+    Oracle's API. Secrets go through ``input`` (stdin), never into ``argv``. In plan mode
+    the command is recorded and not run, and the result is ``""``; use
+    :func:`query_cmd` for commands that only read.
+    """
+    if isinstance(argv, str):
+        raise TypeError("run_cmd takes a list of arguments; use shell_cmd for a string")
+    if dry_run():
+        record("command", argv=list(argv), applied=False)
+        return ""
+    record("command", argv=list(argv), applied=True)
+    return _run(argv, success_return_code, input, env)
+
+
+def shell_cmd(command: str, success_return_code: Iterable[int] = (0,)) -> str:
+    """Run a shell command line (Oracle's firewall module uses it); see :func:`run_cmd`."""
+    return run_cmd(["/bin/sh", "-c", command], success_return_code)
+
+
+def query_cmd(argv: Sequence[str], success_return_code: Iterable[int] = (0,),
+              input: Optional[str] = None) -> str:
+    """Run a command that only reads (``getent``, ``ssh -V``): runs in plan mode too."""
+    return _run(argv, success_return_code, input, None)
+
+
+def system_cmd(argv: Sequence[str], success_return_code: Iterable[int] = (0,),
+               input: Optional[str] = None) -> str:
+    """Run a command that changes the running system (reload, setenforce, hwclock).
+
+    Runs only on the real root and not in plan mode; otherwise it is recorded as not
+    applied, and ``""`` is returned.
+    """
+    if dry_run() or is_sandbox():
+        record("command", argv=list(argv), applied=False)
+        return ""
+    record("command", argv=list(argv), applied=True)
+    return _run(argv, success_return_code, input, None)
+
+
+# --- files ------------------------------------------------------------------------------------
+
+# In plan mode, what this process "wrote", so that later reads see the planned content.
+_planned: Dict[str, Optional[bytes]] = {}
+
+
+def read_bytes(path: str) -> Optional[bytes]:
+    """Content of the guest file ``path`` (as planned, in plan mode), ``None`` if absent."""
+    if path in _planned:
+        return _planned[path]
+    try:
+        with open(root_path(path), "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        return None
+
+
+def read_file(path: str) -> Optional[str]:
+    """Text of the guest file ``path``, or ``None`` if it does not exist."""
+    data = read_bytes(path)
+    return None if data is None else data.decode("utf-8", "surrogateescape")
+
+
+def exists(path: str) -> bool:
+    if path in _planned:
+        return _planned[path] is not None
+    return os.path.lexists(root_path(path))
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _copy_selinux_context(source: str, dest: str) -> None:
+    try:
+        context = os.getxattr(source, "security.selinux")
+    except OSError:
+        return
+    try:
+        os.setxattr(dest, "security.selinux", context)
+    except OSError as exc:
+        log.debug("could not copy the SELinux context to %s: %s", dest, exc)
+
+
+def atomic_write(real_path: str, data: bytes, mode: Optional[int] = None,
+                 uid: Optional[int] = None, gid: Optional[int] = None) -> None:
+    """Write ``data`` to the real path ``real_path`` atomically and durably.
+
+    Temp file in the same directory, fsync, rename, fsync the directory. An existing
+    file's mode, owner and SELinux context are kept unless ``mode``/``uid``/``gid`` say
+    otherwise; a new file gets ``mode`` (default 0644).
+    """
+    directory = os.path.dirname(real_path) or "."
+    try:
+        current = os.lstat(real_path)
+    except FileNotFoundError:
+        current = None
+    fd, temp = tempfile.mkstemp(prefix=".%s." % os.path.basename(real_path), dir=directory)
+    try:
+        if mode is None:
+            mode = (current.st_mode & 0o7777) if current is not None else 0o644
+        os.fchmod(fd, mode)
+        if uid is not None or gid is not None or current is not None:
+            want_uid = uid if uid is not None else (current.st_uid if current else -1)
+            want_gid = gid if gid is not None else (current.st_gid if current else -1)
+            try:
+                os.fchown(fd, want_uid, want_gid)
+            except PermissionError:
+                if uid is not None or gid is not None:
+                    raise
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        if current is not None:
+            _copy_selinux_context(real_path, temp)
+        os.rename(temp, real_path)
+        temp = None
+        _fsync_dir(directory)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        if temp is not None:
+            try:
+                os.unlink(temp)
+            except FileNotFoundError:
+                pass
+
+
+def ensure_dir(path: str, mode: int = 0o755, uid: Optional[int] = None,
+               gid: Optional[int] = None) -> None:
+    """Create the guest directory ``path`` (and parents) if missing."""
+    if dry_run():
+        if not exists(path):
+            record("mkdir", path=path, mode=mode, applied=False)
+        return
+    real = root_path(path)
+    if os.path.isdir(real):
+        return
+    missing = []
+    guest = path
+    while guest not in ("/", "") and not os.path.isdir(root_path(guest)):
+        missing.append(guest)
+        guest = os.path.dirname(guest)
+    for guest in reversed(missing):
+        os.mkdir(root_path(guest), mode)
+        os.chmod(root_path(guest), mode)
+        if uid is not None or gid is not None:
+            os.chown(root_path(guest), -1 if uid is None else uid, -1 if gid is None else gid)
+        record("mkdir", path=guest, mode=mode, applied=True)
+
+
+def write_file(path: str, content, mode: Optional[int] = None, uid: Optional[int] = None,
+               gid: Optional[int] = None, secret: bool = False) -> bool:
+    """Make the guest file ``path`` hold ``content`` (str or bytes); True if it changed.
+
+    Idempotent: an identical file (content, and mode/owner when given) is left alone.
+    Missing parent directories are created. ``secret=True`` keeps the content out of
+    the journal (private keys, shadow entries).
+    """
+    data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
+    old = read_bytes(path)
+    real = root_path(path)
+    same_meta = True
+    if old is not None and not dry_run() and path not in _planned:
+        st = os.stat(real)
+        same_meta = ((mode is None or (st.st_mode & 0o7777) == mode)
+                     and (uid is None or st.st_uid == uid) and (gid is None or st.st_gid == gid))
+    if old == data and same_meta:
+        return False
+    if dry_run():
+        _planned[path] = data
+        _record_file("write", path, old, data, mode, secret, applied=False)
+        return True
+    ensure_dir(os.path.dirname(path) or "/")
+    atomic_write(real, data, mode, uid, gid)
+    _record_file("write", path, old, data, mode, secret, applied=True)
+    return True
+
+
+def remove_file(path: str, secret: bool = False) -> bool:
+    """Remove the guest file ``path`` if it exists; True if it did."""
+    old = read_bytes(path)
+    real = root_path(path)
+    if old is None and not os.path.islink(real):
+        return False
+    if dry_run():
+        _planned[path] = None
+        _record_file("remove", path, old, None, None, secret, applied=False)
+        return True
+    try:
+        os.unlink(real)
+    except FileNotFoundError:
+        return False
+    _fsync_dir(os.path.dirname(real))
+    _record_file("remove", path, old, None, None, secret, applied=True)
+    return True
+
+
+def symlink(path: str, target: str) -> bool:
+    """Make the guest path ``path`` a symlink to ``target`` (kept as given)."""
+    real = root_path(path)
+    if os.path.islink(real) and os.readlink(real) == target:
+        return False
+    if dry_run():
+        record("symlink", path=path, target=target, applied=False)
+        return True
+    ensure_dir(os.path.dirname(path) or "/")
+    temp = real + ".ovm-tmp"
+    if os.path.lexists(temp):
+        os.unlink(temp)
+    os.symlink(target, temp)
+    os.rename(temp, real)
+    record("symlink", path=path, target=target, applied=True)
+    return True
+
+
+# --- key=value (sysconfig) files -----------------------------------------------------------
+
+_ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
+_SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.,:/@+%=-]*$")
+
+
+def _unquote(raw: str) -> str:
+    raw = raw.strip()
+    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'":
+        inner = raw[1:-1]
+        if raw[0] == "'":
+            return inner
+        return re.sub(r'\\([\\"$`])', r"\1", inner)
+    return raw.split(" #", 1)[0].strip()
+
+
+def quote_value(value: str) -> str:
+    """A sysconfig value, quoted only when it needs to be."""
+    if _SAFE_VALUE.match(value):
+        return value
+    return '"%s"' % value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$").replace("`", "\\`")
+
+
+def parse_sysconfig(text: str) -> Dict[str, str]:
+    """Variables of a sysconfig-style (shell ``KEY=value``) text; the last one wins."""
+    values = {}
+    for line in text.splitlines():
+        match = _ASSIGNMENT.match(line)
+        if match:
+            values[match.group(1)] = _unquote(match.group(2))
+    return values
+
+
+def read_sysconfig(path: str) -> Dict[str, str]:
+    """Variables of the guest sysconfig file ``path`` (empty if absent)."""
+    text = read_file(path)
+    return parse_sysconfig(text) if text is not None else {}
+
+
+def edit_sysconfig_text(text: str, updates: Mapping[str, Optional[str]]) -> str:
+    """``text`` with ``updates`` applied: set (value) or remove (``None``) variables.
+
+    Comments, order and unrelated lines are kept; a variable set more than once keeps
+    only its first assignment; new variables are appended.
+    """
+    lines = text.splitlines()
+    seen = set()
+    out: List[str] = []
+    for line in lines:
+        match = _ASSIGNMENT.match(line)
+        if match and match.group(1) in updates:
+            name = match.group(1)
+            if name in seen or updates[name] is None:
+                continue
+            seen.add(name)
+            out.append("%s=%s" % (name, quote_value(updates[name])))
+        else:
+            out.append(line)
+    for name, value in updates.items():
+        if name not in seen and value is not None:
+            out.append("%s=%s" % (name, quote_value(value)))
+    return "\n".join(out) + "\n" if out else ""
+
+
+def edit_sysconfig(path: str, updates: Mapping[str, Optional[str]], mode: Optional[int] = None) -> bool:
+    """Apply ``updates`` to the guest sysconfig file ``path``; True if it changed."""
+    return write_file(path, edit_sysconfig_text(read_file(path) or "", updates), mode=mode)
+
+
+# --- services ---------------------------------------------------------------------------------
+
+class ServiceControl:
+    """Enable, disable and restart services, whatever the guest's init system.
+
+    systemd guests use ``systemctl`` (``--root`` for enabling in a sandbox root, which
+    needs no running systemd); SysV guests use ``chkconfig``/``service`` (EL5/6) or
+    ``update-rc.d``/``invoke-rc.d`` (Debian). Persistent changes (enable/disable) are
+    made on the root; runtime changes (start/restart/stop) go through
+    :func:`system_cmd`, so they are recorded, not run, under a sandbox root.
+    """
+
+    SYSTEMD, CHKCONFIG, UPDATE_RC = "systemd", "chkconfig", "update-rc.d"
+
+    def __init__(self, kind: Optional[str] = None) -> None:
+        self.kind = kind or self.detect()
+
+    @classmethod
+    def detect(cls) -> str:
+        for candidate in ("/usr/lib/systemd/systemd", "/lib/systemd/systemd",
+                          "/usr/lib/systemd/system", "/etc/systemd/system"):
+            if os.path.exists(root_path(candidate)):
+                return cls.SYSTEMD
+        for candidate in ("/sbin/chkconfig", "/usr/sbin/chkconfig"):
+            if os.path.exists(root_path(candidate)):
+                return cls.CHKCONFIG
+        return cls.UPDATE_RC if os.path.exists(root_path("/usr/sbin/update-rc.d")) else cls.CHKCONFIG
+
+    def _persistent(self, argv: List[str]) -> None:
+        # Persistent: made on the root itself. Under a sandbox root with a systemd guest,
+        # systemctl --root works offline; the SysV tools have no root option, so record.
+        if self.kind == self.SYSTEMD and is_sandbox():
+            argv = [argv[0], "--root=%s" % root()] + argv[1:]
+            if dry_run() or not _have(argv[0]):
+                record("command", argv=argv, applied=False)
+                return
+            run_cmd(argv)
+            return
+        system_cmd(argv)
+
+    def enable(self, name: str) -> None:
+        if self.kind == self.SYSTEMD:
+            self._persistent(["systemctl", "enable", name])
+        elif self.kind == self.CHKCONFIG:
+            self._persistent(["chkconfig", name, "on"])
+        else:
+            self._persistent(["update-rc.d", name, "enable"])
+
+    def disable(self, name: str) -> None:
+        if self.kind == self.SYSTEMD:
+            self._persistent(["systemctl", "disable", name])
+        elif self.kind == self.CHKCONFIG:
+            self._persistent(["chkconfig", name, "off"])
+        else:
+            self._persistent(["update-rc.d", name, "disable"])
+
+    def _runtime(self, action: str, name: str) -> None:
+        if self.kind == self.SYSTEMD:
+            system_cmd(["systemctl", action, name])
+        elif self.kind == self.CHKCONFIG:
+            system_cmd(["service", name, action])
+        else:
+            system_cmd(["invoke-rc.d", name, action])
+
+    def start(self, name: str) -> None:
+        self._runtime("start", name)
+
+    def stop(self, name: str) -> None:
+        self._runtime("stop", name)
+
+    def restart(self, name: str) -> None:
+        self._runtime("restart", name)
+
+    def reload(self, name: str) -> None:
+        self._runtime("reload", name)
+
+
+def _have(command: str) -> bool:
+    from shutil import which
+    return which(command) is not None
+
+
+def service_control() -> ServiceControl:
+    """The :class:`ServiceControl` for the configured root."""
+    return ServiceControl()
+
+
+__all__ = [
+    "TemplateConfigError", "CommandError", "root", "root_path", "is_sandbox", "dry_run",
+    "record", "run_cmd", "shell_cmd", "query_cmd", "system_cmd", "read_bytes", "read_file",
+    "exists", "atomic_write", "ensure_dir", "write_file", "remove_file", "symlink",
+    "quote_value", "parse_sysconfig", "read_sysconfig", "edit_sysconfig_text",
+    "edit_sysconfig", "ServiceControl", "service_control",
+]

@@ -1,0 +1,217 @@
+"""templateconfig.common: root-aware, atomic, journaled, plan-mode-aware helpers."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+from templateconfig import common
+
+
+@pytest.fixture
+def guest(tmp_path, monkeypatch):
+    """A sandbox root with a journal; plan mode off."""
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    journal = tmp_path / "journal"
+    monkeypatch.setenv("OVM_TEMPLATE_CONFIG_ROOT", str(root))
+    monkeypatch.setenv("OVM_TEMPLATE_CONFIG_ACTIONS", str(journal))
+    monkeypatch.delenv("OVM_TEMPLATE_CONFIG_DRY_RUN", raising=False)
+    common._planned.clear()
+    yield root, journal
+    common._planned.clear()
+
+
+def records(journal):
+    if not journal.exists():
+        return []
+    return [json.loads(line) for line in journal.read_text().splitlines()]
+
+
+def snapshot(root):
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            data = open(path, "rb").read() if stat.S_ISREG(st.st_mode) else None
+            out[os.path.relpath(path, root)] = (st.st_mode, data)
+    return out
+
+
+class TestPaths:
+    def test_root_path_joins_under_root(self, guest):
+        root, _ = guest
+        assert common.root_path("/etc/hosts") == str(root / "etc/hosts")
+
+    def test_dotdot_cannot_escape_the_root(self, guest):
+        root, _ = guest
+        assert common.root_path("/etc/../../../outside") == str(root / "outside")
+
+    def test_relative_guest_path_is_refused(self, guest):
+        with pytest.raises(ValueError, match="absolute"):
+            common.root_path("etc/hosts")
+
+
+class TestWriteFile:
+    def test_creates_parents_and_records(self, guest):
+        root, journal = guest
+        assert common.write_file("/etc/sub/dir/f.conf", "a=1\n", mode=0o640) is True
+        path = root / "etc/sub/dir/f.conf"
+        assert path.read_text() == "a=1\n"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640
+        writes = [r for r in records(journal) if r["op"] == "write"]
+        assert writes == [{"op": "write", "path": "/etc/sub/dir/f.conf", "mode": 0o640, "old": None,
+                           "new": "a=1\n", "encoding": "utf-8", "secret": False, "applied": True}]
+
+    def test_keeps_mode_and_owner_of_existing_file(self, guest):
+        root, _ = guest
+        path = root / "etc/keep"
+        path.write_text("old\n")
+        os.chmod(path, 0o600)
+        os.chown(path, 123, 456)
+        common.write_file("/etc/keep", "new\n")
+        st = path.stat()
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o600, 123, 456)
+        assert path.read_text() == "new\n"
+
+    def test_unchanged_file_is_not_rewritten(self, guest):
+        root, journal = guest
+        common.write_file("/etc/same", "x\n")
+        inode = (root / "etc/same").stat().st_ino
+        assert common.write_file("/etc/same", "x\n") is False
+        assert (root / "etc/same").stat().st_ino == inode
+        assert len([r for r in records(journal) if r["op"] == "write"]) == 1
+
+    def test_secret_content_stays_out_of_the_journal(self, guest):
+        _, journal = guest
+        common.write_file("/etc/key", "-----BEGIN KEY-----\nsecretbits\n", mode=0o600, secret=True)
+        text = journal.read_text()
+        assert "secretbits" not in text
+        assert records(journal)[-1]["secret"] is True
+
+    def test_no_temporary_files_left(self, guest):
+        root, _ = guest
+        common.write_file("/etc/a", "1")
+        common.write_file("/etc/a", "2")
+        assert sorted(os.listdir(root / "etc")) == ["a"]
+
+    def test_binary_content_is_journaled_as_base64(self, guest):
+        _, journal = guest
+        common.write_file("/etc/bin", b"\xff\xfe\x00")
+        assert records(journal)[-1]["encoding"] == "base64"
+
+
+class TestPlanMode:
+    def test_nothing_changes_and_everything_is_recorded(self, guest, monkeypatch):
+        root, journal = guest
+        (root / "etc/existing").write_text("before\n")
+        before = snapshot(root)
+        monkeypatch.setenv("OVM_TEMPLATE_CONFIG_DRY_RUN", "1")
+        assert common.write_file("/etc/existing", "after\n")
+        common.write_file("/etc/new/file", "n\n")
+        common.remove_file("/etc/existing")
+        common.symlink("/etc/link", "/usr/share/zoneinfo/UTC")
+        assert common.run_cmd(["touch", str(root / "etc/touched")]) == ""
+        assert snapshot(root) == before
+        ops = [(r["op"], r.get("path") or r.get("argv"), r["applied"]) for r in records(journal)]
+        assert ops == [
+            ("write", "/etc/existing", False), ("write", "/etc/new/file", False),
+            ("remove", "/etc/existing", False), ("symlink", "/etc/link", False),
+            ("command", ["touch", str(root / "etc/touched")], False),
+        ]
+
+    def test_later_reads_see_planned_content(self, guest, monkeypatch):
+        monkeypatch.setenv("OVM_TEMPLATE_CONFIG_DRY_RUN", "1")
+        common.write_file("/etc/planned", "v1\n")
+        assert common.read_file("/etc/planned") == "v1\n"
+        common.remove_file("/etc/planned")
+        assert common.read_file("/etc/planned") is None
+        assert not common.exists("/etc/planned")
+
+    def test_query_cmd_still_runs(self, guest, monkeypatch):
+        monkeypatch.setenv("OVM_TEMPLATE_CONFIG_DRY_RUN", "1")
+        assert common.query_cmd(["echo", "hi"]) == "hi\n"
+
+
+class TestCommands:
+    def test_run_cmd_returns_stdout_and_passes_stdin(self, guest):
+        assert common.run_cmd(["cat"], input="via stdin") == "via stdin"
+
+    def test_failure_raises_with_code_and_stderr_but_not_stdin(self, guest):
+        with pytest.raises(common.CommandError) as info:
+            common.run_cmd(["sh", "-c", "cat >/dev/null; echo broken >&2; exit 3"], input="s3cret")
+        assert info.value.returncode == 3
+        assert "broken" in str(info.value)
+        assert "s3cret" not in str(info.value)
+
+    def test_success_return_codes(self, guest):
+        assert common.run_cmd(["sh", "-c", "exit 4"], success_return_code=(0, 4)) == ""
+
+    def test_missing_command(self, guest):
+        with pytest.raises(common.CommandError) as info:
+            common.run_cmd(["/nonexistent/tool"])
+        assert info.value.returncode == 127
+
+    def test_shell_cmd(self, guest):
+        assert common.shell_cmd("echo a | tr a b") == "b\n"
+
+    def test_run_cmd_refuses_a_string(self, guest):
+        with pytest.raises(TypeError):
+            common.run_cmd("echo hi")
+
+    def test_system_cmd_is_recorded_not_run_under_a_sandbox_root(self, guest):
+        root, journal = guest
+        marker = root / "ran"
+        assert common.system_cmd(["touch", str(marker)]) == ""
+        assert not marker.exists()
+        assert records(journal)[-1] == {"op": "command", "argv": ["touch", str(marker)], "applied": False}
+
+
+class TestSysconfig:
+    def test_edit_keeps_comments_order_and_quotes_when_needed(self):
+        text = "# comment\nNETWORKING=yes\nHOSTNAME=old\nOTHER='x y'\nHOSTNAME=dup\n"
+        out = common.edit_sysconfig_text(text, {"HOSTNAME": "new.example.com", "GATEWAY": "10.0.0.1",
+                                                 "OTHER": None, "NAME": "a b"})
+        assert out == ("# comment\nNETWORKING=yes\nHOSTNAME=new.example.com\n"
+                       "GATEWAY=10.0.0.1\nNAME=\"a b\"\n")
+
+    def test_parse_roundtrip(self):
+        text = common.edit_sysconfig_text("", {"A": 'quote " and $var', "B": "plain"})
+        assert common.parse_sysconfig(text) == {"A": 'quote " and $var', "B": "plain"}
+
+    def test_edit_sysconfig_file_is_idempotent(self, guest):
+        root, _ = guest
+        (root / "etc/sysconfig").mkdir()
+        (root / "etc/sysconfig/ovmd").write_text("# keep me\nINITIAL_CONFIG=yes\n")
+        assert common.edit_sysconfig("/etc/sysconfig/ovmd", {"INITIAL_CONFIG": "no"})
+        assert not common.edit_sysconfig("/etc/sysconfig/ovmd", {"INITIAL_CONFIG": "no"})
+        assert (root / "etc/sysconfig/ovmd").read_text() == "# keep me\nINITIAL_CONFIG=no\n"
+        assert common.read_sysconfig("/etc/sysconfig/ovmd") == {"INITIAL_CONFIG": "no"}
+
+
+class TestServiceControl:
+    def test_detects_systemd_and_records_enable_under_sandbox(self, guest, monkeypatch):
+        root, journal = guest
+        (root / "usr/lib/systemd/system").mkdir(parents=True)
+        monkeypatch.setenv("PATH", "/nonexistent")  # no systemctl here: recorded, not run
+        control = common.service_control()
+        assert control.kind == "systemd"
+        control.enable("chronyd")
+        control.restart("chronyd")
+        argvs = [(r["argv"], r["applied"]) for r in records(journal)]
+        assert argvs == [(["systemctl", "--root=%s" % root, "enable", "chronyd"], False),
+                         (["systemctl", "restart", "chronyd"], False)]
+
+    def test_detects_chkconfig_on_sysv_guests(self, guest):
+        root, journal = guest
+        (root / "sbin").mkdir()
+        (root / "sbin/chkconfig").write_text("")
+        control = common.service_control()
+        assert control.kind == "chkconfig"
+        control.disable("iptables")
+        control.stop("iptables")
+        assert [r["argv"] for r in records(journal)] == [["chkconfig", "iptables", "off"],
+                                                         ["service", "iptables", "stop"]]

@@ -1,0 +1,123 @@
+"""templateconfig.modules.base: a module declared once gives enumerate, validation and the contract."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from templateconfig.modules import validators as v
+from templateconfig.modules.base import Key, ModuleSpec, ValidationError
+
+
+def make_spec():
+    spec = ModuleSpec(
+        "example", {"configure": 50, "cleanup": 40}, "An example module.",
+        keys=[
+            Key("com.example.name", "A name", required=True, validate=v.hostname),
+            Key("com.example.secret", "A secret", password=True, validate=v.integer(1, 9)),
+            Key("com.example.mode", "Mode", hidden=True, choices=["a", "b"], default="a"),
+            Key("com.example.dev.{n}", "Device N"),
+            Key("com.example.ip.{n}", "Address N", requires=("com.example.proto.{n}", ["static"]),
+                validate=v.ipv4),
+        ],
+        enumerate_count=2,
+    )
+    calls = []
+
+    @spec.target("configure")
+    def configure(params):
+        calls.append(dict(params))
+        return {"com.example.added": "yes"}
+
+    return spec, calls
+
+
+def test_enumerate_lists_each_key_with_only_its_flags_and_hides_later_indices():
+    spec, _ = make_spec()
+    assert spec.enumerate("configure") == [
+        {"key": "com.example.name", "description": "A name", "required": True},
+        {"key": "com.example.secret", "description": "A secret", "password": True},
+        {"key": "com.example.mode", "description": "Mode", "hidden": True, "choices": ["a", "b"],
+         "default": "a"},
+        {"key": "com.example.dev.0", "description": "Device N"},
+        {"key": "com.example.dev.1", "description": "Device N", "hidden": True},
+        {"key": "com.example.ip.0", "description": "Address N", "requires": ["com.example.proto.0", ["static"]]},
+        {"key": "com.example.ip.1", "description": "Address N", "hidden": True,
+         "requires": ["com.example.proto.1", ["static"]]},
+    ]
+    assert spec.enumerate("cleanup") == []
+
+
+def test_validation_names_key_and_value_and_hides_secrets():
+    spec, calls = make_spec()
+    with pytest.raises(ValidationError) as info:
+        spec.run("configure", {"com.example.name": "bad_name", "com.example.secret": "s3cr3tvalue",
+                               "com.example.mode": "c", "com.example.ip.3": "300.1.1.1"})
+    text = str(info.value)
+    assert "com.example.name: value 'bad_name' is invalid" in text
+    assert "com.example.mode: value 'c' is not one of a, b" in text
+    assert "com.example.ip.3: value '300.1.1.1' is invalid: not an IPv4 address" in text
+    assert "com.example.secret: value (hidden) is invalid" in text
+    assert "s3cr3tvalue" not in text
+    assert calls == []  # nothing ran
+
+
+def test_handler_changes_are_merged_into_the_output():
+    spec, calls = make_spec()
+    out = spec.run("configure", {"com.example.name": "host1", "other.key": "kept"})
+    assert out == {"com.example.name": "host1", "other.key": "kept", "com.example.added": "yes"}
+    assert calls == [{"com.example.name": "host1", "other.key": "kept"}]
+
+
+def test_target_without_handler_passes_params_through():
+    spec, _ = make_spec()
+    assert spec.run("cleanup", {"a": "b"}) == {"a": "b"}
+
+
+def test_indices_and_key_matching():
+    spec, _ = make_spec()
+    params = {"com.example.dev.0": "eth0", "com.example.ip.2": "10.0.0.1", "com.example.dev.x": "no"}
+    assert spec.indices(params, "com.example.dev.{n}", "com.example.ip.{n}") == [0, 2]
+    key, n = spec.key_for("com.example.ip.12")
+    assert (key.key, n) == ("com.example.ip.{n}", 12)
+    assert spec.key_for("com.example.ip.01") is None
+
+
+def test_header_matches_oracle_format():
+    spec, _ = make_spec()
+    assert spec.header() == ("### BEGIN PLUGIN INFO\n# name: example\n# configure: 50\n"
+                             "# cleanup: 40\n# description: An example module.\n### END PLUGIN INFO")
+
+
+def test_declaring_an_undeclared_target_fails():
+    spec, _ = make_spec()
+    with pytest.raises(ValueError):
+        spec.target("migrate")
+
+
+def test_contract_function_speaks_json():
+    spec, _ = make_spec()
+    do_configure = spec._contract_function("configure")
+    assert json.loads(do_configure('{"com.example.name": "h"}'))["com.example.added"] == "yes"
+
+
+@pytest.mark.parametrize("validator,good,bad", [
+    (v.hostname, ["a", "web-1.example.com", "x" * 63], ["", "-a", "a_b", "x" * 64, ("a." * 127) + "bc"]),
+    (v.boolean, ["True", "false", "yes", "NO"], ["maybe", ""]),
+    (v.ipv4, ["10.0.0.1"], ["10.0.0", "::1", "a.b.c.d"]),
+    (v.netmask, ["255.255.255.0", "24", "/16"], ["33", "255.0.255.0", "x"]),
+    (v.comma_list(v.ipv4), ["1.1.1.1,8.8.8.8", "1.1.1.1 8.8.4.4"], ["", "1.1.1.1,nope"]),
+    (v.mac_address, ["00:16:3e:00:00:01", "00-16-3E-00-00-01"], ["00:16:3e", "zz:16:3e:00:00:01"]),
+    (v.integer(68, 9000), ["1500"], ["67", "9001", "1.5", "-1"]),
+])
+def test_validators(validator, good, bad):
+    for value in good:
+        validator(value)
+    for value in bad:
+        with pytest.raises(ValueError):
+            validator(value)
+
+
+def test_prefix_length():
+    assert v.prefix_length("255.255.255.0") == 24
+    assert v.prefix_length("/20") == 20
