@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # shadow-utils and ssh-keygen.
 DEBIAN_PACKAGES := xenstore-utils rpm debootstrap passwd openssh-client tzdata
 
-.PHONY: all test demo debian-deps venv clean
+.PHONY: all test demo debian-deps venv clean dist install rpm
 
 all: test
 
@@ -31,5 +31,33 @@ test: $(STAMP) debian-deps
 demo: $(STAMP) debian-deps
 	$(PY) -m ovmd.demo
 
+VERSION := $(shell sed -n 's/^VERSION = "\(.*\)"/\1/p' setup.py)
+DIST := dist/ovmd-$(VERSION).tar.gz
+
+# The source tarball the RPM builds from: the files git tracks, plus any new ones it
+# does not ignore, under ovmd-VERSION/.
+dist: $(DIST)
+$(DIST): FORCE
+	@mkdir -p dist
+	git ls-files --cached --others --exclude-standard -z | \
+	    tar --null -T - --transform 's,^,ovmd-$(VERSION)/,' -czf $@
+	@echo "wrote $@"
+
+# Put files where the RPM puts them (the spec runs the same script).
+install:
+	DESTDIR=$(DESTDIR) sh scripts/install-tree
+
+# Build the RPMs with rpmbuild (Debian's rpm package works; no Fedora macros needed).
+RPMTOP := $(CURDIR)/dist/rpmbuild
+rpm: $(DIST)
+	@scripts/install-debian-deps rpm
+	mkdir -p $(RPMTOP)/SOURCES $(RPMTOP)/SPECS
+	cp $(DIST) $(RPMTOP)/SOURCES/
+	rpmbuild --define "_topdir $(RPMTOP)" --define "version $(VERSION)" $(RPMBUILD_FLAGS) \
+	    -bb packaging/ovmd.spec
+	@find $(RPMTOP)/RPMS -name '*.rpm' | sort
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+
+FORCE:
