@@ -32,15 +32,12 @@ import tempfile
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ovmd.paths import ROOT_ENV, join_root
+from templateconfig.errors import TemplateConfigError
 
 log = logging.getLogger(__name__)
 
 DRY_RUN_ENV = "OVM_TEMPLATE_CONFIG_DRY_RUN"
 ACTIONS_ENV = "OVM_TEMPLATE_CONFIG_ACTIONS"
-
-
-class TemplateConfigError(Exception):
-    """Base of the errors a module reports to the user."""
 
 
 class CommandError(TemplateConfigError):
@@ -337,6 +334,39 @@ def remove_file(path: str, secret: bool = False) -> bool:
     return True
 
 
+def set_metadata(path: str, mode: Optional[int] = None, uid: Optional[int] = None,
+                 gid: Optional[int] = None) -> bool:
+    """Give the existing guest path ``path`` (file or directory) ``mode``/owner; True if changed.
+
+    Symbolic links are not followed (a link is refused with ``TemplateConfigError``), so a
+    link planted in a user's directory cannot redirect the change. Recorded as op
+    ``metadata`` in the journal.
+    """
+    real = root_path(path)
+    try:
+        st = os.lstat(real)
+    except FileNotFoundError:
+        if dry_run() and exists(path):
+            record("metadata", path=path, mode=mode, uid=uid, gid=gid, applied=False)
+            return True
+        raise TemplateConfigError("cannot set the mode of %s: it does not exist" % path) from None
+    if os.path.islink(real):
+        raise TemplateConfigError("refusing to change %s: it is a symbolic link" % path)
+    want_mode = mode if mode is not None else st.st_mode & 0o7777
+    want_uid = uid if uid is not None else st.st_uid
+    want_gid = gid if gid is not None else st.st_gid
+    if ((st.st_mode & 0o7777) == want_mode and st.st_uid == want_uid and st.st_gid == want_gid):
+        return False
+    if dry_run():
+        record("metadata", path=path, mode=mode, uid=uid, gid=gid, applied=False)
+        return True
+    if (st.st_uid, st.st_gid) != (want_uid, want_gid):
+        os.lchown(real, want_uid, want_gid)
+    os.chmod(real, want_mode)
+    record("metadata", path=path, mode=mode, uid=uid, gid=gid, applied=True)
+    return True
+
+
 def symlink(path: str, target: str) -> bool:
     """Make the guest path ``path`` a symlink to ``target`` (kept as given)."""
     real = root_path(path)
@@ -514,7 +544,8 @@ def service_control() -> ServiceControl:
 __all__ = [
     "TemplateConfigError", "CommandError", "root", "root_path", "is_sandbox", "dry_run",
     "record", "run_cmd", "shell_cmd", "query_cmd", "system_cmd", "read_bytes", "read_file",
-    "exists", "atomic_write", "ensure_dir", "write_file", "remove_file", "symlink",
+    "exists", "atomic_write", "ensure_dir", "write_file", "remove_file", "set_metadata",
+    "symlink",
     "quote_value", "parse_sysconfig", "read_sysconfig", "edit_sysconfig_text",
     "edit_sysconfig", "ServiceControl", "service_control",
 ]

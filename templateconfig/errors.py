@@ -1,0 +1,10 @@
+"""The root of the framework's exceptions (kept import-free: CLIs load it on fast paths).
+
+Every error the framework reports to a user derives from :class:`TemplateConfigError`,
+so a command can catch one type and print its message, which names the file, key or
+value that was wrong and what to do.
+"""
+
+
+class TemplateConfigError(Exception):
+    """Base of the errors the template-configuration framework reports to the user."""
