@@ -1,0 +1,316 @@
+"""``--console-input``: ask for the template parameters on a terminal.
+
+Used when a template is first booted by hand (no host sends parameters): every key that
+is not hidden and applies (its ``depends``/``requires`` are met) is asked in module order,
+with its description, its choices and its default (Enter accepts the default; a value
+already in the params is offered as the default). A wrong answer -- not one of the
+choices, or empty for a required key -- is refused with the reason and asked again.
+Password keys are read with echo off, twice, and asked again when the two differ; they
+are never echoed, shown as a default, or logged. A key that an answer makes applicable
+is asked after it, even when it comes earlier in the module's list.
+
+The prompts use the controlling terminal (``/dev/tty``), or the system console when there
+is none (first boot under an init system); Ctrl-D or Ctrl-C ends the session with
+:class:`ConsoleAborted` and nothing is returned.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import sys
+from typing import IO, Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from ovmd.secrets import is_secret_key
+from templateconfig.descriptors import (
+    DescriptorError, ModuleParams, check_value, is_applicable, normalize, password_keys,
+)
+from templateconfig.errors import TemplateConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TTY = "/dev/tty"
+CONSOLE_DEVICE = "/dev/console"
+
+
+class ConsoleError(TemplateConfigError):
+    """No terminal to prompt on."""
+
+
+class ConsoleAborted(ConsoleError):
+    """The user ended the prompts with Ctrl-D (end of input) or Ctrl-C."""
+
+
+class _Terminal:
+    """Line input and text output on one terminal (or on streams the caller gives).
+
+    Input is read as bytes where possible and decoded per line, so that a line that is
+    not UTF-8 can be refused and asked again instead of breaking the stream.
+    """
+
+    def __init__(self, reader: IO[Any], writer: IO[Any], fd: Optional[int],
+                 owned: Sequence[IO[Any]] = ()) -> None:
+        self.reader, self.writer, self.fd = reader, writer, fd
+        self._owned = list(owned)
+
+    @classmethod
+    def open(cls, stdin: Optional[IO[Any]], stdout: Optional[IO[Any]],
+             tty_path: str) -> "_Terminal":
+        if stdin is not None:
+            writer = stdout if stdout is not None else sys.stdout
+            return cls(stdin, writer, _tty_fd(stdin))
+        fd = _open_terminal(tty_path)
+        reader = io.open(fd, "rb", buffering=0, closefd=False)
+        owned: List[IO[Any]] = [reader]
+        if stdout is None:
+            stdout = io.open(fd, "w", encoding="utf-8", errors="replace", closefd=False)
+            owned.append(stdout)
+        owned_fd = _FdCloser(fd)
+        return cls(reader, stdout, fd, owned + [owned_fd])
+
+    def close(self) -> None:
+        for stream in reversed(self._owned):
+            try:
+                stream.close()
+            except OSError:  # pragma: no cover - a hung-up terminal
+                pass
+
+    def write(self, text: str) -> None:
+        self.writer.write(text)
+        self.writer.flush()
+
+    def read_line(self, prompt: str, echo: bool = True) -> Optional[str]:
+        """Show ``prompt``, read one line without its ending; None at end of input (Ctrl-D).
+
+        With ``echo`` false on a terminal, echo is switched off *before* the prompt is
+        shown, so that nothing typed after the prompt appears can be echoed.
+        """
+        if echo or self.fd is None:
+            self.write(prompt)
+            line = self._readline()
+        else:
+            line = self._read_without_echo(prompt)
+        if line is None:
+            return None
+        if self.fd is None:  # input is not a terminal: nothing echoed the line ending
+            self.write("\n")
+        return line.rstrip("\r\n")
+
+    def _readline(self) -> Optional[str]:
+        if isinstance(self.reader, io.RawIOBase):
+            data = bytearray()
+            while not data.endswith(b"\n"):
+                chunk = self.reader.read(1)
+                if not chunk:
+                    break
+                data += chunk
+            if not data:
+                return None
+            return bytes(data).decode("utf-8")  # UnicodeDecodeError: handled by the caller
+        line = self.reader.readline()
+        if not line:
+            return None
+        return line.decode("utf-8") if isinstance(line, bytes) else line
+
+    def _read_without_echo(self, prompt: str) -> Optional[str]:
+        import termios
+
+        assert self.fd is not None
+        old = termios.tcgetattr(self.fd)
+        new = list(old)
+        new[3] = (new[3] & ~termios.ECHO) | termios.ECHONL
+        # TCSAFLUSH: drop anything typed ahead, as getpass does; it was echoed already.
+        termios.tcsetattr(self.fd, termios.TCSAFLUSH, new)
+        try:
+            self.write(prompt)
+            return self._readline()
+        finally:
+            termios.tcsetattr(self.fd, termios.TCSAFLUSH, old)
+
+
+class _FdCloser:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _tty_fd(stream: IO[Any]) -> Optional[int]:
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+    return fd if os.isatty(fd) else None
+
+
+def _open_terminal(tty_path: str) -> int:
+    """The terminal to prompt on: ``tty_path``, else (for the default) the console.
+
+    Opened without O_NOCTTY: a process without a controlling terminal that leads its
+    session (first boot) gets this one, so that Ctrl-C reaches it.
+    """
+    candidates = [tty_path]
+    if tty_path == DEFAULT_TTY:
+        candidates.append(CONSOLE_DEVICE)
+    problems = []
+    for path in candidates:
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except OSError as exc:
+            problems.append("%s: %s" % (path, exc.strerror))
+            continue
+        if not os.isatty(fd):
+            os.close(fd)
+            problems.append("%s: not a terminal" % path)
+            continue
+        return fd
+    raise ConsoleError("no terminal to prompt on (%s)" % "; ".join(problems))
+
+
+# --- the questions --------------------------------------------------------------------
+
+class _Session:
+    def __init__(self, terminal: _Terminal, secret_keys: set) -> None:
+        self.term = terminal
+        self.secret_keys = secret_keys
+
+    def ask(self, desc: Mapping[str, Any], current: Optional[str]) -> Optional[str]:
+        """The answer for one key; None leaves the key unset."""
+        key = desc["key"]
+        secret = desc["password"] or is_secret_key(key, self.secret_keys)
+        default = current if current not in (None, "") else desc["default"]
+        self.term.write("\n%s\n" % key)
+        for line in desc["description"].splitlines():
+            if line.strip():
+                self.term.write("  %s\n" % line.strip())
+        if desc["choices"]:
+            self.term.write("  Choices: %s\n" % ", ".join(desc["choices"]))
+        while True:
+            if secret:
+                value = self._ask_secret(default, current not in (None, ""))
+            else:
+                value = self._ask_plain(desc, default)
+            if value is None:  # Enter: the default (or nothing)
+                value = default
+            value = _canonical_choice(desc, value)
+            problem = check_value(desc, value, secret)
+            if problem is None:
+                return value if value not in (None, "") else None
+            self.term.write("  %s %s. Please try again.\n" % (key, problem))
+
+    def _ask_plain(self, desc: Mapping[str, Any], default: Optional[str]) -> Optional[str]:
+        if default not in (None, ""):
+            prompt = "  Value [%s]: " % default
+        elif desc["required"]:
+            prompt = "  Value (required): "
+        else:
+            prompt = "  Value (Enter to leave unset): "
+        answer = self._read(prompt, echo=True).strip()
+        return answer or None
+
+    def _ask_secret(self, default: Optional[str], is_current: bool) -> Optional[str]:
+        hint = ""
+        if default not in (None, ""):
+            hint = " (Enter keeps the current one)" if is_current else " (Enter for the default)"
+        while True:
+            first = self._read("  Password%s: " % hint, echo=False)
+            if first == "":
+                return None
+            second = self._read("  Password again: ", echo=False)
+            if first == second:
+                return first
+            self.term.write("  The two passwords differ. Please try again.\n")
+
+    def _read(self, prompt: str, echo: bool) -> str:
+        while True:
+            try:
+                line = self.term.read_line(prompt, echo=echo)
+            except UnicodeDecodeError:
+                self.term.write("  That was not valid UTF-8 text. Please try again.\n")
+                continue
+            if line is None:
+                raise ConsoleAborted("input ended (Ctrl-D) before all parameters were given")
+            return line
+
+
+def _canonical_choice(desc: Mapping[str, Any], value: Optional[str]) -> Optional[str]:
+    """``true`` -> ``True`` when the choices spell it so (case-insensitive match)."""
+    if value is None or not desc["choices"] or value in desc["choices"]:
+        return value
+    matches = [c for c in desc["choices"] if c.lower() == value.lower()]
+    return matches[0] if len(matches) == 1 else value
+
+
+def _questions(modules: Sequence[ModuleParams]) -> List[Tuple[str, dict]]:
+    questions = []
+    for name, descs in modules:
+        for desc in descs or ():
+            desc = normalize(desc, name)
+            if not desc["hidden"]:
+                questions.append((name, desc))
+    return questions
+
+
+def _end_line(terminal: _Terminal) -> None:
+    try:
+        terminal.write("\n")
+    except (OSError, ValueError):  # the terminal hung up: nothing to tidy
+        pass
+
+
+def prompt_params(modules: Sequence[ModuleParams], params: Mapping[str, str],
+                  stdin: Optional[IO[Any]] = None, stdout: Optional[IO[Any]] = None,
+                  tty_path: str = DEFAULT_TTY) -> Dict[str, str]:
+    """Ask on the terminal for every applicable, non-hidden key; the completed params.
+
+    ``modules`` is ``[(module name, [descriptor, ...]), ...]`` in run order; ``params``
+    the parameters known so far (their values are offered as defaults; hidden keys and
+    keys never asked are passed through unchanged). Returns a new dict. Input comes from
+    ``stdin`` when given (echo is switched off for passwords if it is a terminal), else
+    from ``tty_path`` opened read-write (falling back to ``/dev/console`` for the
+    default ``/dev/tty``); prompts go to ``stdout`` when given, else to that terminal.
+
+    Raises :class:`ConsoleAborted` on Ctrl-D or Ctrl-C, and :class:`ConsoleError` when
+    no terminal can be opened or a descriptor is malformed (naming its module, key and
+    field; checked before anything is asked).
+    """
+    try:
+        questions = _questions(modules)
+    except DescriptorError as exc:
+        raise ConsoleError("cannot prompt: %s" % exc) from None
+    result = dict(params)
+    terminal = _Terminal.open(stdin, stdout, tty_path)
+    session = _Session(terminal, password_keys(modules))
+    asked = set()
+    try:
+        heading = None
+        progress = True
+        while progress:  # again after a pass, for keys an answer made applicable
+            progress = False
+            for name, desc in questions:
+                key = desc["key"]
+                if key in asked or not is_applicable(desc, result):
+                    continue
+                if name != heading:
+                    terminal.write("\n== %s ==\n" % name)
+                    heading = name
+                answer = session.ask(desc, result.get(key))
+                asked.add(key)
+                progress = True
+                if answer is not None:
+                    result[key] = answer
+                log.debug("console: %s %s", key, "answered" if answer is not None else "left unset")
+        terminal.write("\n")
+    except KeyboardInterrupt:
+        _end_line(terminal)
+        raise ConsoleAborted("interrupted (Ctrl-C) before all parameters were given") from None
+    except ConsoleAborted:
+        _end_line(terminal)
+        raise
+    finally:
+        terminal.close()
+    return result
+
+
+__all__ = ["CONSOLE_DEVICE", "DEFAULT_TTY", "ConsoleAborted", "ConsoleError", "prompt_params"]
