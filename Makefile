@@ -29,7 +29,7 @@ test: $(STAMP) debian-deps
 	$(PY) -m pytest tests
 
 demo: $(STAMP) debian-deps
-	$(PY) -m ovmd.demo
+	$(PY) scripts/demo.py
 
 VERSION := $(shell sed -n 's/^VERSION = "\(.*\)"/\1/p' setup.py)
 DIST := dist/ovmd-$(VERSION).tar.gz
