@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import bin_path
+from testlib import bin_path
 from ovmd.paths import ROOT_ENV, Paths
 from templateconfig import registry
 from templateconfig.header import TARGETS

@@ -14,7 +14,7 @@ import pytest
 from ovmd.xenstore import ConnectionClosedError, WatchEvent, XenStoreClient, XenStoreError
 from ovmd.xenstore.protocol import MAX_PAYLOAD
 
-from conftest import require_tool
+from testlib import require_tool
 
 TO_GUEST = "control/oracle-vmapi/to-guest"
 

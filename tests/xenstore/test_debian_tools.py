@@ -14,7 +14,7 @@ import pytest
 
 from ovmd.xenstore.protocol import Op, PacketParser, encode
 
-from conftest import require_tool
+from testlib import require_tool
 
 HOME1 = "/local/domain/1"
 TO_GUEST1 = HOME1 + "/control/oracle-vmapi/to-guest"

@@ -22,7 +22,7 @@ import pytest
 
 from ovmd.xenstore.protocol import HEADER, Op, Packet, PacketParser, encode, join_strings
 
-from conftest import REPO, bin_path, start_xenstored
+from testlib import REPO, bin_path, start_xenstored
 
 TO_GUEST = "control/oracle-vmapi/to-guest"
 FROM_GUEST = "control/oracle-vmapi/from-guest"
