@@ -17,6 +17,7 @@ import re
 import sys
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from ovmd.secrets import is_secret_key
 from templateconfig.common import TemplateConfigError
 
 Validator = Callable[[str], None]
@@ -79,7 +80,10 @@ class Key:
 
     def descriptor(self, n: Optional[int] = None, force_hidden: bool = False) -> dict:
         """The enumerate descriptor (REFERENCE §5), with only the fields that are set."""
-        desc = {"key": self.name(n), "description": self.description}
+        description = self.description
+        if self.indexed and n is not None:  # "Name of user {n}." -> "Name of user 0."
+            description = description.replace("{n}", str(n))
+        desc = {"key": self.name(n), "description": description}
         if self.hidden or force_hidden:
             desc["hidden"] = True
         if self.required:
@@ -98,7 +102,9 @@ class Key:
 
     def check(self, name: str, value: str) -> Optional[str]:
         """A problem message for ``value``, or None when it is valid."""
-        shown = "(hidden)" if self.password else repr(value)
+        # Secrets (password keys, and keys ovmd.secrets knows, such as private keys)
+        # are never repeated in a message.
+        shown = "(hidden)" if self.password or is_secret_key(name) else repr(value)
         if self.choices is not None and value not in self.choices:
             return "%s: value %s is not one of %s" % (name, shown, ", ".join(self.choices))
         if self.validate is not None:

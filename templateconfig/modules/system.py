@@ -1,0 +1,124 @@
+"""system: give a clone its own identity (Oracle's ``system`` module; no keys).
+
+Every clone of a template starts as a byte copy of it: same ``/etc/machine-id`` (journald,
+D-Bus, DHCP client ids derive from it), the template's persistent network-device rules
+(EL6 udev pins eth0 to the template's MAC, so a clone's NIC becomes eth1), and its
+registration with ULN/RHN or subscription-manager. ``configure`` replaces the first and
+removes the others so that two clones differ; ``cleanup`` prepares a template for
+sealing: an empty ``/etc/machine-id`` (systemd fills it on first boot) and no rules,
+registrations or random seed.
+
+Idempotent within one boot: the identity is generated once per boot (stamp with the
+kernel's boot id under ``/var/lib/ovm-template-config``), so a configure retried after a
+later module failed keeps it, while a clone, booted separately, always gets a new one.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from typing import Dict, Optional
+
+from templateconfig import common
+from templateconfig.modules.base import ModuleSpec
+from templateconfig.modules.state import STATE_DIR
+
+log = logging.getLogger(__name__)
+
+MACHINE_ID = "/etc/machine-id"
+DBUS_MACHINE_ID = "/var/lib/dbus/machine-id"
+#: Files that pin a clone to its template's hardware or registration.
+CLONE_STATE = (
+    "/etc/udev/rules.d/70-persistent-net.rules",
+    "/etc/sysconfig/rhn/systemid",            # ULN / RHN registration (up2date)
+    "/etc/pki/consumer/cert.pem",             # subscription-manager consumer identity
+    "/etc/pki/consumer/key.pem",
+)
+#: Also removed when sealing (not at configure: the running system rewrites it at shutdown).
+SEAL_ONLY = ("/var/lib/systemd/random-seed",)
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+
+SPEC = ModuleSpec(
+    "system", {"configure": 60, "cleanup": 60},
+    "Give a cloned guest its own identity (machine-id, network-device rules, "
+    "registration).")
+
+
+# --- once per boot ---------------------------------------------------------------------------
+
+def boot_id() -> str:
+    """The running kernel's boot id ("" if unknown): it changes on every boot."""
+    try:
+        with open(BOOT_ID) as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
+
+
+def _stamp_path(name: str) -> str:
+    return "%s/%s.generated" % (STATE_DIR, name)
+
+
+def generated_this_boot(name: str) -> bool:
+    """Whether ``name`` (an identity part) was already generated during this boot."""
+    text = common.read_file(_stamp_path(name))
+    current = boot_id()
+    if not text or not current:
+        return False
+    try:
+        return json.loads(text).get("boot_id") == current
+    except ValueError:
+        return False
+
+
+def mark_generated(name: str) -> None:
+    """Record, after success, that ``name`` was generated during this boot."""
+    common.write_file(_stamp_path(name), json.dumps({"boot_id": boot_id()}) + "\n", mode=0o644)
+
+
+def forget_generated(name: str) -> None:
+    common.remove_file(_stamp_path(name))
+
+
+# --- the machine id ----------------------------------------------------------------------------
+
+def _uses_machine_id() -> bool:
+    """systemd guests (EL7+, Debian 8+) read /etc/machine-id; EL6 has only D-Bus's."""
+    return common.exists(MACHINE_ID) or common.ServiceControl.detect() == common.ServiceControl.SYSTEMD
+
+
+def _dbus_is_file() -> bool:
+    real = common.root_path(DBUS_MACHINE_ID)
+    return os.path.isfile(real) and not os.path.islink(real)
+
+
+def new_machine_id() -> None:
+    machine_id = uuid.uuid4().hex + "\n"
+    if _uses_machine_id():
+        common.write_file(MACHINE_ID, machine_id, mode=0o444)
+    if _dbus_is_file():
+        common.write_file(DBUS_MACHINE_ID, machine_id, mode=0o644)
+
+
+@SPEC.target("configure")
+def configure(params: Dict[str, str]) -> Optional[Dict[str, str]]:
+    for path in CLONE_STATE:
+        common.remove_file(path)
+    if not generated_this_boot("machine-id"):
+        new_machine_id()
+        mark_generated("machine-id")
+    return None
+
+
+@SPEC.target("cleanup")
+def cleanup(params: Dict[str, str]) -> Optional[Dict[str, str]]:
+    for path in CLONE_STATE + SEAL_ONLY:
+        common.remove_file(path)
+    if common.exists(MACHINE_ID):
+        # Empty, not absent: systemd then generates one at first boot ("uninitialized").
+        common.write_file(MACHINE_ID, "", mode=0o444)
+    if _dbus_is_file():
+        common.remove_file(DBUS_MACHINE_ID)
+    forget_generated("machine-id")
+    return None
