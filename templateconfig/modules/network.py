@@ -1,0 +1,337 @@
+"""network: host name, /etc/hosts entries and interfaces (Oracle's ``network`` module, 50).
+
+Interfaces ``N = 0, 1, ...`` are named by ``device.N`` or found by ``hwaddr.N`` (the MAC
+address; the module waits a bounded time for a NIC that has not appeared yet). Each is
+``dhcp`` or ``static`` (``none`` behaves as ``static``) with an IPv4 address, netmask
+(dotted or prefix length), gateway, MTU, DNS servers and search domains.
+
+The files written depend on the guest's network stack, chosen by the platform
+(ifcfg, NetworkManager keyfile, ifupdown, netplan: ``templateconfig.platform.netstack``);
+the change is activated on a running system. Applied once: a later boot with the same
+params does nothing; new or changed keys apply again. ``cleanup`` restores every file
+configure changed and removes those it created.
+
+Environment: ``OVM_TEMPLATE_CONFIG_NIC_WAIT`` (seconds, default 10) bounds the wait for
+a NIC named by its hardware address.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from typing import Dict, List, Optional, Sequence
+
+from templateconfig import common
+from templateconfig.modules import validators
+from templateconfig.modules.base import Key, ModuleSpec, ValidationError
+from templateconfig.modules.state import ModuleState, fingerprint
+from templateconfig.platform import detect
+from templateconfig.platform.netstack import Interface
+from templateconfig.platform.textedit import apply_managed
+
+log = logging.getLogger(__name__)
+
+P = "com.oracle.linux.network."
+HOSTNAME = P + "hostname"
+HOST = P + "host.{n}"
+DEVICE = P + "device.{n}"
+HWADDR = P + "hwaddr.{n}"
+MTU = P + "mtu.{n}"
+ONBOOT = P + "onboot.{n}"
+BOOTPROTO = P + "bootproto.{n}"
+IPADDR = P + "ipaddr.{n}"
+NETMASK = P + "netmask.{n}"
+GATEWAY = P + "gateway.{n}"
+DNS_SERVERS = P + "dns-servers.{n}"
+DNS_SEARCH = P + "dns-search-domains.{n}"
+INTERFACE_KEYS = (DEVICE, HWADDR, MTU, ONBOOT, BOOTPROTO, IPADDR, NETMASK, GATEWAY,
+                  DNS_SERVERS, DNS_SEARCH)
+STATIC_ONLY = (IPADDR, NETMASK, GATEWAY, DNS_SERVERS)
+
+WAIT_ENV = "OVM_TEMPLATE_CONFIG_NIC_WAIT"
+DEFAULT_WAIT = 10.0
+SYS_CLASS_NET = "/sys/class/net"
+
+HOST_NAME_MAX = 64
+_DEVICE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}\Z")
+
+
+def check_device(value: str) -> None:
+    if not _DEVICE.match(value) or value in (".", ".."):
+        raise ValueError("not a network device name (1-15 letters, digits or _.:@-)")
+
+
+def check_hostname(value: str) -> None:
+    """RFC 1123, and at most 64 characters: the kernel's limit for the host name."""
+    validators.hostname(value)
+    if len(value.rstrip(".")) > HOST_NAME_MAX:
+        raise ValueError("longer than %d characters (the kernel's host name limit)" % HOST_NAME_MAX)
+
+
+def check_hosts_line(value: str) -> None:
+    """An /etc/hosts line: an IP address and one or more host names."""
+    fields = value.split()
+    if len(fields) < 2:
+        raise ValueError("expected an IP address followed by host names")
+    validators.ip_address(fields[0])
+    for name in fields[1:]:
+        validators.hostname(name)
+
+
+class ChoiceKey(Key):
+    """A key that offers ``choices`` but also accepts ``aliases`` (any case)."""
+
+    def __init__(self, key: str, description: str, aliases: Sequence[str] = (), **kwargs) -> None:
+        super().__init__(key, description, **kwargs)
+        self.aliases = tuple(aliases)
+
+    def check(self, name: str, value: str) -> Optional[str]:
+        if value.strip().lower() in tuple(self.choices or ()) + self.aliases:
+            return None
+        return super().check(name, value)
+
+
+_STATIC = (BOOTPROTO, ["static", "none"])
+
+SPEC = ModuleSpec(
+    "network", {"configure": 50, "cleanup": 50}, "Configure the host name and network interfaces.",
+    enumerate_count=4,
+    keys=[
+        Key(HOSTNAME, "Host name (e.g. vm1.example.com).", validate=check_hostname),
+        Key(HOST, "A line for /etc/hosts: an IP address and host names.", hidden=True,
+            validate=check_hosts_line),
+        Key(DEVICE, "Network device of interface {n} (e.g. eth0).", validate=check_device),
+        Key(HWADDR, "Hardware (MAC) address of interface {n}.", hidden=True,
+            validate=validators.mac_address),
+        Key(MTU, "MTU of interface {n}.", hidden=True, validate=validators.integer(68, 65535)),
+        ChoiceKey(ONBOOT, "Activate interface {n} at boot: yes or no.", depends=DEVICE,
+                  choices=["yes", "no"],
+                  aliases=validators.BOOLEAN_TRUE + validators.BOOLEAN_FALSE),
+        ChoiceKey(BOOTPROTO, "Boot protocol of interface {n}: dhcp or static.", depends=DEVICE,
+                  choices=["dhcp", "static"], aliases=("none",)),
+        Key(IPADDR, "IPv4 address of interface {n}.", requires=_STATIC, validate=validators.ipv4),
+        Key(NETMASK, "Netmask of interface {n} (255.255.255.0, or a prefix length such as 24).", requires=_STATIC,
+            validate=validators.netmask),
+        Key(GATEWAY, "Default gateway of interface {n}.", requires=_STATIC, validate=validators.ipv4),
+        Key(DNS_SERVERS, "DNS servers of interface {n}, comma-separated.", requires=_STATIC,
+            validate=validators.comma_list(validators.ip_address)),
+        Key(DNS_SEARCH, "DNS search domains of interface {n}, comma-separated.", hidden=True,
+            validate=validators.comma_list(validators.hostname)),
+    ])
+
+
+# --- finding a device by its hardware address -----------------------------------------------
+
+def _normal_mac(mac) -> str:
+    if isinstance(mac, bytes):
+        mac = mac.decode("ascii", "replace")
+    return mac.strip().lower().replace("-", ":")
+
+
+def scan_sysfs(mac: str) -> Optional[str]:
+    """The device under the root's ``/sys/class/net`` whose address is ``mac``."""
+    directory = common.root_path(SYS_CLASS_NET)
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return None
+    for name in names:
+        address = common.read_file("%s/%s/address" % (SYS_CLASS_NET, name))
+        if address is not None and _normal_mac(address) == _normal_mac(mac):
+            return name
+    return None
+
+
+def _udev_monitor():
+    """A started pyudev monitor of ``net`` events, or None (no pyudev, no netlink)."""
+    try:
+        import pyudev  # lazily: only needed when a NIC is missing
+        monitor = pyudev.Monitor.from_netlink(pyudev.Context())
+        monitor.filter_by("net")
+        monitor.start()
+        return monitor
+    except Exception as exc:  # ImportError, OSError from netlink, missing libudev
+        log.debug("no udev monitor (%s); polling %s instead", exc, SYS_CLASS_NET)
+        return None
+
+
+def find_device_by_mac(mac: str, timeout: float, use_udev: Optional[bool] = None) -> Optional[str]:
+    """The name of the NIC with hardware address ``mac``, waiting up to ``timeout`` s.
+
+    Reads ``/sys/class/net/*/address`` under the root; while the NIC is missing, waits
+    for udev ``net`` events (pyudev, on the real root only) and re-reads sysfs on each
+    event or every 0.2 s without events, so a missing udev daemon only costs latency.
+    """
+    found = scan_sysfs(mac)
+    if found or timeout <= 0:
+        return found
+    if use_udev is None:
+        use_udev = not common.is_sandbox()
+    monitor = _udev_monitor() if use_udev else None
+    log.warning("network: waiting up to %g s for a network device with hardware address %s",
+                timeout, mac)
+    deadline = time.monotonic() + timeout
+    while True:
+        found = scan_sysfs(mac)
+        if found:
+            return found
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        if monitor is None:
+            time.sleep(min(remaining, 0.2))
+            continue
+        device = monitor.poll(timeout=min(remaining, 1.0))
+        if device is not None and device.action in ("add", "move", "change", None):
+            address = device.attributes.get("address")
+            if address is not None and _normal_mac(address) == _normal_mac(mac):
+                return device.sys_name
+
+
+def _wait_seconds() -> float:
+    try:
+        return max(0.0, float(os.environ.get(WAIT_ENV, DEFAULT_WAIT)))
+    except ValueError:
+        return DEFAULT_WAIT
+
+
+# --- from params to interfaces ----------------------------------------------------------------
+
+def _key(pattern: str, n: int) -> str:
+    return pattern.format(n=n)
+
+
+def parse_interfaces(params: Dict[str, str]) -> List[Interface]:
+    """The interfaces the params describe, checked across keys; ValidationError if not.
+
+    Devices given only by hardware address are left with ``device == ""``.
+    """
+    problems: List[str] = []
+    interfaces = []
+    for n in SPEC.indices(params, *INTERFACE_KEYS):
+        get = lambda pattern: params.get(_key(pattern, n))  # noqa: E731
+        device, hwaddr = get(DEVICE), get(HWADDR)
+        if not device and not hwaddr:
+            problems.append("%s: missing: interface %d has settings (%s) but neither %s nor %s"
+                            % (_key(DEVICE, n), n, ", ".join(sorted(
+                                k for k in params if SPEC.indices({k: ""}, *INTERFACE_KEYS) == [n])),
+                               _key(DEVICE, n), _key(HWADDR, n)))
+            continue
+        bootproto = (get(BOOTPROTO) or ("static" if get(IPADDR) else "dhcp")).strip().lower()
+        iface = Interface(index=n, device=device or "", hwaddr=hwaddr.strip() if hwaddr else None,
+                          mtu=int(get(MTU)) if get(MTU) else None,
+                          onboot=validators.is_true(get(ONBOOT)) if get(ONBOOT) else True,
+                          bootproto=bootproto)
+        if iface.static:
+            for pattern in (IPADDR, NETMASK):
+                if not get(pattern):
+                    problems.append("%s: missing: required when %s is %r"
+                                    % (_key(pattern, n), _key(BOOTPROTO, n), bootproto))
+            iface.ipaddr = (get(IPADDR) or "").strip() or None
+            iface.prefix = validators.prefix_length(get(NETMASK)) if get(NETMASK) else None
+            iface.gateway = (get(GATEWAY) or "").strip() or None
+            iface.dns = validators.split_list(get(DNS_SERVERS) or "")
+        else:
+            ignored = [_key(p, n) for p in STATIC_ONLY if get(p)]
+            if ignored:
+                log.warning("network: %s ignored: %s is dhcp", ", ".join(ignored), _key(BOOTPROTO, n))
+        iface.search = validators.split_list(get(DNS_SEARCH) or "")
+        interfaces.append(iface)
+    _check_duplicates(interfaces, problems)
+    if problems:
+        raise ValidationError(problems)
+    return interfaces
+
+
+def _check_duplicates(interfaces: List[Interface], problems: List[str]) -> None:
+    seen: Dict[str, int] = {}
+    for iface in interfaces:
+        if not iface.device:
+            continue
+        if iface.device in seen:
+            problems.append("%s: value %r is also interface %d's device"
+                            % (_key(DEVICE, iface.index), iface.device, seen[iface.device]))
+        seen.setdefault(iface.device, iface.index)
+
+
+def resolve_devices(interfaces: List[Interface]) -> Dict[str, str]:
+    """Name every interface given by hardware address; the device keys to send back."""
+    found: Dict[str, str] = {}
+    problems: List[str] = []
+    wait = _wait_seconds()
+    for iface in interfaces:
+        if iface.device:
+            continue
+        name = find_device_by_mac(iface.hwaddr, wait)
+        if name is None:
+            problems.append("%s: value %r: no network device has this hardware address "
+                            "(waited %g s)" % (_key(HWADDR, iface.index), iface.hwaddr, wait))
+            continue
+        iface.device = name
+        found[_key(DEVICE, iface.index)] = name
+    _check_duplicates(interfaces, problems)
+    if problems:
+        raise ValidationError(problems)
+    return found
+
+
+# --- /etc/hosts --------------------------------------------------------------------------------
+
+def hosts_text(text: str, entries: List[str], hostname: Optional[str],
+               self_address: Optional[str]) -> str:
+    """/etc/hosts with our entries in a marked block; where the platform names the machine
+    by an address of its own (Debian's 127.0.1.1), that line is replaced by ours."""
+    lines = [" ".join(entry.split()) for entry in entries]
+    disable = None
+    if hostname and self_address:
+        short = hostname.rstrip(".").split(".")[0]
+        names = [hostname.rstrip(".")] + ([short] if short != hostname.rstrip(".") else [])
+        lines.insert(0, "%s %s" % (self_address, " ".join(names)))
+        disable = lambda line: line.split()[:1] == [self_address]  # noqa: E731
+    return apply_managed(text, "network", lines, disable=disable)
+
+
+# --- targets ---------------------------------------------------------------------------------------
+
+@SPEC.target("configure")
+def configure(params: Dict[str, str]) -> Optional[Dict[str, str]]:
+    ours = {k: v for k, v in params.items() if SPEC.key_for(k) is not None}
+    if not ours:
+        return None
+    state = ModuleState("network")
+    digest = fingerprint(ours)
+    if state.applied_fingerprint() == digest:
+        log.info("network: these settings were applied already; nothing to do")
+        return None
+    interfaces = parse_interfaces(params)
+    platform = detect()
+    stack = platform.network_stack() if interfaces else None
+    changed = resolve_devices(interfaces)          # may wait for a NIC; still nothing written
+    hostname = params.get(HOSTNAME)
+    entries = [params[_key(HOST, n)] for n in SPEC.indices(params, HOST)]
+
+    if hostname:
+        platform.set_hostname(state, hostname.rstrip("."))
+    if entries or (hostname and platform.hosts_self_address):
+        original = common.read_file("/etc/hosts") or ""
+        state.write_file("/etc/hosts", hosts_text(original, entries, hostname,
+                                                  platform.hosts_self_address))
+    if stack is not None:
+        stack.write(state, interfaces)
+
+    if hostname:
+        platform.activate_hostname(hostname.rstrip("."))
+    if stack is not None:
+        stack.activate(interfaces)
+    state.mark_applied(digest)
+    return changed or None
+
+
+@SPEC.target("cleanup")
+def cleanup(params: Dict[str, str]) -> Optional[Dict[str, str]]:
+    state = ModuleState("network")
+    if not state.has_saved:
+        log.info("network: nothing to undo")
+    state.restore()
+    return None

@@ -1,0 +1,321 @@
+"""``ovm-template-config``: run a target's template-configuration modules.
+
+Oracle's command line (REFERENCE §4) plus ``--root``, ``--dry-run``, ``--json`` and
+``--timeout``. Where the params come from: ``--stdin``, ``--input FD`` (how ``ovmd``
+runs us: secrets never on a command line), ``--ovf-transport-iso``, or, with none of
+them, the running daemon's cache; ``--console-input`` then prompts on the console for
+what is missing (alone, it starts from no params).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Dict, List, Optional
+
+EXIT_OK = 0
+EXIT_MODULE_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NO_DAEMON = 3
+EXIT_INTERRUPTED = 130
+
+_EPILOG = """\
+params: --stdin reads JSON from standard input, either one object or one object per line
+(what `ovmd -l` prints, so `ovmd -l | ovm-template-config --stdin configure` works);
+--input FD reads one JSON object from file descriptor FD until EOF, and --output FD
+writes the final params as one JSON object to FD when the run ends. Without an input
+option the params come from the running ovmd's cache.
+
+--enumerate prints a JSON list with one entry per enabled module of TARGET, in run order:
+[priority, name, [descriptor, ...]] (Oracle's shape).
+
+exit status:
+  0  every module succeeded (or the enumeration/dry run worked)
+  1  at least one module failed (the others still ran)
+  2  bad usage or invalid params (a required key missing, a value outside its
+     choices): nothing was run
+  3  the params were to come from ovmd, and ovmd is not reachable
+  130 interrupted
+"""
+
+
+def _parser():
+    import argparse
+
+    from templateconfig.runner import DEFAULT_TIMEOUT
+
+    parser = argparse.ArgumentParser(
+        prog="ovm-template-config", epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run the template-configuration modules enabled for TARGET "
+                    "(configure, unconfigure, reconfigure, cleanup, suspend, resume, "
+                    "migrate, shutdown) in priority order.")
+    parser.add_argument("target", metavar="TARGET", nargs="?")
+    parser.add_argument("-e", "--enumerate", action="store_true",
+                        help="print the parameters the modules of TARGET take (JSON)")
+    parser.add_argument("--human-readable", action="store_true",
+                        help="with --enumerate: print a readable table instead of JSON")
+    parser.add_argument("-s", "--script", metavar="NAME",
+                        help="run (or enumerate) only the module NAME")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--stdin", action="store_true",
+                        help="read the params as JSON from standard input")
+    source.add_argument("--input", metavar="FD", type=int,
+                        help="read the params as one JSON object from file descriptor FD")
+    source.add_argument("--ovf-transport-iso", metavar="DEVICE|FILE", nargs="?",
+                        const="",
+                        help="read the params from an OVF environment (ISO image, device "
+                             "or ovf-env.xml; default: the CD-ROM, /dev/cdrom)")
+    parser.add_argument("--console-input", action="store_true",
+                        help="prompt on the console for the params (passwords without echo)")
+    parser.add_argument("--output", metavar="FD", type=int,
+                        help="write the final params as one JSON object to file descriptor FD")
+    parser.add_argument("--root", metavar="DIR", default="/",
+                        help="configure the guest tree under DIR instead of / (default /)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="run the modules in plan mode and print what would change "
+                             "(diffs and commands); nothing is touched")
+    parser.add_argument("--json", action="store_true",
+                        help="print a machine-readable run report on standard output")
+    parser.add_argument("--timeout", metavar="SECS", type=float, default=DEFAULT_TIMEOUT,
+                        help="kill a module that runs longer than SECS (default %g)"
+                             % DEFAULT_TIMEOUT)
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    return parser
+
+
+class UsageError(Exception):
+    """Bad input: reported with exit status 2."""
+
+
+def parse_params_text(text: str, source: str) -> Dict[str, Any]:
+    """Params given as one JSON object, or as one JSON object per line (merged in order;
+    ``ovmd -l`` prints ``{"key": "value"}`` lines). Blank lines are ignored."""
+    import json
+
+    text = text.strip()
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+        params: Dict[str, Any] = {}
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except ValueError as exc:
+                raise UsageError("%s, line %d: not valid JSON (expected a JSON object, or "
+                                 "one per line): %s" % (source, number, exc))
+            if not isinstance(item, dict):
+                raise UsageError("%s, line %d: expected a JSON object, got a JSON %s"
+                                 % (source, number, type(item).__name__))
+            params.update(item)
+        return _check_params(params, source)
+    if not isinstance(value, dict):
+        raise UsageError("%s: expected a JSON object of key -> value, got a JSON %s"
+                         % (source, type(value).__name__))
+    return _check_params(value, source)
+
+
+def _check_params(params: Dict[str, Any], source: str) -> Dict[str, Any]:
+    for key, value in params.items():
+        if isinstance(value, (dict, list)):
+            raise UsageError("%s: the value of %s must be a string, not a JSON %s"
+                             % (source, key, type(value).__name__))
+    return params
+
+
+def _read_fd(fd: int) -> str:
+    try:
+        with os.fdopen(fd, "rb", closefd=True) as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise UsageError("--input %d: cannot read: %s" % (fd, exc.strerror or exc))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError("--input %d: not UTF-8: %s" % (fd, exc))
+
+
+def _params_from_daemon(paths) -> Dict[str, Any]:
+    from ovmd.control import EXIT_OK as DAEMON_OK
+    from ovmd.control import ControlClient
+
+    client = ControlClient(paths.control_socket)
+    if hasattr(client, "list_params"):
+        return dict(client.list_params())
+    code, out, err = client.call("list")
+    if code != DAEMON_OK:
+        raise UsageError("ovmd -l failed: %s" % err.decode("utf-8", "replace").strip())
+    return parse_params_text(out.decode("utf-8", "replace"), "ovmd's parameter cache")
+
+
+def _write_output(fd: int, params: Dict[str, Any]) -> None:
+    import json
+
+    data = (json.dumps(params, sort_keys=True) + "\n").encode("utf-8")
+    with os.fdopen(fd, "wb", closefd=True) as handle:
+        handle.write(data)
+
+
+def _print_outcome_line(outcome, stream) -> None:
+    module = outcome.module
+    stream.write("%-7s %2d %-20s %7.3f s%s\n" % (
+        outcome.status, module.priority, module.name, outcome.seconds,
+        " (already done before an interruption)" if outcome.resumed else ""))
+    stream.flush()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """The ``ovm-template-config`` command; returns (and, as a script, exits with) the
+    exit status documented in ``--help``."""
+    code = _main(sys.argv[1:] if argv is None else argv)
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+def _main(argv: List[str]) -> int:
+    if argv == ["--version"]:
+        from templateconfig import __version__
+        print("ovm-template-config %s" % __version__)
+        return EXIT_OK
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from templateconfig import __version__
+        print("ovm-template-config %s" % __version__)
+        return EXIT_OK
+    if not args.target:
+        parser.print_usage(sys.stderr)
+        sys.stderr.write("ovm-template-config: error: TARGET is required\n")
+        return EXIT_USAGE
+    if args.timeout <= 0:
+        parser.error("--timeout must be positive")
+    _log_errors_to_stderr()
+    import signal
+    signal.signal(signal.SIGTERM, _interrupt)
+    from ovmd.paths import Paths
+    from templateconfig.runner import Runner, RunnerError, ValidationError
+
+    paths = Paths(args.root)
+    try:
+        runner = Runner(paths, args.target, timeout=args.timeout, dry_run=args.dry_run,
+                        only=args.script)
+        if args.enumerate or args.human_readable:
+            return _enumerate(runner, args)
+        params = _gather_params(runner, args, paths)
+        result = runner.run(params, on_module=None if args.json else
+                            (lambda outcome: _print_outcome_line(outcome, sys.stdout)))
+    except ValidationError as exc:
+        sys.stderr.write("ovm-template-config: %s\n" % exc)
+        return EXIT_USAGE
+    except (RunnerError, UsageError) as exc:
+        sys.stderr.write("ovm-template-config: %s\n" % exc)
+        return EXIT_USAGE
+    except _DaemonUnreachable as exc:
+        sys.stderr.write("ovm-template-config: cannot get the params from ovmd: %s\n" % exc)
+        return EXIT_NO_DAEMON
+    except KeyboardInterrupt:
+        sys.stderr.write("ovm-template-config: interrupted\n")
+        return EXIT_INTERRUPTED
+    for problem in runner.problems:
+        sys.stderr.write("ovm-template-config: warning: %s\n" % problem)
+    return _finish(runner, result, args)
+
+
+def _log_errors_to_stderr() -> None:
+    """Errors on stderr; the run's progress goes to the log file (see report.py), and
+    module failures are printed once, at the end."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.ERROR)
+    handler.setFormatter(logging.Formatter("ovm-template-config: %(message)s"))
+    logging.getLogger().addHandler(handler)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt("signal %d" % signum)
+
+
+class _DaemonUnreachable(Exception):
+    pass
+
+
+def _gather_params(runner, args, paths) -> Dict[str, Any]:
+    if args.stdin:
+        params = parse_params_text(sys.stdin.read(), "standard input")
+    elif args.input is not None:
+        params = parse_params_text(_read_fd(args.input), "--input %d" % args.input)
+    elif args.ovf_transport_iso is not None:
+        from templateconfig.ovf import DEFAULT_OVF_DEVICE, OvfError, read_ovf_params
+        try:
+            params = read_ovf_params(args.ovf_transport_iso or DEFAULT_OVF_DEVICE)
+        except OvfError as exc:
+            raise UsageError(str(exc))
+    elif args.console_input:
+        params = {}
+    else:
+        from ovmd.control import ControlError
+        try:
+            params = _params_from_daemon(paths)
+        except ControlError as exc:
+            raise _DaemonUnreachable(str(exc))
+    if args.console_input:
+        from templateconfig.console import ConsoleError, prompt_params
+        enumeration = [(name, descs) for _, name, descs in runner.enumerate()]
+        try:
+            params = prompt_params(enumeration, params)
+        except ConsoleError as exc:
+            raise UsageError("console input: %s" % exc)
+    return params
+
+
+def _enumerate(runner, args) -> int:
+    enumeration = runner.enumerate()
+    for name, error in runner.enumerate_errors.items():
+        sys.stderr.write("ovm-template-config: %s: %s\n" % (name, error))
+    if args.human_readable:
+        from templateconfig.descriptors import format_human_readable
+        text = format_human_readable(enumeration)
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    else:
+        import json
+        json.dump([[priority, name, descs] for priority, name, descs in enumeration],
+                  sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    return EXIT_MODULE_FAILED if runner.enumerate_errors else EXIT_OK
+
+
+def _finish(runner, result, args) -> int:
+    import json
+
+    redact = runner.redact
+    if args.dry_run:
+        from templateconfig.plan import plan_json, render_plan
+        planned = [(o.module.name, o.actions) for o in result.outcomes if o.status == "ok"]
+        skipped = [(o.module.name, o.error if o.status == "skipped" else "failed: %s" % o.error)
+                   for o in result.outcomes if o.status != "ok"]
+        if args.json:
+            report = dict(result.report)
+            report["plan"] = plan_json(planned, skipped)
+            sys.stdout.write(redact(json.dumps(report, indent=2, sort_keys=True)) + "\n")
+        else:
+            sys.stdout.write(redact(render_plan(planned, skipped)))
+    elif args.json:
+        sys.stdout.write(json.dumps(result.report, indent=2, sort_keys=True) + "\n")
+    for outcome in result.outcomes:
+        if outcome.status == "failed":
+            sys.stderr.write("ovm-template-config: module %s failed: %s\n"
+                             % (outcome.module.name, redact(outcome.error or "")))
+    if args.output is not None:
+        try:
+            _write_output(args.output, result.params)
+        except OSError as exc:
+            sys.stderr.write("ovm-template-config: --output %d: %s\n"
+                             % (args.output, exc.strerror or exc))
+            return EXIT_MODULE_FAILED
+    return EXIT_OK if result.ok else EXIT_MODULE_FAILED

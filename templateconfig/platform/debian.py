@@ -1,0 +1,76 @@
+"""Debian and Ubuntu.
+
+- network: netplan (``/etc/netplan/90-ovm.yaml``) where ``/etc/netplan`` exists (Ubuntu),
+  else ifupdown (``/etc/network/interfaces.d/ovm-<dev>``), else NetworkManager keyfiles.
+- host name: ``/etc/hostname``, and the ``127.0.1.1`` line of ``/etc/hosts``.
+- time: ``/etc/localtime`` an absolute symlink plus ``/etc/timezone``; chrony with its
+  ``conf.d``/``sources.d`` drop-ins, else ntpd/ntpsec, else systemd-timesyncd.
+- firewall: ufw (``ENABLED`` in ``/etc/ufw/ufw.conf`` and the service) where installed,
+  else the ``nftables`` service.
+"""
+from __future__ import annotations
+
+from typing import List, Optional
+
+from templateconfig import common
+from templateconfig.platform.base import UnsupportedPlatform
+from templateconfig.platform.guest import GuestPlatform
+from templateconfig.platform.netstack import IfupdownStack, KeyfileStack, NetplanStack, NetworkStack
+from templateconfig.platform.timesync import Chrony, Ntpd, TimeSync, Timesyncd
+
+UFW_CONF = "/etc/ufw/ufw.conf"
+
+
+class DebianPlatform(GuestPlatform):
+    family = "debian"
+    hosts_self_address = "127.0.1.1"
+
+    # --- network ----------------------------------------------------------------------------
+    def network_stack(self) -> NetworkStack:
+        if self.has("/etc/netplan"):
+            return NetplanStack()
+        if self.has("/etc/network/interfaces"):
+            return IfupdownStack()
+        if self.networkmanager_installed():
+            return KeyfileStack()
+        raise UnsupportedPlatform("%s: found neither /etc/netplan, /etc/network/interfaces nor "
+                                  "NetworkManager under %s" % (self.release.pretty_name, common.root()))
+
+    # --- time --------------------------------------------------------------------------------
+    def localtime_target(self, zone: str) -> str:
+        return self.zoneinfo_path(zone)
+
+    def set_timezone(self, files, zone: str) -> None:
+        super().set_timezone(files, zone)
+        files.write_file("/etc/timezone", zone + "\n")
+
+    def time_sync(self) -> Optional[TimeSync]:
+        if self.has("/etc/chrony/chrony.conf"):
+            return Chrony("/etc/chrony/chrony.conf", "chrony", conf_dir="/etc/chrony/conf.d",
+                          sources_dir="/etc/chrony/sources.d")
+        if self.has("/etc/ntpsec/ntp.conf"):
+            return Ntpd("/etc/ntpsec/ntp.conf", "ntpsec")
+        if self.has("/etc/ntp.conf"):
+            return Ntpd("/etc/ntp.conf", "ntp")
+        if self.has("/etc/systemd/timesyncd.conf") or \
+                self.has("/usr/lib/systemd/system/systemd-timesyncd.service"):
+            return Timesyncd()
+        return None
+
+    # --- firewall ------------------------------------------------------------------------------
+    def firewall_services(self) -> List[str]:
+        if self.has(UFW_CONF):
+            return ["ufw"]
+        if self.has("/usr/lib/systemd/system/nftables.service") or self.has("/lib/systemd/system/nftables.service"):
+            return ["nftables"]
+        return []
+
+    def set_firewall(self, enabled: bool) -> List[str]:
+        services = self.firewall_services()
+        if services == ["ufw"]:
+            # ufw's own switch: the service only loads the rules when ENABLED=yes.
+            common.edit_sysconfig(UFW_CONF, {"ENABLED": "yes" if enabled else "no"})
+            self.set_service(None, "ufw", enabled)
+            common.system_cmd(["ufw", "--force", "enable"] if enabled else ["ufw", "disable"])
+            return services
+        return super().set_firewall(enabled)
