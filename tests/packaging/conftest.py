@@ -1,0 +1,50 @@
+"""Shared slow set-up of the packaging tests: the RPM builds and a Debian root to install in.
+
+- ``rpms``: ``make rpm`` as a user runs it (default macros), into a temporary _topdir.
+- ``debian_rpms``: the same build with ``python3_sitelib`` aimed at Debian's
+  ``/usr/lib/python3/dist-packages``, the only site directory the Debian root's python3
+  reads, so the installed packages are importable there.
+- ``installed_root``: a minimal Debian 12 root (debootstrap ``minbase`` + python3, cached
+  as a tarball per machine) with every built RPM installed by ``rpm --root``. rpm chroots
+  into it to run the scriptlets, which is why it needs ``/bin/sh`` and a python3.
+
+The helpers live in packaging_helpers.py.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict
+
+import pytest
+
+from packaging_helpers import DEBIAN_SITELIB, ROOT_CONFTEST, build_rpms, debian_root, rpm_root
+
+# Test modules elsewhere do ``from conftest import bin_path``; after pytest has loaded this
+# file that name means this module, so it offers the root conftest's helpers too (not its
+# fixtures or hooks: pytest already has those).
+for _name, _value in vars(ROOT_CONFTEST).items():
+    if _name.startswith(("_", "pytest_")) or _name in globals():
+        continue
+    if hasattr(_value, "_fixture_function_marker") or hasattr(_value, "_pytestfixturefunction") \
+            or type(_value).__name__ == "FixtureFunctionDefinition":
+        continue
+    globals()[_name] = _value
+
+
+@pytest.fixture(scope="session")
+def rpms(tmp_path_factory) -> Dict[str, Path]:
+    return build_rpms(tmp_path_factory.mktemp("rpmbuild"))
+
+
+@pytest.fixture(scope="session")
+def debian_rpms(tmp_path_factory) -> Dict[str, Path]:
+    return build_rpms(tmp_path_factory.mktemp("rpmbuild-debian"),
+                      '--define "python3_sitelib %s"' % DEBIAN_SITELIB)
+
+
+@pytest.fixture(scope="session")
+def installed_root(tmp_path_factory, debian_rpms) -> Path:
+    """A Debian root with every built RPM installed (read-only for the tests using it)."""
+    root = debian_root(tmp_path_factory.mktemp("installed") / "root")
+    rpm_root(root, "-ivh", *[str(p) for p in debian_rpms.values()])
+    return root
