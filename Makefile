@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Real peers the tests drive: Debian's xenstore tools, rpmbuild, debootstrap,
 # shadow-utils and ssh-keygen, groff/man (man pages) and systemd-analyze (units).
-DEBIAN_PACKAGES := xenstore-utils rpm debootstrap passwd openssh-client tzdata groff-base man-db systemd
+DEBIAN_PACKAGES := xenstore-utils rpm debootstrap passwd openssh-client openssl tzdata groff-base man-db systemd
 
 .PHONY: all test demo debian-deps venv clean dist install rpm
 
