@@ -1,0 +1,259 @@
+"""The daemon's control socket: how ``ovmd -g/-p/-l/-s/--status`` talk to the daemon.
+
+A root-only unix stream socket (``Paths.control_socket``, 0600 in a 0700 directory).
+Both ends check the peer's credentials with ``SO_PEERCRED``: the daemon accepts only
+uid 0 or its own uid; the client accepts only a daemon running as root or as itself.
+
+Wire format (deliberately trivial, so the CLI's fast path needs no json/struct/socket
+module, only ``_socket``)::
+
+    request   command NUL arg NUL arg ...        then the client shuts down writing
+    response  b"<exit code> <stdout length>\\n" + stdout bytes + stderr bytes, then EOF
+
+The daemon may answer later (``--status --wait``, ``-s TARGET``): the client simply
+blocks in ``recv`` until the answer arrives; nothing polls.
+"""
+from __future__ import annotations
+
+import os
+import _socket
+
+#: Exit codes shared by the daemon's answers and the CLI.
+EXIT_OK = 0
+EXIT_FAILURE = 1          # key not found, run failed, request refused
+EXIT_USAGE = 2
+EXIT_NOT_RUNNING = 3      # no daemon listening on the control socket
+EXIT_PERMISSION = 4       # the control socket or its peer is not trusted
+
+
+class ControlError(Exception):
+    """The daemon could not be reached; ``code`` is the CLI exit code to use."""
+
+    def __init__(self, message: str, code: int = EXIT_NOT_RUNNING) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def peer_uid(sock) -> int:
+    """The uid of the process at the other end of a connected unix socket."""
+    raw = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
+    return int.from_bytes(raw[4:8], "little" if _little_endian() else "big")
+
+
+def _little_endian() -> bool:
+    import sys
+
+    return sys.byteorder == "little"
+
+
+def encode_request(args: list[str]) -> bytes:
+    return "\0".join(args).encode("utf-8", "surrogateescape")
+
+
+def decode_request(data: bytes) -> list[str]:
+    return data.decode("utf-8", "surrogateescape").split("\0") if data else []
+
+
+def encode_response(code: int, out: bytes = b"", err: bytes = b"") -> bytes:
+    return b"%d %d\n" % (code, len(out)) + out + err
+
+
+def decode_response(data: bytes) -> tuple[int, bytes, bytes]:
+    head, sep, rest = data.partition(b"\n")
+    fields = head.split()
+    if not sep or len(fields) != 2 or not all(f.isdigit() for f in fields):
+        raise ControlError("ovmd: malformed answer from the daemon", EXIT_FAILURE)
+    length = int(fields[1])
+    return int(fields[0]), rest[:length], rest[length:]
+
+
+class ControlClient:
+    """Send one request to the running daemon and return its answer."""
+
+    def __init__(self, path: str, timeout: float | None = None) -> None:
+        self.path = path
+        self.timeout = timeout
+
+    def call(self, *args: str) -> tuple[int, bytes, bytes]:
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        try:
+            try:
+                sock.connect(self.path)
+            except (FileNotFoundError, ConnectionRefusedError):
+                raise ControlError("ovmd: the ovmd daemon is not running (no listener on %s); "
+                                   "start it with `systemctl start ovmd` or `ovmd`"
+                                   % self.path) from None
+            except PermissionError:
+                raise ControlError("ovmd: permission denied on %s: run as root" % self.path,
+                                   EXIT_PERMISSION) from None
+            uid = peer_uid(sock)
+            if uid not in (0, os.getuid()):
+                raise ControlError("ovmd: refusing to talk to %s: it is owned by uid %d, "
+                                   "not root" % (self.path, uid), EXIT_PERMISSION)
+            if self.timeout is not None:
+                sock.settimeout(self.timeout)
+            sock.sendall(encode_request(list(args)))
+            sock.shutdown(_socket.SHUT_WR)
+            chunks = []
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        except (ConnectionResetError, BrokenPipeError):
+            raise ControlError("ovmd: the daemon refused the connection (only root and the "
+                               "daemon's own user may use %s)" % self.path,
+                               EXIT_PERMISSION) from None
+        except OSError as err:
+            raise ControlError("ovmd: lost the connection to the daemon: %s" % err.strerror,
+                               EXIT_FAILURE) from None
+        finally:
+            sock.close()
+        if not chunks:
+            raise ControlError("ovmd: the daemon closed the connection without answering "
+                               "(only root and the daemon's own user may use %s)" % self.path,
+                               EXIT_PERMISSION)
+        return decode_response(b"".join(chunks))
+
+    def list_params(self) -> "list[tuple[str, str]]":
+        """The daemon's cache as (key, value) pairs, sorted by key."""
+        import json
+
+        code, out, err = self.call("list")
+        if code != EXIT_OK:
+            raise ControlError(err.decode("utf-8", "replace").strip() or "ovmd: list failed",
+                               code)
+        pairs = []
+        for line in out.decode("utf-8", "surrogateescape").splitlines():
+            if line.strip():
+                pairs.extend(json.loads(line).items())
+        return pairs
+
+
+# --- server side (imported by the daemon only) --------------------------------------
+
+
+
+class ControlConnection:
+    """One accepted client; the handler answers it now or later with :meth:`respond`."""
+
+    def __init__(self, sock, uid: int) -> None:
+        self.sock = sock
+        self.uid = uid
+        self.buffer = bytearray()
+        self.closed = False
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def respond(self, code: int, out: bytes = b"", err: bytes = b"") -> None:
+        if self.closed:
+            return
+        try:
+            self.sock.setblocking(True)
+            self.sock.settimeout(10)
+            self.sock.sendall(encode_response(code, out, err))
+        except OSError:
+            pass  # the client went away; nothing to do
+        self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.sock.close()
+
+
+class ControlServer:
+    """The listening socket; plugs into the daemon's selector loop."""
+
+    def __init__(self, path: str, handler, selector) -> None:
+        import socket
+
+        from .fsutil import ensure_private_dir
+
+        self.path = path
+        self.handler = handler
+        self.selector = selector
+        self.allowed_uids = {0, os.getuid()}
+        self.connections: dict[int, ControlConnection] = {}
+        ensure_private_dir(os.path.dirname(path))
+        try:
+            os.unlink(path)  # we hold the pid-file lock: a leftover socket is stale
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old_umask)
+        os.chmod(path, 0o600)
+        sock.listen(16)
+        sock.setblocking(False)
+        self.sock = sock
+        selector.register(sock, 1, self._accept)  # 1 == selectors.EVENT_READ
+
+    def _accept(self, _mask: int) -> None:
+        import logging
+
+        log = logging.getLogger(__name__)
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:
+                log.warning("control socket accept failed: %s", err)
+                return
+            uid = peer_uid(conn)
+            if uid not in self.allowed_uids:
+                log.warning("refused a control connection from uid %d (only root and uid %d "
+                            "may use %s)", uid, os.getuid(), self.path)
+                conn.close()
+                continue
+            conn.setblocking(False)
+            connection = ControlConnection(conn, uid)
+            self.connections[conn.fileno()] = connection
+            self.selector.register(conn, 1, lambda mask, c=connection: self._read(c))
+
+    def _read(self, connection: ControlConnection) -> None:
+        try:
+            data = connection.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+            connection.buffer.clear()
+            self._forget(connection)
+            connection.close()
+            return
+        if data:
+            connection.buffer += data
+            if len(connection.buffer) > 1 << 20:
+                self._forget(connection)
+                connection.respond(EXIT_FAILURE, err=b"ovmd: request too large\n")
+            return
+        self._forget(connection)  # EOF: the request is complete
+        self.handler(connection, decode_request(bytes(connection.buffer)))
+
+    def _forget(self, connection: ControlConnection) -> None:
+        fd = connection.fileno()
+        if self.connections.pop(fd, None) is not None:
+            try:
+                self.selector.unregister(connection.sock)
+            except (KeyError, ValueError):
+                pass
+
+    def close(self) -> None:
+        for connection in list(self.connections.values()):
+            self._forget(connection)
+            connection.close()
+        try:
+            self.selector.unregister(self.sock)
+        except (KeyError, ValueError):
+            pass
+        self.sock.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,105 @@
+"""First-boot status, as ``ovmd --status`` shows it (modelled on ``cloud-init status``).
+
+States: ``not-started`` (the daemon is not running, or first-boot configuration is
+disabled and never ran), ``waiting-for-params`` (INITIAL_CONFIG=yes, the root password
+has not arrived yet or the quiet period is still running), ``running``, ``done``,
+``failed``. Exit codes follow cloud-init >= 23.4: 0 ok (done, or not finished yet),
+1 failed, 2 degraded (done, but at least one module reported an error).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Optional
+
+from .fsutil import read_text
+from .paths import Paths
+from .sysconfig import initial_config_enabled
+
+NOT_STARTED = "not-started"
+WAITING = "waiting-for-params"
+RUNNING = "running"
+DONE = "done"
+FAILED = "failed"
+FINAL_STATES = (NOT_STARTED, DONE, FAILED)
+
+
+def read_report(paths: Paths) -> Optional[Dict[str, Any]]:
+    text = read_text(paths.report_file)
+    if not text:
+        return None
+    try:
+        report = json.loads(text)
+    except ValueError:
+        return None
+    return report if isinstance(report, dict) else None
+
+
+def compute_status(paths: Paths, daemon: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The status object; ``daemon`` is what a running daemon knows (``running``,
+    ``armed``, ``last_result``), None if no daemon answered."""
+    enabled = initial_config_enabled(paths)
+    report = read_report(paths)
+    configure_report = report if report and report.get("target") == "configure" else None
+    if daemon and daemon.get("running_target") == "configure":
+        state = RUNNING
+    elif configure_report and configure_report.get("status") == "failed" and enabled:
+        state = FAILED
+    elif daemon and daemon.get("last_result") == FAILED and enabled:
+        state = FAILED
+    elif enabled:
+        state = WAITING if daemon else (RUNNING if configure_report and
+                                        configure_report.get("status") == "running"
+                                        else NOT_STARTED)
+    elif configure_report and configure_report.get("status") == "done":
+        state = DONE
+    elif configure_report and configure_report.get("status") == "failed":
+        state = FAILED
+    elif daemon and daemon.get("last_result") == DONE:
+        state = DONE
+    else:
+        state = NOT_STARTED
+    modules = (configure_report or {}).get("modules") or []
+    degraded = state == DONE and any(m.get("status") == "failed" for m in modules)
+    return {
+        "status": state,
+        "degraded": degraded,
+        "initial_config": enabled,
+        "daemon_running": bool(daemon),
+        "last_run": report,
+        "events": (daemon or {}).get("events", []),
+    }
+
+
+def exit_code(status: Dict[str, Any]) -> int:
+    if status["status"] == FAILED:
+        return 1
+    if status.get("degraded"):
+        return 2
+    return 0
+
+
+def format_status(status: Dict[str, Any]) -> str:
+    lines = ["status: %s%s" % (status["status"], " (degraded)" if status.get("degraded") else "")]
+    lines.append("initial config: %s" % ("yes" if status["initial_config"] else "no"))
+    lines.append("daemon: %s" % ("running" if status["daemon_running"] else "not running"))
+    report = status.get("last_run")
+    if report:
+        lines.append("last run: %s %s (started %s, finished %s)" % (
+            report.get("target"), report.get("status"), report.get("started"),
+            report.get("finished")))
+        lines.extend(format_modules(report))
+    return "\n".join(lines) + "\n"
+
+
+def format_modules(report: Dict[str, Any]) -> list:
+    lines = []
+    for module in report.get("modules") or []:
+        seconds = module.get("seconds")
+        line = "  %-16s %4s  %-8s %s" % (
+            module.get("name"), module.get("priority", ""), module.get("status"),
+            "%.2fs" % seconds if isinstance(seconds, (int, float)) else "")
+        error = str(module.get("error") or "").strip()
+        if error:
+            line += "  error: %s" % error.splitlines()[0][:200]
+        lines.append(line.rstrip())
+    return lines

@@ -1,0 +1,63 @@
+"""The first-boot flag ``INITIAL_CONFIG=yes|no`` in the sysconfig files (REFERENCE §4).
+
+Oracle Linux 5/6 keep it in ``/etc/sysconfig/ovmd``; OL7+ in
+``/etc/sysconfig/ovm-template-initial-config``. We read both (either saying ``yes``
+enables the first-boot run) and, when setting the flag, rewrite every one of them that
+exists (and always ``/etc/sysconfig/ovmd``), preserving all other lines.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import List, Optional
+
+from .fsutil import atomic_write, read_text
+from .paths import Paths
+
+VARIABLE = "INITIAL_CONFIG"
+_LINE = re.compile(r"^\s*(?:export\s+)?INITIAL_CONFIG\s*=\s*(.*?)\s*$")
+
+
+def _value(text: str) -> Optional[str]:
+    found = None
+    for line in text.splitlines():
+        match = _LINE.match(line)
+        if match:
+            found = match.group(1).strip("'\"").lower()
+    return found
+
+
+def sysconfig_files(paths: Paths) -> List[str]:
+    return [paths.sysconfig_ovmd, paths.sysconfig_initial_config]
+
+
+def initial_config_enabled(paths: Paths) -> bool:
+    """True if any sysconfig file says ``INITIAL_CONFIG=yes``."""
+    for path in sysconfig_files(paths):
+        text = read_text(path)
+        if text is not None and _value(text) in ("yes", "true", "1"):
+            return True
+    return False
+
+
+def set_initial_config(paths: Paths, enabled: bool) -> List[str]:
+    """Write ``INITIAL_CONFIG=yes|no`` durably; returns the files written."""
+    wanted = "%s=%s" % (VARIABLE, "yes" if enabled else "no")
+    written = []
+    for path in sysconfig_files(paths):
+        text = read_text(path)
+        if text is None and path != paths.sysconfig_ovmd:
+            continue
+        lines = (text or "").splitlines()
+        replaced = False
+        for index, line in enumerate(lines):
+            if _LINE.match(line):
+                lines[index] = wanted
+                replaced = True
+        if not replaced:
+            lines.append(wanted)
+        mode = os.stat(path).st_mode & 0o7777 if text is not None else 0o644
+        atomic_write(path, ("\n".join(lines) + "\n").encode("utf-8"), mode=mode,
+                     private_dir=False)
+        written.append(path)
+    return written
