@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import (Case, assert_cleanup_restores, assert_dry_run_matches, assert_golden,
+from module_helpers import (Case, assert_cleanup_restores, assert_dry_run_matches, assert_golden,
                       assert_idempotent, assert_invalid_changes_nothing, enumerate_module,
                       run_module)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import (Case, assert_dry_run_matches, assert_golden, assert_idempotent,
+from module_helpers import (Case, assert_dry_run_matches, assert_golden, assert_idempotent,
                       assert_invalid_changes_nothing, enumerate_module, run_module, tree)
 
 F = "com.oracle.linux.network.firewall"

@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from identity_helpers import extract_debian_root, run_module, verify_password
-from tests.conftest import IN_CI, require_tool
+from testlib import IN_CI, require_tool
 
 U, G, S = "com.oracle.linux.user.", "com.oracle.linux.group.", "com.oracle.linux.ssh."
 

@@ -17,19 +17,7 @@ from typing import Dict
 
 import pytest
 
-from packaging_helpers import DEBIAN_SITELIB, ROOT_CONFTEST, build_rpms, debian_root, rpm_root
-
-# Test modules elsewhere do ``from conftest import bin_path``; after pytest has loaded this
-# file that name means this module, so it offers the root conftest's helpers too (not its
-# fixtures or hooks: pytest already has those).
-for _name, _value in vars(ROOT_CONFTEST).items():
-    if _name.startswith(("_", "pytest_")) or _name in globals():
-        continue
-    if hasattr(_value, "_fixture_function_marker") or hasattr(_value, "_pytestfixturefunction") \
-            or type(_value).__name__ == "FixtureFunctionDefinition":
-        continue
-    globals()[_name] = _value
-
+from packaging_helpers import DEBIAN_SITELIB, build_rpms, debian_root, rpm_root
 
 @pytest.fixture(scope="session")
 def rpms(tmp_path_factory) -> Dict[str, Path]:

@@ -22,30 +22,7 @@ from typing import Dict, List
 import pytest
 
 
-def _root_conftest():
-    """tests/conftest.py as a module of its own name.
-
-    Test directories have no __init__.py, so pytest imports every conftest.py as the
-    module ``conftest``; once tests/packaging/conftest.py is loaded, ``import conftest``
-    means that file. Load the root one by path instead.
-    """
-    import importlib.util
-    import sys
-    name = "ovmd_tests_root_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, str(Path(__file__).resolve().parent.parent / "conftest.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-ROOT_CONFTEST = _root_conftest()
-IN_CI = ROOT_CONFTEST.IN_CI
-REPO = ROOT_CONFTEST.REPO
-require_tool = ROOT_CONFTEST.require_tool
-bin_path = ROOT_CONFTEST.bin_path
+from testlib import IN_CI, REPO, bin_path, require_tool  # noqa: F401  (re-exported)
 
 #: The standard modules, one ovm-template-config-NAME package each.
 MODULES = ("selinux", "firewall", "datetime", "network", "system", "user", "ssh",
