@@ -12,14 +12,22 @@ is asked after it, even when it comes earlier in the module's list.
 The prompts use the controlling terminal (``/dev/tty``), or the system console when there
 is none (first boot under an init system); Ctrl-D or Ctrl-C ends the session with
 :class:`ConsoleAborted` and nothing is returned.
+
+A dialog can be cancelled from outside: ``prompt_params(..., cancel=watch)`` waits on the
+terminal and on ``watch.fileno()`` together, and when the latter is readable asks
+``watch.poll()``; True ends the dialog with :class:`ConsoleCancelled` after the terminal
+is restored (echo back on) and the half-typed line discarded. The first-boot console
+dialog uses this to stand down when the host's parameters configured the guest first
+(:class:`templateconfig.firstboot.SysconfigWatch`).
 """
 from __future__ import annotations
 
 import io
 import logging
 import os
+import select
 import sys
-from typing import IO, Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import IO, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ovmd.secrets import is_secret_key
 from templateconfig.descriptors import (
@@ -41,6 +49,10 @@ class ConsoleAborted(ConsoleError):
     """The user ended the prompts with Ctrl-D (end of input) or Ctrl-C."""
 
 
+class ConsoleCancelled(ConsoleError):
+    """The dialog was cancelled from outside (the ``cancel`` watch said so)."""
+
+
 class _Terminal:
     """Line input and text output on one terminal (or on streams the caller gives).
 
@@ -52,6 +64,7 @@ class _Terminal:
                  owned: Sequence[IO[Any]] = ()) -> None:
         self.reader, self.writer, self.fd = reader, writer, fd
         self._owned = list(owned)
+        self.cancel: Any = None  # fileno() + poll() -> bool, see prompt_params
 
     @classmethod
     def open(cls, stdin: Optional[IO[Any]], stdout: Optional[IO[Any]],
@@ -96,10 +109,30 @@ class _Terminal:
             self.write("\n")
         return line.rstrip("\r\n")
 
+    def _wait_for_input(self) -> None:
+        """Return when the terminal has input; raise :class:`ConsoleCancelled` if the
+        ``cancel`` watch fires first (and says so)."""
+        if self.cancel is None or not isinstance(self.reader, io.RawIOBase):
+            return
+        try:
+            fd = self.reader.fileno()
+        except (AttributeError, OSError, ValueError):
+            return  # not selectable (a StringIO): cancellation cannot interrupt a read
+        while True:
+            ready, _, _ = select.select([fd, self.cancel.fileno()], [], [])
+            if self.cancel.fileno() in ready and self.cancel.poll():
+                if self.fd is not None:
+                    import termios
+                    termios.tcflush(self.fd, termios.TCIFLUSH)  # a half-typed answer
+                raise ConsoleCancelled("the dialog was cancelled")
+            if fd in ready:
+                return
+
     def _readline(self) -> Optional[str]:
         if isinstance(self.reader, io.RawIOBase):
             data = bytearray()
             while not data.endswith(b"\n"):
+                self._wait_for_input()
                 chunk = self.reader.read(1)
                 if not chunk:
                     break
@@ -107,7 +140,7 @@ class _Terminal:
             if not data:
                 return None
             return bytes(data).decode("utf-8")  # UnicodeDecodeError: handled by the caller
-        line = self.reader.readline()
+        line = self.reader.readline()  # buffered: select() could miss what it holds
         if not line:
             return None
         return line.decode("utf-8") if isinstance(line, bytes) else line
@@ -261,7 +294,8 @@ def _end_line(terminal: _Terminal) -> None:
 
 def prompt_params(modules: Sequence[ModuleParams], params: Mapping[str, str],
                   stdin: Optional[IO[Any]] = None, stdout: Optional[IO[Any]] = None,
-                  tty_path: str = DEFAULT_TTY) -> Dict[str, str]:
+                  tty_path: str = DEFAULT_TTY, known: Iterable[str] = (),
+                  cancel: Any = None) -> Dict[str, str]:
     """Ask on the terminal for every applicable, non-hidden key; the completed params.
 
     ``modules`` is ``[(module name, [descriptor, ...]), ...]`` in run order; ``params``
@@ -270,6 +304,15 @@ def prompt_params(modules: Sequence[ModuleParams], params: Mapping[str, str],
     ``stdin`` when given (echo is switched off for passwords if it is a terminal), else
     from ``tty_path`` opened read-write (falling back to ``/dev/console`` for the
     default ``/dev/tty``); prompts go to ``stdout`` when given, else to that terminal.
+
+    Keys in ``known`` (for example the keys ovmd's cache already holds) are not asked
+    when ``params`` has a valid value for them (a required one that is empty, or a value
+    outside its choices, is still asked).
+
+    ``cancel``: an object with ``fileno()`` and ``poll() -> bool``; while waiting for an
+    answer on the terminal (the default terminal, not caller streams) the dialog also
+    waits on ``cancel.fileno()`` and, when it is readable and ``cancel.poll()`` is true,
+    restores the terminal and raises :class:`ConsoleCancelled`.
 
     Raises :class:`ConsoleAborted` on Ctrl-D or Ctrl-C, and :class:`ConsoleError` when
     no terminal can be opened or a descriptor is malformed (naming its module, key and
@@ -280,9 +323,17 @@ def prompt_params(modules: Sequence[ModuleParams], params: Mapping[str, str],
     except DescriptorError as exc:
         raise ConsoleError("cannot prompt: %s" % exc) from None
     result = dict(params)
-    terminal = _Terminal.open(stdin, stdout, tty_path)
-    session = _Session(terminal, password_keys(modules))
+    secret_keys = password_keys(modules)
+    known = set(known)
     asked = set()
+    for _name, desc in questions:
+        key = desc["key"]
+        if key in known and key in result and check_value(
+                desc, result[key], desc["password"] or is_secret_key(key, secret_keys)) is None:
+            asked.add(key)  # given already: not asked again
+    terminal = _Terminal.open(stdin, stdout, tty_path)
+    terminal.cancel = cancel
+    session = _Session(terminal, secret_keys)
     try:
         heading = None
         progress = True
@@ -305,7 +356,7 @@ def prompt_params(modules: Sequence[ModuleParams], params: Mapping[str, str],
     except KeyboardInterrupt:
         _end_line(terminal)
         raise ConsoleAborted("interrupted (Ctrl-C) before all parameters were given") from None
-    except ConsoleAborted:
+    except (ConsoleAborted, ConsoleCancelled):
         _end_line(terminal)
         raise
     finally:
@@ -313,4 +364,5 @@ def prompt_params(modules: Sequence[ModuleParams], params: Mapping[str, str],
     return result
 
 
-__all__ = ["CONSOLE_DEVICE", "DEFAULT_TTY", "ConsoleAborted", "ConsoleError", "prompt_params"]
+__all__ = ["CONSOLE_DEVICE", "DEFAULT_TTY", "ConsoleAborted", "ConsoleCancelled", "ConsoleError",
+           "prompt_params"]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import re
-import textwrap
 from typing import Any, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from ovmd.secrets import is_secret_key
@@ -305,6 +304,8 @@ def format_human_readable(enumeration: Sequence[Tuple[int, str, List[dict]]],
     key column push their flags onto the next line instead of breaking the alignment.
     Password defaults are not shown. A malformed descriptor is listed with its problem.
     """
+    import textwrap  # only for --human-readable: not on every run's start-up
+
     indent, detail = "  ", "      "
     rows_by_module = []
     for priority, name, descs in enumeration:

@@ -5,6 +5,16 @@ Oracle's command line (REFERENCE §4) plus ``--root``, ``--dry-run``, ``--json``
 runs us: secrets never on a command line), ``--ovf-transport-iso``, or, with none of
 them, the running daemon's cache; ``--console-input`` then prompts on the console for
 what is missing (alone, it starts from no params).
+
+First boot (``--initial-config``, see :mod:`templateconfig.firstboot`): the run happens
+only while INITIAL_CONFIG=yes, under the run lock, and sets INITIAL_CONFIG=no when it
+succeeded; with ``--console-input`` the dialog stands down as soon as the message path
+configured the guest. ``--new-module NAME`` hands over to the module SDK
+(:mod:`templateconfig.sdk`).
+
+Start-up matters (this command runs on every first boot): nothing beyond ``os`` and
+``sys`` is imported before the command line says what to do, and each path imports only
+what it needs.
 """
 from __future__ import annotations
 
@@ -16,7 +26,15 @@ EXIT_OK = 0
 EXIT_MODULE_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NO_DAEMON = 3
+EXIT_ALREADY_CONFIGURED = 4
+EXIT_LOCK_TIMEOUT = 5
 EXIT_INTERRUPTED = 130
+
+#: Keep in step with templateconfig.runner.DEFAULT_TIMEOUT and
+#: templateconfig.runlock.DEFAULT_LOCK_TIMEOUT (not imported: --help must stay cheap;
+#: tests check they agree).
+DEFAULT_TIMEOUT = 300.0
+DEFAULT_LOCK_TIMEOUT = 600.0
 
 _EPILOG = """\
 params: --stdin reads JSON from standard input, either one object or one object per line
@@ -34,14 +52,34 @@ exit status:
   2  bad usage or invalid params (a required key missing, a value outside its
      choices): nothing was run
   3  the params were to come from ovmd, and ovmd is not reachable
+  4  --initial-config: INITIAL_CONFIG is not yes (the guest is already configured):
+     nothing was run. (With --console-input the dialog exits 0 instead.)
+  5  another run of the same root held the run lock for longer than --lock-timeout
+     (or the lock cannot be opened): nothing was run
   130 interrupted
+
+first boot: --initial-config runs TARGET only while INITIAL_CONFIG=yes (in
+/etc/sysconfig/ovm-template-initial-config, else /etc/sysconfig/ovmd), checked under the
+run lock, and sets INITIAL_CONFIG=no in both files (those that exist) when every module
+succeeded. ovmd runs `--initial-config --input FD --output FD configure` when the host's
+parameters arrive; ovm-template-initial-config.service runs `--console-input
+--initial-config configure`, which exits 0 at once if the guest is configured, prefills
+its questions from ovmd's cache (keys already known are not asked), and stops prompting
+("configured by the host; console dialog stopped", exit 0) as soon as the message path
+sets INITIAL_CONFIG=no. Whichever completes first wins; the other stands down.
+
+run lock: every run that can change the system (not --dry-run or --enumerate) holds an
+exclusive lock on /run/ovmd/run.lock for its whole duration; a second run of the same
+root waits for it, up to --lock-timeout seconds.
+
+new module: --new-module NAME [--dest DIR] [--priority N] [--vendor-prefix PREFIX]
+[--force] creates DIR/ovm-template-config-NAME/ (the module script, an RPM spec, a
+Makefile and a README) and prints the files written.
 """
 
 
 def _parser():
     import argparse
-
-    from templateconfig.runner import DEFAULT_TIMEOUT
 
     parser = argparse.ArgumentParser(
         prog="ovm-template-config", epilog=_EPILOG,
@@ -79,6 +117,16 @@ def _parser():
     parser.add_argument("--timeout", metavar="SECS", type=float, default=DEFAULT_TIMEOUT,
                         help="kill a module that runs longer than SECS (default %g)"
                              % DEFAULT_TIMEOUT)
+    parser.add_argument("--initial-config", action="store_true",
+                        help="first boot: run only if INITIAL_CONFIG=yes (else exit 4, or 0 "
+                             "with --console-input), then set INITIAL_CONFIG=no")
+    parser.add_argument("--lock-timeout", metavar="SECS", type=float,
+                        default=DEFAULT_LOCK_TIMEOUT,
+                        help="wait at most SECS for another run of the same root to finish "
+                             "(default %g; 0: do not wait)" % DEFAULT_LOCK_TIMEOUT)
+    parser.add_argument("--new-module", metavar="NAME",
+                        help="create the skeleton of a new module NAME in DIR (--dest DIR, "
+                             "default .) and exit; see 'new module' below")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     return parser
 
@@ -139,11 +187,11 @@ def _read_fd(fd: int) -> str:
         raise UsageError("--input %d: not UTF-8: %s" % (fd, exc))
 
 
-def _params_from_daemon(paths) -> Dict[str, Any]:
+def _params_from_daemon(paths, timeout: Optional[float] = None) -> Dict[str, Any]:
     from ovmd.control import EXIT_OK as DAEMON_OK
     from ovmd.control import ControlClient
 
-    client = ControlClient(paths.control_socket)
+    client = ControlClient(paths.control_socket, timeout=timeout)
     if hasattr(client, "list_params"):
         return dict(client.list_params())
     code, out, err = client.call("list")
@@ -177,11 +225,25 @@ def main(argv: Optional[List[str]] = None) -> int:
     return code
 
 
+def _new_module(argv: List[str]) -> int:
+    """``--new-module NAME [SDK options]``: the SDK's own command line."""
+    rest = []
+    for arg in argv:
+        if arg == "--new-module":
+            continue
+        rest.append(arg[len("--new-module="):] if arg.startswith("--new-module=") else arg)
+    from templateconfig.sdk import main as sdk_main
+    return sdk_main(rest)
+
+
 def _main(argv: List[str]) -> int:
     if argv == ["--version"]:
         from templateconfig import __version__
         print("ovm-template-config %s" % __version__)
         return EXIT_OK
+    if any(arg == "--new-module" or arg.startswith("--new-module=") for arg in argv) \
+            and "-h" not in argv and "--help" not in argv:
+        return _new_module(argv)
     parser = _parser()
     args = parser.parse_args(argv)
     if args.version:
@@ -194,21 +256,55 @@ def _main(argv: List[str]) -> int:
         return EXIT_USAGE
     if args.timeout <= 0:
         parser.error("--timeout must be positive")
+    if args.lock_timeout < 0:
+        parser.error("--lock-timeout must not be negative")
     _log_errors_to_stderr()
     import signal
     signal.signal(signal.SIGTERM, _interrupt)
     from ovmd.paths import Paths
-    from templateconfig.runner import Runner, RunnerError, ValidationError
 
     paths = Paths(args.root)
+    watch = None
+    if args.initial_config and args.console_input and not (args.enumerate or args.human_readable):
+        # first-boot console dialog: watch first, then check, so no change is missed
+        watch = _watch_sysconfig(paths)
+        from templateconfig.firstboot import initial_config_pending
+        if not initial_config_pending(paths):
+            if watch is not None:
+                watch.close()
+            print("ovm-template-config: INITIAL_CONFIG is not yes: the guest is already "
+                  "configured; nothing to do")
+            return EXIT_OK
+    from templateconfig.runlock import LockError
+    from templateconfig.runner import Runner, RunnerError, ValidationError
     try:
         runner = Runner(paths, args.target, timeout=args.timeout, dry_run=args.dry_run,
-                        only=args.script)
+                        only=args.script, lock_timeout=args.lock_timeout)
+        runner.on_lock_wait = lambda pid: sys.stderr.write(
+            "ovm-template-config: another run of this root (pid %s) is in progress; waiting "
+            "up to %g s for it to finish\n" % (pid if pid is not None else "unknown",
+                                                 args.lock_timeout))
         if args.enumerate or args.human_readable:
             return _enumerate(runner, args)
-        params = _gather_params(runner, args, paths)
-        result = runner.run(params, on_module=None if args.json else
-                            (lambda outcome: _print_outcome_line(outcome, sys.stdout)))
+        try:
+            params = _gather_params(runner, args, paths, watch)
+        except _StoodDown:
+            print("ovm-template-config: configured by the host; console dialog stopped")
+            return EXIT_OK
+        finally:
+            if watch is not None:
+                watch.close()
+        on_module = None if args.json else (
+            lambda outcome: _print_outcome_line(outcome, sys.stdout))
+        if args.initial_config:
+            result = _initial_config_run(runner, args, paths, params, on_module)
+            if isinstance(result, int):
+                return result
+        else:
+            result = runner.run(params, on_module=on_module)
+    except LockError as exc:
+        sys.stderr.write("ovm-template-config: %s\n" % exc)
+        return EXIT_LOCK_TIMEOUT
     except ValidationError as exc:
         sys.stderr.write("ovm-template-config: %s\n" % exc)
         return EXIT_USAGE
@@ -245,7 +341,46 @@ class _DaemonUnreachable(Exception):
     pass
 
 
-def _gather_params(runner, args, paths) -> Dict[str, Any]:
+class _StoodDown(Exception):
+    """The console dialog stopped: the guest was configured by the message path."""
+
+
+def _watch_sysconfig(paths):
+    from templateconfig.firstboot import SysconfigWatch
+    try:
+        return SysconfigWatch(paths)
+    except OSError as exc:  # no sysconfig directory (then no INITIAL_CONFIG=yes either)
+        import logging
+        logging.getLogger(__name__).info("cannot watch the sysconfig files: %s", exc)
+        return None
+
+
+def _initial_config_run(runner, args, paths, params, on_module):
+    """Run under the lock only if INITIAL_CONFIG is still yes; then set it to no. The
+    RunResult, or an exit status when the guest turned out to be configured already."""
+    from templateconfig.firstboot import initial_config_pending, mark_configured
+
+    if args.dry_run:  # touches nothing: no lock, no flag change
+        if not initial_config_pending(paths):
+            sys.stderr.write("ovm-template-config: INITIAL_CONFIG is not yes: already "
+                             "configured; nothing done\n")
+            return EXIT_ALREADY_CONFIGURED
+        return runner.run(params, on_module=on_module)
+    with runner.run_lock():
+        if not initial_config_pending(paths):
+            if args.console_input:
+                print("ovm-template-config: configured by the host; console dialog stopped")
+                return EXIT_OK
+            sys.stderr.write("ovm-template-config: INITIAL_CONFIG is not yes: already "
+                             "configured; nothing done\n")
+            return EXIT_ALREADY_CONFIGURED
+        result = runner.run(params, on_module=on_module)
+        if result.ok:
+            mark_configured(paths)
+    return result
+
+
+def _gather_params(runner, args, paths, watch=None) -> Dict[str, Any]:
     if args.stdin:
         params = parse_params_text(sys.stdin.read(), "standard input")
     elif args.input is not None:
@@ -256,6 +391,8 @@ def _gather_params(runner, args, paths) -> Dict[str, Any]:
             params = read_ovf_params(args.ovf_transport_iso or DEFAULT_OVF_DEVICE)
         except OvfError as exc:
             raise UsageError(str(exc))
+    elif args.console_input and args.initial_config:
+        params = _cached_params_if_any(paths)  # prefill from ovmd when it runs
     elif args.console_input:
         params = {}
     else:
@@ -265,13 +402,28 @@ def _gather_params(runner, args, paths) -> Dict[str, Any]:
         except ControlError as exc:
             raise _DaemonUnreachable(str(exc))
     if args.console_input:
-        from templateconfig.console import ConsoleError, prompt_params
+        from templateconfig.console import ConsoleCancelled, ConsoleError, prompt_params
         enumeration = [(name, descs) for _, name, descs in runner.enumerate()]
+        known = set(params) if args.initial_config else ()
         try:
-            params = prompt_params(enumeration, params)
+            params = prompt_params(enumeration, params, known=known, cancel=watch)
+        except ConsoleCancelled:
+            raise _StoodDown()
         except ConsoleError as exc:
             raise UsageError("console input: %s" % exc)
     return params
+
+
+def _cached_params_if_any(paths) -> Dict[str, Any]:
+    """ovmd's cached params, or none when the daemon is not reachable (the console
+    dialog works without it)."""
+    from ovmd.control import ControlError
+    try:
+        return _params_from_daemon(paths, timeout=5.0)
+    except (ControlError, UsageError, OSError, ValueError) as exc:
+        import logging
+        logging.getLogger(__name__).info("no params from ovmd: %s", exc)
+        return {}
 
 
 def _enumerate(runner, args) -> int:

@@ -9,7 +9,6 @@ list of commands. Secret files are named but their content is never shown.
 from __future__ import annotations
 
 import base64
-import difflib
 import json
 import shlex
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -91,6 +90,8 @@ def file_diff(record: Dict[str, Any]) -> str:
             path, "absent" if old is None else len(old), "absent" if new is None else len(new))
     old_lines = (old or b"").decode("utf-8").splitlines(True)
     new_lines = (new or b"").decode("utf-8").splitlines(True)
+    import difflib  # only for plans (--dry-run): not on every run's start-up
+
     text = "".join(_terminated(difflib.unified_diff(
         old_lines, new_lines,
         fromfile="/dev/null" if old is None else "a" + path,

@@ -17,8 +17,8 @@ Semantics (README, "ovm-template-config"):
 
 Execution. Module scripts stay separate processes, but a fresh interpreter per Python
 module costs 20-40 ms. So the runner imports what modules import (``json``,
-``simplejson``, ``templateconfig.cli``, ``templateconfig.common``,
-``templateconfig.modules.*``) once, and for each Python module (its shebang mentions
+``templateconfig.cli``, ``templateconfig.common``, ``templateconfig.modules.*``,
+``templateconfig.platform.*``) once, and for each Python module (its shebang mentions
 python) forks a child that sets up what a fresh process would see: argv ``[script,
 TARGET]``, pipes on 0/1/2 and no other descriptor, the module environment, cwd ``/``,
 default signal dispositions, its own process group, ``__name__ == "__main__"`` through
@@ -27,6 +27,15 @@ frames, a clean ``atexit`` and logging set-up. Other modules are exec'd. With
 ``OVM_TEMPLATE_CONFIG_NO_FORK=1`` Python modules get a fresh interpreter
 (``sys.executable SCRIPT TARGET``) instead; either way ``#!/usr/bin/env python`` modules
 run where no ``python`` command is on PATH.
+
+Cost (the issue's budget: 100 ms of framework overhead for the eight standard modules,
+5 ms per extra no-op module; ``bench/bench_runner.py`` measures it): a module's
+descriptors come from the enumerate cache when its script is unchanged
+(:class:`templateconfig.report.EnumerateCache`), so a steady-state run forks once per
+module, not twice; forked children freeze the inherited objects (``gc.freeze``) so that
+the collector does not copy the parent's pages.
+
+Concurrency: a run holds the root's run lock (:mod:`templateconfig.runlock`).
 """
 from __future__ import annotations
 
@@ -59,9 +68,13 @@ EXIT_NOT_STARTED = 127
 _DRAIN_SECONDS = 0.5
 _STDERR_LIMIT = 4000
 
-#: What Python modules import, imported once in the runner before forking.
-PRELOAD = ("json", "simplejson", "runpy", "pkgutil", "io", "traceback", "atexit",
+#: What Python modules import, imported once in the runner before forking (and every
+#: module of the ``templateconfig.modules`` and ``templateconfig.platform`` packages, which
+#: the standard modules import; the platform code a module picks at run time too).
+#: ``simplejson`` is left out: Oracle-style modules only import it when ``json`` is missing.
+PRELOAD = ("json", "runpy", "io", "traceback", "atexit",
            "templateconfig.cli", "templateconfig.common", "templateconfig.header")
+PRELOAD_PACKAGES = ("templateconfig.modules", "templateconfig.platform")
 
 
 class RunnerError(Exception):
@@ -168,22 +181,35 @@ def preload() -> None:
         return
     _preloaded = True
     import importlib
-    for name in PRELOAD:
+    names = list(PRELOAD)
+    for package in PRELOAD_PACKAGES:
+        names.append(package)
+        names.extend(_package_modules(package))
+    for name in names:
         try:
             importlib.import_module(name)
         except Exception as exc:  # a broken optional import must not stop the runner
             log.debug("preload of %s failed: %s", name, exc)
-    try:
-        import pkgutil
 
-        import templateconfig.modules as package
-        for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
-            try:
-                importlib.import_module(info.name)
-            except Exception as exc:
-                log.debug("preload of %s failed: %s", info.name, exc)
-    except ImportError:
-        pass
+
+def _package_modules(package: str) -> List[str]:
+    """The submodules of ``package`` (its ``*.py`` files; ``pkgutil.iter_modules`` would
+    import ``inspect``, a few ms of start-up for nothing)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    names = set()
+    for directory in spec.submodule_search_locations:
+        try:
+            entries = os.listdir(directory)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.endswith(".py") and entry != "__init__.py" and entry[:-3].isidentifier():
+                names.add("%s.%s" % (package, entry[:-3]))
+    return sorted(names)
 
 
 # --- starting module processes ------------------------------------------------------------------
@@ -242,18 +268,34 @@ class Launcher:
         return False, [script] + list(args)
 
     def run(self, script: str, args: Sequence[str], stdin: bytes, timeout: float,
-            env: Optional[Mapping[str, str]] = None) -> ProcessResult:
-        """Run one module process to the end (or the timeout)."""
-        return self.run_many([(script, args, stdin, env)], timeout)[0]
+            env: Optional[Mapping[str, str]] = None,
+            meanwhile: Optional[Callable[[], None]] = None) -> ProcessResult:
+        """Run one module process to the end (or the timeout); ``meanwhile`` runs in a
+        thread while the process runs (work that may overlap it, such as the PBKDF2 of
+        the run state, which releases the GIL); it is over before this returns."""
+        return self.run_many([(script, args, stdin, env)], timeout, meanwhile)[0]
 
     def run_many(self, jobs: Sequence[Tuple[str, Sequence[str], bytes, Optional[Mapping[str, str]]]],
-                 timeout: float) -> List[ProcessResult]:
+                 timeout: float,
+                 meanwhile: Optional[Callable[[], None]] = None) -> List[ProcessResult]:
         """Run several module processes at once (enumeration) and collect them all."""
         children: List[_Child] = []
         try:
             for script, args, stdin, env in jobs:
                 children.append(self._start(script, args, stdin, env or self.env))
-            _collect(children, timeout)
+            worker = None
+            if meanwhile is not None:
+                # in a thread, so that a child that ends first is noticed at once; joined
+                # before anything else is forked (no fork while it runs)
+                import threading
+                worker = threading.Thread(target=meanwhile, name="ovm-template-config-meanwhile",
+                                          daemon=True)
+                worker.start()
+            try:
+                _collect(children, timeout)
+            finally:
+                if worker is not None:
+                    worker.join()
         except BaseException:
             for child in children:
                 _kill(child)
@@ -458,6 +500,10 @@ def _child_main(forked: bool, script: str, argv: List[str], env: Mapping[str, st
         os.chdir("/")
         _reset_signals()
         if forked:
+            import gc
+            # The runner's objects are the module's too (copy-on-write): keep the
+            # collector from walking them, which would copy every page they live on.
+            gc.freeze()
             code = _run_python(script, argv, env)
             if marker is not None:
                 os.write(2, marker + b"%d\n" % code)
@@ -526,8 +572,11 @@ def _run_python(script: str, argv: List[str], env: Mapping[str, str]) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    os.environ.clear()
-    os.environ.update(env)
+    for key in [key for key in os.environ if key not in env]:
+        del os.environ[key]
+    for key, value in env.items():  # only what differs: each change is a putenv()
+        if os.environ.get(key) != value:
+            os.environ[key] = value
     _kept.extend([sys.stdin, sys.stdout, sys.stderr, sys.__stdin__, sys.__stdout__,
                   sys.__stderr__])
     encoding = getattr(sys.__stdout__, "encoding", None) or "utf-8"
@@ -677,8 +726,10 @@ class Runner:
 
     def __init__(self, paths: Paths, target: str, timeout: float = DEFAULT_TIMEOUT,
                  dry_run: bool = False, only: Optional[str] = None,
-                 fork: Optional[bool] = None) -> None:
+                 fork: Optional[bool] = None,
+                 lock_timeout: Optional[float] = None) -> None:
         from templateconfig.header import TARGETS
+        from templateconfig.runlock import DEFAULT_LOCK_TIMEOUT
 
         if target not in TARGETS:
             raise RunnerError("unknown target %r; the targets are: %s" % (target, ", ".join(TARGETS)))
@@ -694,6 +745,12 @@ class Runner:
         self._modules: Optional[List[Module]] = None
         self._enumeration: Optional[List[Tuple[int, str, List[dict]]]] = None
         self._secrets: Optional[_SecretValues] = None
+        self.lock_timeout = DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout
+        #: Called with the holder's pid when the run lock is busy and the run waits.
+        self.on_lock_wait: Optional[Callable[[Optional[int]], None]] = None
+        self._lock = None
+        self._cache = None
+        self._from_cache = 0  # modules whose descriptors came from the enumerate cache
 
     def redact(self, text: str) -> str:
         """``text`` without the secret values of the last run (input and produced)."""
@@ -720,19 +777,49 @@ class Runner:
             self._modules = found
         return self._modules
 
+    def run_lock(self):
+        """The run lock of this root (:class:`templateconfig.runlock.RunLock`), reentrant:
+        ``with runner.run_lock():`` around several steps keeps it across them."""
+        if self._lock is None:
+            from templateconfig.runlock import RunLock
+
+            self._lock = RunLock(self.paths, self.lock_timeout,
+                                 on_wait=lambda pid: self.on_lock_wait and self.on_lock_wait(pid))
+        return self._lock
+
+    def enumerate_cache(self):
+        if self._cache is None:
+            from templateconfig.report import EnumerateCache
+
+            self._cache = EnumerateCache(self.paths)
+        return self._cache
+
     def enumerate(self) -> List[Tuple[int, str, List[dict]]]:
         """``[priority, name, descriptors]`` per module (Oracle's ``--enumerate`` shape).
 
-        All modules are enumerated at once. A module whose enumeration fails is listed
-        with no descriptors and its error kept in :attr:`enumerate_errors`.
+        Modules whose script is unchanged since a previous run come from the enumerate
+        cache (:class:`templateconfig.report.EnumerateCache`); the others are enumerated
+        all at once. A module whose enumeration fails is listed with no descriptors and
+        its error kept in :attr:`enumerate_errors`.
         """
         if self._enumeration is None:
+            from templateconfig.report import script_identity
+
             modules = self.modules()
+            cache = self.enumerate_cache()
+            identities = [script_identity(m.path) for m in modules]
+            found: Dict[int, List[dict]] = {}
+            for index, module in enumerate(modules):
+                cached = cache.get(self.target, module.path, identities[index])
+                if cached is not None:
+                    found[index] = cached
+            self._from_cache = len(found)
+            missing = [i for i in range(len(modules)) if i not in found]
             results = self.launcher.run_many(
-                [(m.path, ["--enumerate", self.target], b"", None) for m in modules],
+                [(modules[i].path, ["--enumerate", self.target], b"", None) for i in missing],
                 self.timeout)
-            enumeration = []
-            for module, result in zip(modules, results):
+            for index, result in zip(missing, results):
+                module = modules[index]
                 descriptors: List[dict] = []
                 error = failure_reason(result, self.timeout)
                 if error is None:
@@ -747,8 +834,10 @@ class Runner:
                 if error is not None:
                     self.enumerate_errors[module.name] = "enumerate " + error
                     log.info("%s: --enumerate %s %s", module.name, self.target, error)
-                enumeration.append((module.priority, module.name, descriptors))
-            self._enumeration = enumeration
+                else:
+                    cache.put(self.target, module.path, identities[index], descriptors)
+                found[index] = descriptors
+            self._enumeration = [(m.priority, m.name, found[i]) for i, m in enumerate(modules)]
         return self._enumeration
 
     def password_keys(self) -> set:
@@ -761,17 +850,42 @@ class Runner:
         from templateconfig.descriptors import validate_params
 
         problems = validate_params([(name, descs) for _, name, descs in self.enumerate()], params)
+        if problems and self._from_cache:
+            # cached descriptors may be stale (a module reading them from another file):
+            # refuse only what fresh ones refuse too
+            self._enumeration = None
+            self.enumerate_errors.clear()
+            self.enumerate_cache().use_cached = False
+            problems = validate_params([(name, descs) for _, name, descs in self.enumerate()],
+                                       params)
         if problems:
             raise ValidationError(problems)
 
     def run(self, params: Mapping[str, Any],
             on_module: Optional[Callable[[ModuleOutcome], None]] = None) -> RunResult:
-        """Validate, then run every module; see the module docstring."""
+        """Validate, then run every module; see the module docstring.
+
+        Unless in dry-run mode, the run holds the run lock of the root
+        (:meth:`run_lock`) from after the validation to the end, waiting up to
+        ``lock_timeout`` for another run to finish
+        (:class:`templateconfig.runlock.LockTimeout`).
+        """
+        params = dict(params)
+        self.validate(params)
+        if self.dry_run:
+            return self._run(params, on_module)
+        with self.run_lock():
+            try:
+                self.enumerate_cache().save()
+            except OSError as exc:
+                log.info("cannot write the enumerate cache: %s", exc)
+            return self._run(params, on_module)
+
+    def _run(self, params: Dict[str, Any],
+             on_module: Optional[Callable[[ModuleOutcome], None]]) -> RunResult:
         from templateconfig.report import (FAILED, OK, RUNNING, SKIPPED, RunReport, RunState,
                                            close_run_log, open_run_log)
 
-        params = dict(params)
-        self.validate(params)
         modules = self.modules()
         secret_keys = self.password_keys()
         initial = dict(params)
@@ -815,7 +929,10 @@ class Runner:
                 else:
                     report.update(module.name, RUNNING)
                     journal = os.path.join(journal_dir, "%02d-%s.jsonl" % (index, module.name))
-                    outcome, params = self._run_module(module, params, journal)
+                    # the state's fingerprint (PBKDF2 over the secrets, a few ms) is
+                    # needed once the module is done: compute it while it runs
+                    outcome, params = self._run_module(module, params, journal,
+                                                       meanwhile=state.prepare)
                     if outcome.status == OK:
                         secrets.update(outcome.changed)
                         state.module_done(module.name, module.priority,
@@ -858,8 +975,9 @@ class Runner:
         return RunResult(self.target, ok, params, changed, outcomes, self.dry_run,
                          report.to_dict())
 
-    def _run_module(self, module: Module, params: Dict[str, Any],
-                    journal: str) -> Tuple[ModuleOutcome, Dict[str, Any]]:
+    def _run_module(self, module: Module, params: Dict[str, Any], journal: str,
+                    meanwhile: Optional[Callable[[], None]] = None
+                    ) -> Tuple[ModuleOutcome, Dict[str, Any]]:
         from templateconfig.plan import read_actions
         from templateconfig.report import FAILED, OK
 
@@ -867,7 +985,8 @@ class Runner:
         env[ACTIONS_ENV] = journal
         log.info("%s: running %s (priority %d)", self.target, module.name, module.priority)
         result = self.launcher.run(module.path, [self.target],
-                                   json.dumps(params).encode("utf-8"), self.timeout, env)
+                                   json.dumps(params).encode("utf-8"), self.timeout, env,
+                                   meanwhile)
         actions = read_actions(journal)
         error = failure_reason(result, self.timeout)
         output: Optional[Dict[str, Any]] = None

@@ -13,7 +13,6 @@ them back to the host.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -62,11 +61,9 @@ class Key:
         self.targets = tuple(targets)
         self.visible_indices = visible_indices
         self.indexed = "{n}" in key
-        if self.indexed:
-            prefix, suffix = key.split("{n}", 1)
-            self._pattern = re.compile(re.escape(prefix) + r"(0|[1-9][0-9]*)" + re.escape(suffix) + r"\Z")
-        else:
-            self._pattern = None
+        # the text around {n}: matched with string tests, not a regex per key (compiling
+        # dozens of them was a measurable part of every run's start-up)
+        self._prefix, _, self._suffix = key.partition("{n}")
 
     def name(self, n: Optional[int] = None) -> str:
         return self.key.format(n=n) if self.indexed else self.key
@@ -75,8 +72,15 @@ class Key:
         """The index ``name`` has for this key (-1 for a plain key), or None."""
         if not self.indexed:
             return -1 if name == self.key else None
-        found = self._pattern.match(name)
-        return int(found.group(1)) if found else None
+        prefix, suffix = self._prefix, self._suffix
+        if len(name) <= len(prefix) + len(suffix) or not name.startswith(prefix) \
+                or not name.endswith(suffix):
+            return None
+        digits = name[len(prefix):len(name) - len(suffix)]
+        # an index is 0 or digits without a leading 0 (ASCII only, as [0-9] was)
+        if not (digits.isascii() and digits.isdigit()) or (digits[0] == "0" and digits != "0"):
+            return None
+        return int(digits)
 
     def descriptor(self, n: Optional[int] = None, force_hidden: bool = False) -> dict:
         """The enumerate descriptor (REFERENCE §5), with only the fields that are set."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import uuid
-from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
 from templateconfig import common
@@ -22,21 +21,43 @@ from templateconfig.platform.textedit import apply_managed, strip_managed
 HEADER = "Written by ovm-template-config (network module); its cleanup target undoes this."
 
 
-@dataclass
 class Interface:
-    """One interface to configure, validated (see the network module)."""
+    """One interface to configure, validated (see the network module).
 
-    index: int
-    device: str
-    hwaddr: Optional[str] = None
-    mtu: Optional[int] = None
-    onboot: bool = True
-    bootproto: str = "dhcp"          # dhcp, static or none (none behaves as static)
-    ipaddr: Optional[str] = None
-    prefix: Optional[int] = None
-    gateway: Optional[str] = None
-    dns: List[str] = field(default_factory=list)
-    search: List[str] = field(default_factory=list)
+    A plain class rather than a dataclass: ``dataclasses`` imports ``inspect``, several
+    ms of every run's start-up (the runner preloads this module).
+    """
+
+    _FIELDS = ("index", "device", "hwaddr", "mtu", "onboot", "bootproto", "ipaddr", "prefix",
+               "gateway", "dns", "search")
+
+    def __init__(self, index: int, device: str, hwaddr: Optional[str] = None,
+                 mtu: Optional[int] = None, onboot: bool = True,
+                 bootproto: str = "dhcp",  # dhcp, static or none (none behaves as static)
+                 ipaddr: Optional[str] = None, prefix: Optional[int] = None,
+                 gateway: Optional[str] = None, dns: Optional[List[str]] = None,
+                 search: Optional[List[str]] = None) -> None:
+        self.index = index
+        self.device = device
+        self.hwaddr = hwaddr
+        self.mtu = mtu
+        self.onboot = onboot
+        self.bootproto = bootproto
+        self.ipaddr = ipaddr
+        self.prefix = prefix
+        self.gateway = gateway
+        self.dns: List[str] = dns if dns is not None else []
+        self.search: List[str] = search if search is not None else []
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in self._FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
+
+    def __repr__(self) -> str:
+        return "Interface(%s)" % ", ".join("%s=%r" % (f, getattr(self, f)) for f in self._FIELDS)
 
     @property
     def static(self) -> bool:

@@ -32,7 +32,8 @@ DRIVER = textwrap.dedent("""
     logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
     modules = [tuple(m) for m in json.loads(sys.argv[2])]
     try:
-        result = prompt_params(modules, json.loads(sys.argv[3]), tty_path=sys.argv[1])
+        result = prompt_params(modules, json.loads(sys.argv[3]), tty_path=sys.argv[1],
+                               known=json.loads(sys.argv[4]))
     except ConsoleAborted as exc:
         print(json.dumps({"aborted": str(exc)}))
     else:
@@ -43,14 +44,14 @@ DRIVER = textwrap.dedent("""
 class PtyUser:
     """The user at the terminal: waits for text, types answers, keeps the transcript."""
 
-    def __init__(self, modules, params=None, timeout=15.0):
+    def __init__(self, modules, params=None, timeout=15.0, known=()):
         self.master, slave = pty.openpty()
         self.slave_name = os.ttyname(slave)
         self.timeout = timeout
         self.transcript = ""
         self.process = subprocess.Popen(
             [sys.executable, "-c", DRIVER, self.slave_name, json.dumps(modules),
-             json.dumps(params or {})],
+             json.dumps(params or {}), json.dumps(list(known))],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True, text=True)
         os.close(slave)  # only the driver holds the slave open now
@@ -108,8 +109,8 @@ class PtyUser:
 def run():
     users = []
 
-    def start(modules, params=None):
-        user = PtyUser(modules, params)
+    def start(modules, params=None, known=()):
+        user = PtyUser(modules, params, known=known)
         users.append(user)
         return user
 
@@ -339,3 +340,109 @@ def test_malformed_descriptor_fails_before_any_prompt():
         prompt_params([NETWORK, ("broken", [{"key": "x", "hidden": "maybe"}])], {},
                       stdin=io.StringIO("web1\n"), stdout=stdout)
     assert stdout.getvalue() == ""
+
+
+def test_known_keys_are_not_asked_again(run):
+    user = run([NETWORK], {NET + "hostname": "web1"}, known=[NET + "hostname"])
+    user.expect("Value [dhcp]: ")
+    user.type("")
+    outcome, _ = user.finish()
+    assert outcome == {"result": {NET + "hostname": "web1", NET + "bootproto.0": "dhcp"}}
+    assert NET + "hostname" not in user.transcript
+
+
+def test_a_known_key_without_a_valid_value_is_still_asked(run):
+    # required and empty, and outside the choices: both asked
+    user = run([NETWORK], {NET + "hostname": "", NET + "bootproto.0": "bootp"},
+               known=[NET + "hostname", NET + "bootproto.0"])
+    user.expect(NET + "hostname")
+    user.expect("Value (required): ")
+    user.type("web4")
+    user.expect(NET + "bootproto.0")
+    user.expect("Value [bootp]: ")
+    user.type("dhcp")
+    outcome, _ = user.finish()
+    assert outcome["result"][NET + "hostname"] == "web4"
+
+
+CANCEL_DRIVER = textwrap.dedent("""
+    import json, os, sys, termios
+    from templateconfig.console import ConsoleAborted, ConsoleCancelled, prompt_params
+
+    class PipeWatch:
+        # readable when the test writes; poll() says whether the test wrote "stop"
+        def __init__(self, fd):
+            self.fd = fd
+        def fileno(self):
+            return self.fd
+        def poll(self):
+            return os.read(self.fd, 100).strip().endswith(b"stop")
+
+    modules = [tuple(m) for m in json.loads(sys.argv[2])]
+    try:
+        result = prompt_params(modules, {}, tty_path=sys.argv[1],
+                               cancel=PipeWatch(int(sys.argv[3])))
+    except ConsoleCancelled as exc:
+        fd = os.open(sys.argv[1], os.O_RDWR)
+        echo = bool(termios.tcgetattr(fd)[3] & termios.ECHO)
+        print(json.dumps({"cancelled": str(exc), "echo": echo}))
+    else:
+        print(json.dumps({"result": result}))
+""")
+
+
+class CancellableUser(PtyUser):
+    def __init__(self, modules):
+        self.cancel_r, self.cancel_w = os.pipe()
+        self.master, slave = pty.openpty()
+        self.slave_name = os.ttyname(slave)
+        self.timeout = 15.0
+        self.transcript = ""
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", CANCEL_DRIVER, self.slave_name, json.dumps(modules),
+             str(self.cancel_r)], pass_fds=(self.cancel_r,),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True, text=True)
+        os.close(slave)
+        os.close(self.cancel_r)
+
+    def signal(self, word):
+        os.write(self.cancel_w, word.encode() + b"\n")
+
+
+@pytest.fixture
+def cancellable():
+    users = []
+
+    def start(modules):
+        user = CancellableUser(modules)
+        users.append(user)
+        return user
+
+    yield start
+    for user in users:
+        if user.process.poll() is None:
+            user.process.kill()
+            user.process.wait()
+        os.close(user.cancel_w)
+
+
+def test_cancel_during_a_password_restores_the_terminal(cancellable):
+    user = cancellable([AUTHENTICATION])
+    user.expect("Password: ")
+    user.press(SECRET[:4].encode())  # half-typed, no Enter
+    user.signal("stop")
+    outcome, err = user.finish()
+    assert outcome == {"cancelled": "the dialog was cancelled", "echo": True}
+    assert SECRET[:4] not in user.transcript and "Traceback" not in err
+
+
+def test_a_watch_that_says_no_keeps_the_dialog_going(cancellable):
+    user = cancellable([NETWORK])
+    user.expect("Value (required): ")
+    user.signal("keep")
+    user.type("web5")
+    user.expect("Value [dhcp]: ")
+    user.type("")
+    outcome, _ = user.finish()
+    assert outcome == {"result": {NET + "hostname": "web5", NET + "bootproto.0": "dhcp"}}

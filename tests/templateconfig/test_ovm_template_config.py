@@ -184,8 +184,47 @@ class TestExitStatus:
         assert proc.returncode == 0
         for option in ("--enumerate", "--human-readable", "--script", "--stdin",
                        "--console-input", "--input", "--output", "--ovf-transport-iso",
-                       "--root", "--dry-run", "--json", "--timeout", "exit status"):
+                       "--root", "--dry-run", "--json", "--timeout", "exit status",
+                       "--initial-config", "--lock-timeout", "--new-module", "--dest"):
             assert option in proc.stdout, option
+        assert "  4  --initial-config: INITIAL_CONFIG is not yes" in proc.stdout
+        assert "  5  another run of the same root held the run lock" in proc.stdout
+
+    def test_cli_defaults_match_the_framework(self):
+        from templateconfig import ovm_template_config, runlock, runner
+        assert ovm_template_config.DEFAULT_TIMEOUT == runner.DEFAULT_TIMEOUT
+        assert ovm_template_config.DEFAULT_LOCK_TIMEOUT == runlock.DEFAULT_LOCK_TIMEOUT
+
+
+class TestNewModule:
+    def test_new_module_creates_the_skeleton_in_dest(self, tmp_path):
+        proc = run_cli(["--new-module", "myapp", "--dest", str(tmp_path)])
+        assert proc.returncode == 0, proc.stderr
+        package = tmp_path / "ovm-template-config-myapp"
+        expected = {"myapp", "ovm-template-config-myapp.spec", "Makefile", "README.md"}
+        assert {p.name for p in package.iterdir()} == expected
+        assert sorted(proc.stdout.split()) == sorted(str(package / name) for name in expected)
+        script = package / "myapp"
+        assert os.access(str(script), os.X_OK)
+        assert "### BEGIN PLUGIN INFO\n# name: myapp\n" in script.read_text()
+
+    def test_the_created_module_runs_under_the_runner(self, tmp_path):
+        from runner_helpers import add_script
+        proc = run_cli(["--dest", str(tmp_path), "--new-module=myapp"])
+        assert proc.returncode == 0, proc.stderr
+        paths = guest(tmp_path)
+        add_script(paths, "myapp", (tmp_path / "ovm-template-config-myapp" / "myapp").read_text())
+        proc = run_cli(["--root", paths.root, "--stdin", "configure"],
+                       json.dumps({"com.example.myapp.message": "hello"}))
+        assert proc.returncode == 0, proc.stderr
+        with open(os.path.join(paths.root, "etc", "myapp.conf")) as handle:
+            assert handle.read() == "message=hello\n"
+
+    def test_new_module_errors_are_reported(self, tmp_path):
+        proc = run_cli(["--new-module", "Bad Name", "--dest", str(tmp_path)])
+        assert proc.returncode == 2
+        assert "invalid module name" in proc.stderr
+        assert list(tmp_path.iterdir()) == []
 
 
 class TestReportAndLog:

@@ -298,3 +298,108 @@ class TestForkMatchesFreshInterpreter:
         for fork in (True, False):
             result = run_target(paths, "configure", {}, fork=fork)
             assert result.outcomes[0].error == "exited with status 4:\natexit ran", fork
+
+
+COUNTING_MODULE = '''\
+#!/usr/bin/env python
+### BEGIN PLUGIN INFO
+# name: counted
+# configure: 10
+### END PLUGIN INFO
+import json, os, sys
+from templateconfig.cli import main
+
+HERE = {here!r}
+
+
+def do_enumerate(target):
+    with open(os.path.join(HERE, "enumerations"), "a") as handle:
+        handle.write("x")
+    if os.path.exists(os.path.join(HERE, "fail-enumerate")):
+        sys.exit(1)
+    with open(os.path.join(HERE, "descriptors.json")) as handle:
+        return handle.read()
+
+
+def do_configure(param):
+    with open(os.path.join(HERE, "runs"), "a") as handle:
+        handle.write("x")
+    return param
+
+
+if __name__ == "__main__":
+    main(do_enumerate, {{"configure": do_configure}})
+'''
+
+
+class TestEnumerateCache:
+    """A steady-state run forks once per module: descriptors come from the cache while
+    the script is unchanged."""
+
+    def build(self, tmp_path, choices=("on", "off")):
+        paths = guest(tmp_path)
+        self.here = tmp_path
+        self.set_choices(choices)
+        self.script = add_script(paths, "counted", COUNTING_MODULE.format(here=str(tmp_path)))
+        return paths
+
+    def set_choices(self, choices):
+        (self.here / "descriptors.json").write_text(json.dumps(
+            [{"key": "com.example.mode", "required": True, "choices": list(choices)}]))
+
+    def count(self, name):
+        path = self.here / name
+        return len(path.read_text()) if path.exists() else 0
+
+    def test_unchanged_scripts_are_enumerated_once(self, tmp_path, fork):
+        from templateconfig.report import enumerate_cache_path
+        paths = self.build(tmp_path)
+        params = {"com.example.mode": "on"}
+        assert run_target(paths, "configure", params, fork=fork).ok
+        assert (self.count("enumerations"), self.count("runs")) == (1, 1)
+        assert os.stat(enumerate_cache_path(paths)).st_mode & 0o777 == 0o600
+        assert run_target(paths, "configure", params, fork=fork).ok
+        assert (self.count("enumerations"), self.count("runs")) == (1, 2)
+        runner = Runner(paths, "configure", fork=fork)
+        assert runner.enumerate()[0][2][0]["choices"] == ["on", "off"]  # from the cache
+        assert self.count("enumerations") == 1
+        with open(self.script, "a") as handle:  # a changed script is enumerated again
+            handle.write("# edited\n")
+        assert run_target(paths, "configure", params, fork=fork).ok
+        assert (self.count("enumerations"), self.count("runs")) == (2, 3)
+
+    def test_a_failed_enumeration_is_never_cached(self, tmp_path):
+        paths = self.build(tmp_path)
+        (tmp_path / "fail-enumerate").write_text("")
+        runner = Runner(paths, "configure")
+        runner.run({})
+        assert "counted" in runner.enumerate_errors
+        os.unlink(tmp_path / "fail-enumerate")
+        assert run_target(paths, "configure", {"com.example.mode": "on"}).ok
+        assert self.count("enumerations") == 2
+        assert run_target(paths, "configure", {"com.example.mode": "on"}).ok
+        assert self.count("enumerations") == 2
+
+    def test_dry_runs_and_refused_params_write_no_cache(self, tmp_path):
+        from templateconfig.report import enumerate_cache_path
+        paths = self.build(tmp_path)
+        with pytest.raises(ValidationError):
+            run_target(paths, "configure", {})
+        assert run_target(paths, "configure", {"com.example.mode": "on"}, dry_run=True).ok
+        assert not os.path.exists(enumerate_cache_path(paths))
+
+    def test_stale_cached_descriptors_do_not_refuse_what_fresh_ones_accept(self, tmp_path):
+        paths = self.build(tmp_path)
+        assert run_target(paths, "configure", {"com.example.mode": "on"}).ok
+        self.set_choices(["on", "off", "auto"])  # the script itself is unchanged
+        assert run_target(paths, "configure", {"com.example.mode": "auto"}).ok
+        assert self.count("enumerations") == 2
+        with pytest.raises(ValidationError, match="'sideways', which is not one of: on, off, auto"):
+            run_target(paths, "configure", {"com.example.mode": "sideways"})
+
+    def test_the_cache_can_be_switched_off(self, tmp_path, monkeypatch):
+        paths = self.build(tmp_path)
+        monkeypatch.setenv("OVM_TEMPLATE_CONFIG_NO_ENUMERATE_CACHE", "1")
+        for _ in range(2):
+            assert run_target(paths, "configure", {"com.example.mode": "on"}).ok
+        assert self.count("enumerations") == 2
