@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 ROOT_PASSWORD_KEY = "com.oracle.linux.root-password"
 #: Key the daemon sends back after a first-boot run: ``done`` or ``failed: <reason>``.
 STATUS_KEY = "com.oracle.linux.ovmd.initial-config-status"
+#: ``ovm-template-config --initial-config`` exit status: INITIAL_CONFIG was no under the
+#: run lock (the console dialog won the race); nothing was run.
+RUNNER_ALREADY_CONFIGURED = 4
 RUNNER = "ovm-template-config"
 RECONNECT_FIRST = 0.1
 RECONNECT_MAX = 10.0
@@ -200,9 +203,12 @@ class TargetRun:
 
     def __init__(self, paths: Paths, target: str, params: Dict[str, str],
                  selector: selectors.BaseSelector,
-                 on_done: Callable[["TargetRun"], None]) -> None:
+                 on_done: Callable[["TargetRun"], None], initial_config: bool = False) -> None:
         self.paths = paths
         self.target = target
+        #: a first-boot run: the runner re-checks INITIAL_CONFIG under its run lock, exits
+        #: ALREADY_CONFIGURED if the console dialog won, and sets the flag to no on success
+        self.initial_config = initial_config
         self.params = params
         self.selector = selector
         self.on_done = on_done
@@ -223,6 +229,8 @@ class TargetRun:
         argv = [runner_command(), "--input", str(in_r), "--output", str(out_w)]
         if self.paths.root != "/":
             argv += ["--root", self.paths.root]
+        if self.initial_config:
+            argv.append("--initial-config")
         argv.append(self.target)
         env = dict(os.environ)
         env[ROOT_ENV] = self.paths.root
@@ -631,11 +639,11 @@ class Daemon:
             return
         self.armed = False
         log.info("quiet period over: running first-boot configuration")
-        self._start_run("configure")
+        self._start_run("configure", initial_config=True)
 
-    def _start_run(self, target: str) -> TargetRun:
+    def _start_run(self, target: str, initial_config: bool = False) -> TargetRun:
         run = TargetRun(self.paths, target, self.cache.as_dict(), self.selector,
-                        self._run_finished)
+                        self._run_finished, initial_config=initial_config)
         self.run_child = run
         if run.finished:  # could not even start
             self._run_finished(run)
@@ -647,6 +655,9 @@ class Daemon:
         self.run_child = None
         from .status import read_report
 
+        if run.initial_config and run.returncode == RUNNER_ALREADY_CONFIGURED:
+            self._first_boot_stand_down(run)
+            return
         report = read_report(self.paths)
         if report is not None and report.get("target") != run.target:
             report = None
@@ -658,7 +669,7 @@ class Daemon:
             log.info("%s %s finished successfully", RUNNER, run.target)
         else:
             log.error("%s %s failed: %s", RUNNER, run.target, redact(error, secrets))
-        if run.target == "configure" and initial_config_enabled(self.paths):
+        if run.initial_config:
             self._first_boot_done(run, ok, redact(error, secrets), report)
         summary = self._run_summary(run, ok, error, report)
         for conn in run.waiters:
@@ -680,6 +691,17 @@ class Daemon:
         if run.returncode not in (0, None):
             return "%s exited with status %s" % (RUNNER, run.returncode)
         return ""
+
+    def _first_boot_stand_down(self, run: TargetRun) -> None:
+        """The console dialog configured the guest first: nothing to do but tidy up."""
+        wiped = self.cache.wipe_secrets()
+        self.rearm = False
+        self.last_result = DONE
+        log.info("first boot already configured (console dialog); standing down; wiped %d "
+                 "secret(s)", len(wiped))
+        for conn in run.waiters:
+            conn.respond(EXIT_OK, b"first boot already configured; nothing done\n")
+        self._wake_status_waiters()
 
     def _first_boot_done(self, run: TargetRun, ok: bool, error: str,
                          report: Optional[Dict[str, Any]]) -> None:
@@ -833,7 +855,8 @@ class Daemon:
             conn.respond(EXIT_FAILURE, err=b"ovmd: invalid target\n")
             return
         self.timers.pop("quiet", None) if target == "configure" else None
-        run = self._start_run(target)
+        run = self._start_run(target, initial_config=(
+            target == "configure" and initial_config_enabled(self.paths)))
         if self.run_child is run:
             run.waiters.append(conn)
         else:  # finished at once (could not start): answer now

@@ -1,9 +1,10 @@
 """The first-boot flag ``INITIAL_CONFIG=yes|no`` in the sysconfig files (REFERENCE §4).
 
 Oracle Linux 5/6 keep it in ``/etc/sysconfig/ovmd``; OL7+ in
-``/etc/sysconfig/ovm-template-initial-config``. We read both (either saying ``yes``
-enables the first-boot run) and, when setting the flag, rewrite every one of them that
-exists (and always ``/etc/sysconfig/ovmd``), preserving all other lines.
+``/etc/sysconfig/ovm-template-initial-config``. We read both (where both set the flag, the
+OL7+ file wins) and, when setting the flag, rewrite every one of them that exists
+(``/etc/sysconfig/ovmd`` when neither does), preserving all other lines. The daemon and the runner
+(``templateconfig.firstboot``) both read the flag through this module.
 """
 from __future__ import annotations
 
@@ -31,23 +32,29 @@ def sysconfig_files(paths: Paths) -> List[str]:
     return [paths.sysconfig_ovmd, paths.sysconfig_initial_config]
 
 
-def initial_config_enabled(paths: Paths) -> bool:
-    """True if any sysconfig file says ``INITIAL_CONFIG=yes``."""
+def initial_config_value(paths: Paths) -> Optional[str]:
+    """INITIAL_CONFIG (lower case), the OL7+ file winning; None when neither sets it."""
+    value = None
     for path in sysconfig_files(paths):
         text = read_text(path)
-        if text is not None and _value(text) in ("yes", "true", "1"):
-            return True
-    return False
+        found = _value(text) if text is not None else None
+        if found is not None:
+            value = found
+    return value
+
+
+def initial_config_enabled(paths: Paths) -> bool:
+    """True if the guest still waits for its first-boot run (``INITIAL_CONFIG=yes``)."""
+    return initial_config_value(paths) in ("yes", "true", "1")
 
 
 def set_initial_config(paths: Paths, enabled: bool) -> List[str]:
     """Write ``INITIAL_CONFIG=yes|no`` durably; returns the files written."""
     wanted = "%s=%s" % (VARIABLE, "yes" if enabled else "no")
     written = []
-    for path in sysconfig_files(paths):
+    existing = [p for p in sysconfig_files(paths) if read_text(p) is not None]
+    for path in existing or [paths.sysconfig_ovmd]:
         text = read_text(path)
-        if text is None and path != paths.sysconfig_ovmd:
-            continue
         lines = (text or "").splitlines()
         replaced = False
         for index, line in enumerate(lines):

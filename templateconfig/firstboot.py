@@ -25,55 +25,27 @@ import os
 from typing import List, Optional
 
 from ovmd.paths import Paths
+from ovmd.sysconfig import (
+    initial_config_enabled, initial_config_value, set_initial_config, sysconfig_files,
+)
 
-VARIABLE = "INITIAL_CONFIG"
-_ENABLED = ("yes", "true", "1")
-
-
-def _flag_files(paths: Paths) -> List[str]:
-    """The two files, the one that wins last."""
-    return [paths.sysconfig_ovmd, paths.sysconfig_initial_config]
 
 
 def initial_config(paths: Paths) -> Optional[str]:
     """The value of INITIAL_CONFIG (lower case), or None when neither file sets it."""
-    from templateconfig.common import parse_sysconfig
-
-    value = None
-    for path in _flag_files(paths):
-        try:
-            with open(path, encoding="utf-8", errors="replace") as handle:
-                text = handle.read()
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        found = parse_sysconfig(text).get(VARIABLE)
-        if found is not None:
-            value = found.strip().lower()
-    return value
+    return initial_config_value(paths)
 
 
 def initial_config_pending(paths: Paths) -> bool:
     """True if the guest still waits for its first-boot configuration: INITIAL_CONFIG is
-    ``yes`` (in any case; ``true`` and ``1`` too, as ovmd reads it)."""
-    return initial_config(paths) in _ENABLED
+    ``yes`` (``true`` and ``1`` too)."""
+    return initial_config_enabled(paths)
 
 
 def mark_configured(paths: Paths) -> List[str]:
-    """Set INITIAL_CONFIG=no in each of the two files that exists (atomically, durably,
-    keeping every other line, the mode and the owner); the files written."""
-    from templateconfig.common import atomic_write, edit_sysconfig_text
-
-    written = []
-    for path in _flag_files(paths):
-        try:
-            with open(path, encoding="utf-8", errors="surrogateescape") as handle:
-                text = handle.read()
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        new = edit_sysconfig_text(text, {VARIABLE: "no"})
-        atomic_write(path, new.encode("utf-8", "surrogateescape"))
-        written.append(path)
-    return written
+    """Set INITIAL_CONFIG=no (atomically, durably, keeping every other line and the
+    mode); the files written."""
+    return set_initial_config(paths, False)
 
 
 # --- inotify, through libc (no polling) -----------------------------------------------------
@@ -124,7 +96,7 @@ class SysconfigWatch:
             raise OSError(code, "inotify_init1: %s" % os.strerror(code))
         self.fd = fd
         try:
-            for directory in sorted({os.path.dirname(p) for p in _flag_files(paths)}):
+            for directory in sorted({os.path.dirname(p) for p in sysconfig_files(paths)}):
                 if libc.inotify_add_watch(fd, os.fsencode(directory), _MASK) < 0:
                     code = ctypes.get_errno()
                     raise OSError(code, "inotify_add_watch %s: %s" % (directory, os.strerror(code)))
@@ -150,8 +122,7 @@ class SysconfigWatch:
                 if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
                     break
                 raise
-        value = initial_config(self.paths)
-        return value is not None and value not in _ENABLED
+        return initial_config(self.paths) is not None and not initial_config_pending(self.paths)
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -189,6 +190,41 @@ class TestFirstBoot:
         assert [m["status"] for m in status["last_run"]["modules"]] == ["ok", "ok", "ok"]
         assert host.received()["com.example.generated"] == "made-by-module"
         assert_no_secret_left(root, daemon.log_text() + restarted.log_text())
+
+    def test_console_dialog_won_so_the_message_path_stands_down(self, root, ovmd_factory,
+                                                                host, dom0):
+        """The race of ovm-template-initial-config.service: a console-side run holds the run
+        lock; the daemon's first-boot run waits for it, finds INITIAL_CONFIG=no under the
+        lock (exit 4), and stands down: no failure sent, secrets wiped, no retry."""
+        make_guest(root, [(10, "record", RECORD), (20, "gate", GATE)])
+        os.mkfifo(str(root / "gate-started"))
+        os.mkfifo(str(root / "gate-release"))
+        console = subprocess.Popen(
+            [bin_path("ovm-template-config"), "--root", str(root), "--initial-config", "--stdin",
+             "configure"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        console.stdin.write('{"com.example.console": "1"}\n')
+        console.stdin.close()
+        with open(str(root / "gate-started")) as started:  # the console run holds the lock
+            assert started.read() == "started\n"
+        daemon = ovmd_factory(["--quiet-period", "0"])
+        host.send([(ROOT_PASSWORD, PASSWORD)])
+        # no event tells the test that the daemon's runner started: ask the daemon
+        deadline = time.monotonic() + 30
+        while json.loads(daemon.cli("--status", "--json").stdout)["status"] != "running":
+            assert time.monotonic() < deadline, daemon.log_text()
+            time.sleep(0.05)
+        with open(str(root / "gate-release"), "w") as release:
+            release.write("go\n")
+        assert console.wait(60) == 0, console.stderr.read()
+        status = daemon.cli("--status", "--wait", "--json")
+        assert json.loads(status.stdout)["status"] == "done"
+        assert "standing down" in daemon.log_text()
+        assert (root / "record-runs").read_text() == "run\n"  # configured once, by the console
+        assert "INITIAL_CONFIG=no" in sysconfig(root)
+        assert STATUS_KEY not in host.received()  # no "failed: ..." sent to the host
+        assert daemon.cli("-g", ROOT_PASSWORD).returncode == 1  # secrets wiped
+        assert_no_secret_left(root, daemon.log_text())
 
     def test_status_wait_blocks_until_the_run_ends(self, root, ovmd_factory, host):
         make_guest(root, [(10, "record", RECORD)])
