@@ -170,10 +170,13 @@ class Demo:
         print("\nModules (target %s):" % report.get("target", "configure"))
         for module in modules:
             seconds = module.get("seconds")
+            planned = any(a.startswith("would ") and not a.startswith("would run: ")
+                          for a in module.get("actions", []))
+            note = (module.get("error") or "").splitlines()[0] if module.get("error") else \
+                "planned only (needs root; nothing changed)" if planned else ""
             print("  %-16s %-8s %6s  %s" % (
                 module.get("name"), module.get("status"),
-                "%.3fs" % seconds if isinstance(seconds, (int, float)) else "-",
-                (module.get("error") or "").splitlines()[0] if module.get("error") else ""))
+                "%.3fs" % seconds if isinstance(seconds, (int, float)) else "-", note))
         commands = [(m.get("name"), a[len("would run: "):]) for m in modules
                     for a in m.get("actions", []) if a.startswith("would run: ")]
         if commands:
@@ -289,6 +292,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     demo = Demo(args.keep, args.timeout)
     try:
         return demo.main()
+    except BrokenPipeError:  # `make demo | head`: stop quietly, clean up all the same
+        sys.stdout = open(os.devnull, "w")
+        return 1
     except Exception as exc:  # a demo explains, it does not dump a traceback
         print("demo failed: %s (log: %s)" % (exc, demo.work / "ovmd.log"), file=sys.stderr)
         demo.keep = True

@@ -24,6 +24,7 @@ SPEC = ModuleSpec(
     "Set the root password.",
     keys=[Key(ROOT_PASSWORD, "Root password.", required=True, password=True,
               validate=accounts.password_value)],
+    needs_root=True,
 )
 
 

@@ -13,11 +13,12 @@ them back to the host.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ovmd.secrets import is_secret_key
-from templateconfig.common import TemplateConfigError
+from templateconfig.common import DRY_RUN_ENV, TemplateConfigError, dry_run
 
 Validator = Callable[[str], None]
 Handler = Callable[[Dict[str, str]], Optional[Mapping[str, str]]]
@@ -123,8 +124,11 @@ class ModuleSpec:
     """A module's name, targets with priorities, description and keys, declared once."""
 
     def __init__(self, name: str, targets: Mapping[str, int], description: str,
-                 keys: Iterable[Key] = (), enumerate_count: int = 1) -> None:
+                 keys: Iterable[Key] = (), enumerate_count: int = 1,
+                 needs_root: bool = False) -> None:
         self.name = name
+        #: the module's tools need root (shadow-utils, chown): without root it plans only
+        self.needs_root = needs_root
         self.targets = dict(targets)
         self.description = description
         self.keys = list(keys)
@@ -208,6 +212,12 @@ class ModuleSpec:
         handler = self.handlers.get(target)
         result = dict(params)
         if handler is not None:
+            if self.needs_root and os.geteuid() != 0 and not dry_run():
+                # A non-root run (the demo, a developer's sandbox) cannot use the tools:
+                # fall back to plan mode, and say so rather than fail half-way.
+                os.environ[DRY_RUN_ENV] = "1"
+                sys.stderr.write("%s: not running as root: planning only (dry run); "
+                                 "nothing was changed\n" % self.name)
             changes = handler(dict(params))
             if changes:
                 result.update({k: str(v) for k, v in changes.items()})

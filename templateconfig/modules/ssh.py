@@ -93,6 +93,7 @@ SPEC = ModuleSpec(
             choices=USER_KEY_TYPES),
         Key(P + "known-hosts.{n}", "known_hosts content for user {n}.", validate=_no_nul),
     ],
+    needs_root=True,
 )
 
 USER_FIELDS = ("user", "authorized-keys", "private-key", "private-key-type", "known-hosts")

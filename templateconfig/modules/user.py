@@ -56,6 +56,7 @@ SPEC = ModuleSpec(
         Key(G + "new-name.{n}", "New name of group {n} (action mod).",
             validate=accounts.account_name),
     ],
+    needs_root=True,
 )
 
 class Entry:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -121,3 +122,55 @@ def test_validators(validator, good, bad):
 def test_prefix_length():
     assert v.prefix_length("255.255.255.0") == 24
     assert v.prefix_length("/20") == 20
+
+
+
+def test_a_module_that_needs_root_plans_only_without_root(tmp_path, monkeypatch, capsys):
+    """The demo and sandboxes may run as a user: such a module plans and says so.
+
+    os.geteuid is patched: a real unprivileged process cannot run this machine's Python
+    (it lives under /root), so the uid is the one thing mocked here.
+    """
+    import os
+
+    from templateconfig import common
+
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    journal = tmp_path / "journal"
+    monkeypatch.setenv("OVM_TEMPLATE_CONFIG_ROOT", str(root))
+    monkeypatch.setenv("OVM_TEMPLATE_CONFIG_ACTIONS", str(journal))
+    monkeypatch.delenv("OVM_TEMPLATE_CONFIG_DRY_RUN", raising=False)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    spec = ModuleSpec("acct", {"configure": 60}, "Needs root.", needs_root=True)
+
+    @spec.target("configure")
+    def configure(params):
+        common.write_file("/etc/made-by-acct", "x\n")
+
+    try:
+        assert spec.run("configure", {"k": "v"}) == {"k": "v"}
+    finally:
+        common._planned.clear()
+    assert "acct: not running as root: planning only (dry run)" in capsys.readouterr().err
+    assert not (root / "etc/made-by-acct").exists()
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert [(r["op"], r["path"], r["applied"]) for r in records] == [("write", "/etc/made-by-acct", False)]
+
+
+def test_a_module_that_needs_root_acts_as_root(tmp_path, monkeypatch):
+    from templateconfig import common
+
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    monkeypatch.setenv("OVM_TEMPLATE_CONFIG_ROOT", str(root))
+    monkeypatch.delenv("OVM_TEMPLATE_CONFIG_DRY_RUN", raising=False)
+    monkeypatch.delenv("OVM_TEMPLATE_CONFIG_ACTIONS", raising=False)
+    spec = ModuleSpec("acct", {"configure": 60}, "Needs root.", needs_root=True)
+
+    @spec.target("configure")
+    def configure(params):
+        common.write_file("/etc/made-by-acct", "x\n")
+
+    spec.run("configure", {})
+    assert (root / "etc/made-by-acct").read_text() == "x\n"
