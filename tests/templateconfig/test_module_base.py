@@ -125,14 +125,12 @@ def test_prefix_length():
 
 
 
-def test_a_module_that_needs_root_plans_only_without_root(tmp_path, monkeypatch, capsys):
+def test_a_module_that_needs_root_plans_only_without_root(tmp_path, monkeypatch, mocker, capsys):
     """The demo and sandboxes may run as a user: such a module plans and says so.
 
     os.geteuid is patched: a real unprivileged process cannot run this machine's Python
     (it lives under /root), so the uid is the one thing mocked here.
     """
-    import os
-
     from templateconfig import common
 
     root = tmp_path / "root"
@@ -141,7 +139,7 @@ def test_a_module_that_needs_root_plans_only_without_root(tmp_path, monkeypatch,
     monkeypatch.setenv("OVM_TEMPLATE_CONFIG_ROOT", str(root))
     monkeypatch.setenv("OVM_TEMPLATE_CONFIG_ACTIONS", str(journal))
     monkeypatch.delenv("OVM_TEMPLATE_CONFIG_DRY_RUN", raising=False)
-    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    geteuid = mocker.patch("os.geteuid", return_value=1000)
     spec = ModuleSpec("acct", {"configure": 60}, "Needs root.", needs_root=True)
 
     @spec.target("configure")
@@ -152,6 +150,7 @@ def test_a_module_that_needs_root_plans_only_without_root(tmp_path, monkeypatch,
         assert spec.run("configure", {"k": "v"}) == {"k": "v"}
     finally:
         common._planned.clear()
+    assert geteuid.called
     assert "acct: not running as root: planning only (dry run)" in capsys.readouterr().err
     assert not (root / "etc/made-by-acct").exists()
     records = [json.loads(line) for line in journal.read_text().splitlines()]
