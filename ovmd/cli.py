@@ -143,7 +143,9 @@ def build_parser():
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = parser.add_mutually_exclusive_group()
     actions.add_argument("-p", "--set-param", metavar="KEY=VALUE", action="append",
-                         help="store KEY=VALUE in the cache and send it to the host")
+                         help="store KEY=VALUE in the cache and send it to the host; "
+                              "with KEY alone the value is read from stdin (keeps a "
+                              "secret off the command line)")
     actions.add_argument("-g", "--get-param", metavar="KEY", help="print a cached value")
     actions.add_argument("-r", "--delete-param", metavar="KEY", help="delete a cached key")
     actions.add_argument("-x", "--delete-params", action="store_true",
@@ -199,9 +201,14 @@ def full_main(args) -> int:
     if options.set_param:
         code = EXIT_OK
         for item in options.set_param:
-            if "=" not in item:
-                parser.error("-p expects KEY=VALUE, got %r" % item.split("=")[0])
-            code = max(code, _call_daemon(root, ["set"] + item.split("=", 1)))
+            if "=" in item:
+                key, value = item.split("=", 1)
+            else:
+                # -p KEY: the value comes from stdin, so a secret stays off the command line
+                key, value = item, sys.stdin.read()
+                if value.endswith("\n"):
+                    value = value[:-1]
+            code = max(code, _call_daemon(root, ["set", key, value]))
         return code
     if options.get_param is not None:
         return _call_daemon(root, ["get", options.get_param])

@@ -53,8 +53,8 @@ class TestWithoutDaemon:
         result = run_ovmd(root, "-v")
         assert result.returncode == 0 and result.stdout.startswith("ovmd ")
 
-    def test_bad_set_param_is_a_usage_error(self, root):
-        assert run_ovmd(root, "-p", "novalue").returncode == 2
+    def test_set_param_without_an_argument_is_a_usage_error(self, root):
+        assert run_ovmd(root, "-p").returncode == 2
 
     def test_initial_config_flags_preserve_other_lines(self, root):
         sysconfig = root / "etc/sysconfig/ovmd"
@@ -67,6 +67,13 @@ class TestWithoutDaemon:
 
 
 class TestClientFlags:
+    def test_set_param_reads_the_value_from_stdin_when_given_a_key_alone(self, ovmd, host):
+        """-p KEY keeps a secret off the command line (and so out of /proc/*/cmdline)."""
+        result = ovmd.cli("-p", "com.example.db-password", input="s3cret value\n")
+        assert result.returncode == 0, result.stderr
+        assert ovmd.cli("-g", "com.example.db-password").stdout == "s3cret value\n"
+        assert host.received()["com.example.db-password"] == "s3cret value"
+
     def test_set_get_delete_list_clear(self, ovmd, host):
         assert ovmd.cli("-p", "com.b=2").returncode == 0
         assert ovmd.cli("--set-param", "com.a=1=one").returncode == 0
