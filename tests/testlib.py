@@ -4,11 +4,14 @@
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -84,3 +87,56 @@ def start_xenstored(socket_dir: Path, domains=None, extra_args=()) -> DevXenStor
         _, err = process.communicate(timeout=5)
         raise RuntimeError("ovmd-xenstored did not become ready: %r %s" % (line, err))
     return DevXenStore(socket_dir, domains, process)
+
+
+
+# --- a real Debian root ---------------------------------------------------------------------
+
+#: Where the debootstrapped Debian root is cached between runs on one machine.
+CACHE_DIR = Path(os.environ.get("OVMD_TEST_CACHE", "/var/cache/ovmd-tests"))
+DEBIAN_MIRROR = os.environ.get("OVMD_TEST_MIRROR", "http://deb.debian.org/debian")
+#: What the tests need inside it: python3 (RPM scriptlets run ovm-chkconfig in the root)
+#: and openssh (the identity modules' real-tools test uses the root's own ssh-keygen).
+DEBIAN_ROOT_PACKAGES = ("python3", "openssh-client", "openssh-server")
+DEBIAN_ROOT_TARBALL = CACHE_DIR / ("bookworm-minbase-%s.tar" % "-".join(DEBIAN_ROOT_PACKAGES))
+
+
+def debian_root_tarball() -> Path:
+    """The cached tarball of ``debootstrap --variant=minbase --include=... bookworm``.
+
+    Built once per machine (about a minute; needs root and the mirror) under a lock, so
+    parallel test runs wait for one build. A failure raises RuntimeError; callers turn
+    it into a skip, which fails under CI=true.
+    """
+    if DEBIAN_ROOT_TARBALL.exists():
+        return DEBIAN_ROOT_TARBALL
+    require_tool("debootstrap")
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(CACHE_DIR / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if DEBIAN_ROOT_TARBALL.exists():
+            return DEBIAN_ROOT_TARBALL
+        staging = Path(tempfile.mkdtemp(prefix="bookworm-", dir=str(CACHE_DIR)))
+        try:
+            proc = subprocess.run(
+                ["debootstrap", "--variant=minbase", "--include=" + ",".join(DEBIAN_ROOT_PACKAGES),
+                 "bookworm", str(staging / "root"), DEBIAN_MIRROR],
+                capture_output=True, text=True, timeout=1800)
+            if proc.returncode != 0:
+                raise RuntimeError("debootstrap failed (%d): %s" % (
+                    proc.returncode, (proc.stdout + proc.stderr)[-2000:]))
+            partial = DEBIAN_ROOT_TARBALL.with_suffix(".tar.partial")
+            with tarfile.open(partial, "w") as archive:
+                archive.add(str(staging / "root"), arcname=".")
+            os.rename(partial, DEBIAN_ROOT_TARBALL)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return DEBIAN_ROOT_TARBALL
+
+
+def extract_debian_root(dest: Path) -> Path:
+    """A fresh copy of the cached Debian root at ``dest``."""
+    tarball = debian_root_tarball()
+    dest.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-xpf", str(tarball), "-C", str(dest), "--numeric-owner"], check=True)
+    return dest

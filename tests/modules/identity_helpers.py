@@ -6,7 +6,6 @@ script on a root, snapshotting a tree, and the cached minimal Debian root that
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -14,7 +13,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -26,10 +24,6 @@ SCRIPTS = REPO / "template.d" / "scripts"
 FIXTURE_ROOTS = Path(__file__).resolve().parent / "fixtures" / "roots"
 DISTROS = ("ol6", "ol7", "ol8", "ol9", "debian12", "ubuntu2204")
 
-#: Where the debootstrapped Debian root is cached between runs on one machine.
-CACHE_DIR = Path(os.environ.get("OVMD_TEST_CACHE", "/var/cache/ovmd-tests"))
-DEBIAN_ROOT_TARBALL = CACHE_DIR / "bookworm-minbase-ssh.tar"
-DEBIAN_MIRROR = os.environ.get("OVMD_TEST_MIRROR", "http://deb.debian.org/debian")
 
 
 class ModuleRun:
@@ -179,42 +173,6 @@ def verify_password(password: str, hashed: str) -> bool:
                 "mkpasswd (package whois) is not installed" % method)
 
 
-# --- the debootstrapped Debian root ------------------------------------------------------------
+# --- the debootstrapped Debian root: tests/testlib.py (shared with the packaging tests)
 
-def debian_root_tarball() -> Path:
-    """The cached tarball of a minimal Debian 12 root with openssh, built once per machine.
-
-    ``debootstrap --variant=minbase --include=openssh-client,openssh-server bookworm``.
-    Needs root and the mirror; callers turn a failure into skip (or fail under CI).
-    """
-    if DEBIAN_ROOT_TARBALL.exists():
-        return DEBIAN_ROOT_TARBALL
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with open(CACHE_DIR / ".build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if DEBIAN_ROOT_TARBALL.exists():
-            return DEBIAN_ROOT_TARBALL
-        staging = Path(tempfile.mkdtemp(prefix="bookworm-", dir=str(CACHE_DIR)))
-        try:
-            proc = subprocess.run(
-                ["debootstrap", "--variant=minbase", "--include=openssh-client,openssh-server",
-                 "bookworm", str(staging / "root"), DEBIAN_MIRROR],
-                capture_output=True, text=True, timeout=1800)
-            if proc.returncode != 0:
-                raise RuntimeError("debootstrap failed (%d): %s" % (
-                    proc.returncode, (proc.stdout + proc.stderr)[-2000:]))
-            partial = DEBIAN_ROOT_TARBALL.with_suffix(".tar.partial")
-            with tarfile.open(partial, "w") as archive:
-                archive.add(str(staging / "root"), arcname=".")
-            os.rename(partial, DEBIAN_ROOT_TARBALL)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return DEBIAN_ROOT_TARBALL
-
-
-def extract_debian_root(dest: Path) -> Path:
-    """A fresh copy of the cached Debian root at ``dest``."""
-    tarball = debian_root_tarball()
-    dest.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["tar", "-xpf", str(tarball), "-C", str(dest), "--numeric-owner"], check=True)
-    return dest
+from testlib import extract_debian_root  # noqa: E402,F401  (re-exported)

@@ -10,19 +10,15 @@
 """
 from __future__ import annotations
 
-import fcntl
 import os
-import shutil
 import subprocess
-import tarfile
-import tempfile
 from pathlib import Path
 from typing import Dict, List
 
 import pytest
 
 
-from testlib import IN_CI, REPO, bin_path, require_tool  # noqa: F401  (re-exported)
+from testlib import IN_CI, REPO, bin_path, extract_debian_root, require_tool  # noqa: F401
 
 #: The standard modules, one ovm-template-config-NAME package each.
 MODULES = ("selinux", "firewall", "datetime", "network", "system", "user", "ssh",
@@ -34,9 +30,6 @@ DEBIAN_SITELIB = "/usr/lib/python3/dist-packages"
 #: An rpm database inside the root, at a fixed place (Debian's rpm defaults to ~/.rpmdb).
 RPM_DBPATH = "/var/lib/rpm"
 
-CACHE_DIR = Path(os.environ.get("OVMD_TEST_CACHE", "/var/cache/ovmd-tests"))
-DEBIAN_MIRROR = os.environ.get("OVMD_TEST_MIRROR", "http://deb.debian.org/debian")
-PYTHON_ROOT_TARBALL = CACHE_DIR / "bookworm-minbase-python3.tar"
 
 
 def require_root() -> None:
@@ -91,51 +84,16 @@ def rpm_scripts(path: Path) -> str:
 
 # --- the Debian root ---------------------------------------------------------------------
 
-def python_root_tarball() -> Path:
-    """The cached tarball of ``debootstrap --variant=minbase --include=python3 bookworm``.
-
-    Built once per machine (a few minutes, needs the mirror) under a lock, so parallel
-    sessions wait for one build. The identity-module tests cache a root with openssh
-    instead (tests/modules/identity_helpers.py); the two differ only in --include.
-    """
-    if PYTHON_ROOT_TARBALL.exists():
-        return PYTHON_ROOT_TARBALL
-    require_tool("debootstrap")
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with open(CACHE_DIR / ".build-python3.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if PYTHON_ROOT_TARBALL.exists():
-            return PYTHON_ROOT_TARBALL
-        staging = Path(tempfile.mkdtemp(prefix="bookworm-python3-", dir=str(CACHE_DIR)))
-        try:
-            proc = subprocess.run(
-                ["debootstrap", "--variant=minbase", "--include=python3", "bookworm",
-                 str(staging / "root"), DEBIAN_MIRROR],
-                capture_output=True, text=True, timeout=1800)
-            if proc.returncode != 0:
-                raise RuntimeError("debootstrap failed (%d): %s" % (
-                    proc.returncode, (proc.stdout + proc.stderr)[-2000:]))
-            partial = PYTHON_ROOT_TARBALL.with_suffix(".tar.partial")
-            with tarfile.open(partial, "w") as archive:
-                archive.add(str(staging / "root"), arcname=".")
-            os.rename(partial, PYTHON_ROOT_TARBALL)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return PYTHON_ROOT_TARBALL
-
-
 def debian_root(dest: Path) -> Path:
     """A fresh minimal Debian root with python3 at ``dest``, and an empty rpm database."""
     require_root()
     require_tool("rpm")
     try:
-        tarball = python_root_tarball()
+        extract_debian_root(dest)
     except RuntimeError as exc:
         if IN_CI:
             pytest.fail(str(exc))
         pytest.skip(str(exc))
-    dest.mkdir(parents=True, exist_ok=True)
-    run(["tar", "-xpf", str(tarball), "-C", str(dest), "--numeric-owner"])
     rpm_root(dest, "--initdb")
     return dest
 
