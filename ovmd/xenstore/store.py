@@ -22,9 +22,16 @@ real one:
   the transaction looked at changed meanwhile, and the transaction is gone either way.
   Watch events for a transaction's changes fire at commit.
 
-Deliberate simplifications: no quotas, no ``XS_PERM_IGNORE`` handling of permissions
-naming domains that do not exist, and a snapshot per transaction (fine at development
-sizes).
+Deliberate simplifications: no quotas and no ``XS_PERM_IGNORE`` handling of permissions
+naming domains that do not exist.
+
+Costs: every request is O(1) in the size of the tree and of the directories it touches
+(apart from listing a directory or removing a subtree), so a ``to-guest`` with thousands
+of waiting messages costs no more per message than an empty one. Live nodes are changed
+in place (children are an insertion-ordered dict, not a tuple to copy); the snapshot of a
+transaction is copy-on-write: starting one copies nothing, and the first change of a live
+node while transactions are open saves its previous state for them (a copy of that one
+node, once per transaction).
 """
 from __future__ import annotations
 
@@ -102,26 +109,30 @@ def home_of(domid: int) -> str:
 
 
 class Node:
-    """One node. Treated as immutable once stored: changes store a modified copy, so
-    that transaction snapshots can share unchanged nodes with the live tree."""
+    """One node. ``children`` is an insertion-ordered set (a dict of names to None), so
+    adding or removing one child is O(1) however many there are.
+
+    Nodes are changed in place, only through :meth:`_View.modify` (which gives each
+    change a new generation and keeps what open transactions must still see)."""
 
     __slots__ = ("data", "perms", "children", "generation")
 
     def __init__(self, data: bytes = b"", perms: Perms = DOM0_ONLY,
-                 children: Tuple[str, ...] = (), generation: int = 0) -> None:
+                 children: Iterable[str] = (), generation: int = 0) -> None:
         self.data = data
         self.perms = perms
-        self.children = children
+        self.children: Dict[str, None] = dict.fromkeys(children)
         self.generation = generation
 
-    def replace(self, **changes) -> "Node":
-        values = {name: getattr(self, name) for name in self.__slots__}
-        values.update(changes)
-        return Node(**values)
+    def copy(self) -> "Node":
+        node = Node(self.data, self.perms, (), self.generation)
+        node.children = dict(self.children)
+        return node
 
     def __repr__(self) -> str:
         return "Node(%r, %s, %r, gen=%d)" % (
-            self.data, " ".join(format_perms(self.perms)), self.children, self.generation)
+            self.data, " ".join(format_perms(self.perms)), tuple(self.children),
+            self.generation)
 
 
 class Watch(NamedTuple):
@@ -141,14 +152,33 @@ class Domain:
 
 
 class Transaction:
-    """A snapshot of the tree plus this transaction's own changes."""
+    """A copy-on-write snapshot of the tree plus this transaction's own changes.
 
-    def __init__(self, tx_id: int, base: Dict[str, Node]) -> None:
+    The snapshot is the live tree, except the paths in ``before``: the store records
+    there the state at start (a copy of the node, or None if it was missing) of every
+    live node that changes while the transaction is open. So ``path in before`` also
+    means "changed since the start". The nodes in ``changes`` belong to the
+    transaction alone and may be changed in place.
+    """
+
+    def __init__(self, tx_id: int, session: "Session") -> None:
         self.id = tx_id
-        self.base = base
+        self.session = session
+        self.before: Dict[str, Optional[Node]] = {}  # path -> node at start, or None
         self.changes: Dict[str, Optional[Node]] = {}  # path -> new node, or None (deleted)
         self.accessed: Dict[str, None] = {}  # ordered set of every path looked at
         self.events: Dict[str, bool] = {}  # path -> exact, fired at commit
+
+    @property
+    def is_open(self) -> bool:
+        return self.session.transactions.get(self.id) is self
+
+    def base_get(self, live: Dict[str, Node], path: str) -> Optional[Node]:
+        """The node as it was when the transaction started."""
+        before = self.before
+        if path in before:
+            return before[path]
+        return live.get(path)
 
 
 class Session:
@@ -205,13 +235,34 @@ class _View:
         if tx is None:
             return self.store.nodes.get(path)
         tx.accessed[path] = None
-        if path in tx.changes:
-            return tx.changes[path]
-        return tx.base.get(path)
+        changes = tx.changes
+        if path in changes:
+            return changes[path]
+        return tx.base_get(self.store.nodes, path)
+
+    def modify(self, path: str) -> Node:
+        """The existing node ``path``, to be changed in place by the caller right away;
+        it gets a new generation. In a transaction, the first change works on a copy."""
+        tx = self.tx
+        store = self.store
+        if tx is None:
+            store._preserve(path, True)
+            node = store.nodes[path]
+        else:
+            tx.accessed[path] = None
+            changes = tx.changes
+            if path in changes:  # already the transaction's own
+                node = changes[path]
+            else:  # copy the snapshot's
+                node = changes[path] = tx.base_get(store.nodes, path).copy()
+        node.generation = store.next_generation()
+        return node
 
     def put(self, path: str, node: Node) -> None:
+        """Store a new node (not one obtained from :meth:`get`)."""
         node.generation = self.store.next_generation()
         if self.tx is None:
+            self.store._preserve(path, False)
             self.store.nodes[path] = node
         else:
             self.tx.accessed[path] = None
@@ -219,6 +270,7 @@ class _View:
 
     def delete(self, path: str) -> None:
         if self.tx is None:
+            self.store._preserve(path, False)
             self.store.nodes.pop(path, None)
         else:
             self.tx.accessed[path] = None
@@ -234,6 +286,12 @@ class Store:
         self.nodes: Dict[str, Node] = {}
         self.sessions: List[Session] = []
         self.domains: Dict[int, Domain] = {0: Domain(0, "Domain-0")}
+        #: Open transactions of every session (those closed some other way than
+        #: TRANSACTION_END are dropped when next seen).
+        self._open: Dict[Transaction, None] = {}
+        #: DIRECTORY_PART's encoded child list of the last directory listed:
+        #: (path, generation, blob). Generations are unique, so a change invalidates it.
+        self._listing: Tuple[str, int, bytes] = ("", -1, b"")
         # What xenstored creates itself, then what xen-init-dom0 adds.
         for path, children in (("/", ("tool", "local")), ("/tool", ("xenstored",)),
                                ("/tool/xenstored", ()), ("/local", ("domain",)),
@@ -248,6 +306,28 @@ class Store:
         self._generation += 1
         return self._generation
 
+    def _preserve(self, path: str, copy: bool) -> None:
+        """The live node ``path`` is about to change: open transactions that have not
+        seen it change yet keep its current state (``copy``: it will be changed in place;
+        otherwise it is being replaced or removed, and can be kept as it is)."""
+        if not self._open:
+            return
+        saved = missing = object()
+        for tx in list(self._open):
+            if not tx.is_open:
+                del self._open[tx]
+            elif path not in tx.before:
+                if saved is missing:
+                    saved = self.nodes.get(path)
+                    if copy and saved is not None:
+                        saved = saved.copy()
+                tx.before[path] = saved
+
+    def _forget_transactions(self, session: Session) -> None:
+        for tx in session.transactions.values():
+            self._open.pop(tx, None)
+        session.transactions.clear()
+
     # -- sessions ---------------------------------------------------------------------
 
     def open_session(self, domid: int, privileged: bool,
@@ -259,7 +339,7 @@ class Store:
     def close_session(self, session: Session) -> None:
         """Forget a connection: its watches and open transactions go with it."""
         session.watches.clear()
-        session.transactions.clear()
+        self._forget_transactions(session)
         if session in self.sessions:
             self.sessions.remove(session)
 
@@ -385,9 +465,15 @@ class Store:
         NUL-terminated) from byte ``offset`` of the child list as fit; an extra NUL
         marks the end of the list."""
         view = self._view(session, tx_id)
-        node = self._lookup(session, view, self.canonical(session, path), PERM_READ)
+        name = self.canonical(session, path)
+        node = self._lookup(session, view, name, PERM_READ)
         gen = str(node.generation).encode("ascii") + b"\0"
-        blob = b"".join(name.encode("utf-8", "surrogateescape") + b"\0" for name in node.children)
+        # A client lists a large directory in many parts: encode it once per generation.
+        cached_name, cached_gen, blob = self._listing
+        if cached_gen != node.generation or cached_name != name:
+            blob = b"".join(child.encode("utf-8", "surrogateescape") + b"\0"
+                            for child in node.children)
+            self._listing = (name, node.generation, blob)
         if offset >= len(blob):
             return gen + b"\0"
         maxlen = MAX_PAYLOAD - len(gen) - 1
@@ -425,13 +511,14 @@ class Store:
             parent = view.get(parent_name)
         node = parent
         for path in reversed(missing):
-            view.put(parent_name, parent.replace(children=parent.children + (_basename(path),)))
+            parent = view.modify(parent_name)
+            parent.children[_basename(path)] = None
             perms = parent.perms
             if not session.privileged:  # unprivileged domains own what they create
                 perms = ((perms[0][0], session.domid),) + perms[1:]
             node = Node(data if path == name else b"", perms, ())
             view.put(path, node)
-            parent_name, parent = path, node
+            parent_name = path
         return node
 
     def write(self, session: Session, path: str, value: bytes, tx_id: int = 0) -> None:
@@ -444,8 +531,8 @@ class Store:
                 raise
             node = self._create(session, view, name, bytes(value))
         else:
-            node = node.replace(data=bytes(value))
-            view.put(name, node)
+            node = view.modify(name)
+            node.data = bytes(value)
         self._changed(view, name, False, node)
 
     def mkdir(self, session: Session, path: str, tx_id: int = 0) -> None:
@@ -485,10 +572,7 @@ class Store:
                 continue
             self._changed(view, path_, path_ != name, node_)
             view.delete(path_)
-        parent_name = parent_of(name)
-        parent = view.get(parent_name)
-        base = _basename(name)
-        view.put(parent_name, parent.replace(children=tuple(c for c in parent.children if c != base)))
+        view.modify(parent_of(name)).children.pop(_basename(name), None)
 
     def set_perms(self, session: Session, path: str, entries: Iterable[str],
                   tx_id: int = 0) -> None:
@@ -499,8 +583,8 @@ class Store:
         if not session.privileged and perms[0][1] != node.perms[0][1]:
             raise XenStoreError("EPERM", "only a privileged domain may change the owner")
         old_perms = node.perms
-        node = node.replace(perms=perms)
-        view.put(name, node)
+        node = view.modify(name)
+        node.perms = perms
         self._changed(view, name, False, node, old_perms)
 
     # -- watches ----------------------------------------------------------------------
@@ -527,15 +611,16 @@ class Store:
     def reset_watches(self, session: Session) -> None:
         """Drop every watch and transaction of the session (``RESET_WATCHES``)."""
         session.watches.clear()
-        session.transactions.clear()
+        self._forget_transactions(session)
 
     # -- transactions -----------------------------------------------------------------
 
     def transaction_start(self, session: Session, tx_id: int = 0) -> int:
         if self.transaction(session, tx_id) is not None:
             raise XenStoreError("EBUSY", "transactions do not nest")
-        tx = Transaction(session._new_tx_id(), dict(self.nodes))
+        tx = Transaction(session._new_tx_id(), session)
         session.transactions[tx.id] = tx
+        self._open[tx] = None
         return tx.id
 
     def transaction_end(self, session: Session, tx_id: int, commit: bool) -> None:
@@ -545,20 +630,27 @@ class Store:
         if tx is None:
             raise XenStoreError("ENOENT", "not in a transaction")
         del session.transactions[tx_id]
+        self._open.pop(tx, None)
         if not commit:
             return
+        before = tx.before
         for path in tx.accessed:
-            if tx.base.get(path) is not self.nodes.get(path):
+            # Changed since the start, unless it was missing then and is again now.
+            if path in before and (before[path] is not None or path in self.nodes):
                 raise XenStoreError("EAGAIN", "%s changed during the transaction" % path)
+        events = []
+        for path, exact in tx.events.items():
+            node = tx.base_get(self.nodes, path)
+            events.append((path, exact, node.perms if node is not None else None))
         for path, node in tx.changes.items():
+            self._preserve(path, False)  # other open transactions keep the old node
             if node is None:
                 self.nodes.pop(path, None)
             else:
                 node.generation = self.next_generation()
                 self.nodes[path] = node
-        for path, exact in tx.events.items():
-            before = tx.base.get(path)
-            self._fire(path, exact, None, before.perms if before is not None else None)
+        for path, exact, old_perms in events:
+            self._fire(path, exact, None, old_perms)
 
     # -- domains ----------------------------------------------------------------------
 
@@ -597,7 +689,7 @@ class Store:
         for session in self.sessions:
             if session.domid == domid and not session.privileged:
                 session.watches.clear()
-                session.transactions.clear()
+                self._forget_transactions(session)
         domain.introduced = False
         domain.target = None
         self._fire(RELEASE_DOMAIN, True, None)
