@@ -48,10 +48,12 @@ cat
 CHANGE = """\
 sed 's/}[[:space:]]*$/, "com.example.generated": "made-by-module"}/'
 """
-# Blocks on two FIFOs so a test can crash the daemon while it runs.
+# Blocks on two FIFOs so a test can crash the daemon while it runs. Only shell builtins
+# touch the FIFOs: a `cat` forked after the test listed the processes to kill would
+# survive the crash and swallow the release meant for the next run.
 GATE = """\
 echo started > "$OVM_TEMPLATE_CONFIG_ROOT/gate-started"
-cat "$OVM_TEMPLATE_CONFIG_ROOT/gate-release" > /dev/null
+read _ < "$OVM_TEMPLATE_CONFIG_ROOT/gate-release"
 cat
 """
 
