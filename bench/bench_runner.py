@@ -37,8 +37,11 @@ repetition configures a fresh copy (copied outside the timing) and measures
   (start-up, imports, enumeration, validation, forks, pipes, JSON, report, state, log)
   is counted as overhead;
 * overhead = total - module work (minimum minus minimum, median minus median); and, for
-  information, the runner's own per-module figure (fork to exit, from the run report)
-  summed, minus the module work: the per-module process cost.
+  information, the runner's own per-module figure (from the run report: from the moment
+  the module's process gets its input to its exit) summed, minus the module work: the
+  per-module process cost. The runner forks and sets up each module's process ahead,
+  while the previous module runs, so that part is not in this figure (it is in the
+  overhead as far as it lengthens the run).
 
 Python files are byte-compiled first (as an RPM install does), into a private cache
 (``PYTHONPYCACHEPREFIX``) so the source tree stays clean; ``--no-bytecode`` measures the

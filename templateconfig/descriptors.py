@@ -176,7 +176,11 @@ def is_applicable(desc: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
     key has one of the allowed values. Only ``params`` is consulted, not the defaults of
     the keys named, so a condition on a key nobody set is not met.
     """
-    desc = normalize(desc)
+    return _applicable(normalize(desc), params)
+
+
+def _applicable(desc: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
+    """:func:`is_applicable` for a descriptor already normalized."""
     if not all(is_set(params, key) for key in desc["depends"]):
         return False
     for key, allowed in desc["requires"]:
@@ -254,7 +258,7 @@ def validate_params(modules: Sequence[ModuleParams], params: Mapping[str, Any]) 
             except DescriptorError as exc:
                 problems.append(str(exc))
                 continue
-            if not is_applicable(desc, params):
+            if not _applicable(desc, params):
                 continue
             key = desc["key"]
             value = params.get(key)

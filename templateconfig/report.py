@@ -248,6 +248,11 @@ class RunState:
             os.write(self._fd, (json.dumps(entry, sort_keys=True) + "\n").encode("utf-8"))
             os.fsync(self._fd)
 
+    def costly_to_prepare(self) -> bool:
+        """True if :meth:`prepare` has PBKDF2 to do (the params hold secrets)."""
+        return (self.enabled and self._fingerprint is None
+                and any(key in self._secret_keys for key in self._params))
+
     def prepare(self) -> None:
         """Compute the fingerprint now (PBKDF2: a few ms), e.g. while a module runs."""
         if self.enabled and self._fingerprint is None:

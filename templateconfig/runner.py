@@ -33,7 +33,13 @@ Cost (the issue's budget: 100 ms of framework overhead for the eight standard mo
 descriptors come from the enumerate cache when its script is unchanged
 (:class:`templateconfig.report.EnumerateCache`), so a steady-state run forks once per
 module, not twice; forked children freeze the inherited objects (``gc.freeze``) so that
-the collector does not copy the parent's pages.
+the collector does not copy the parent's pages, and the parent works out beforehand
+what a child must reset (each object a child touches is a page it copies). While a
+module runs, the runner rewrites the report and forks the next Python module's process,
+which sets itself up and waits for its input before it reads its script
+(:meth:`Launcher.prefork`): the next module starts as soon as the run state says this
+one is done. The preload is overlapped with the PBKDF2 of the run state (a thread,
+joined before the first fork), and no thread is started per module.
 
 Concurrency: a run holds the root's run lock (:mod:`templateconfig.runlock`).
 """
@@ -72,7 +78,8 @@ _STDERR_LIMIT = 4000
 #: module of the ``templateconfig.modules`` and ``templateconfig.platform`` packages, which
 #: the standard modules import; the platform code a module picks at run time too).
 #: ``simplejson`` is left out: Oracle-style modules only import it when ``json`` is missing.
-PRELOAD = ("json", "runpy", "io", "traceback", "atexit",
+#: ``pkgutil`` is what ``runpy.run_path`` imports in every child (``get_importer``).
+PRELOAD = ("json", "runpy", "pkgutil", "io", "traceback", "atexit",
            "templateconfig.cli", "templateconfig.common", "templateconfig.header")
 PRELOAD_PACKAGES = ("templateconfig.modules", "templateconfig.platform")
 
@@ -192,6 +199,27 @@ def preload() -> None:
             log.debug("preload of %s failed: %s", name, exc)
 
 
+def _preload_while(work: Callable[[], None]) -> None:
+    """:func:`preload` while ``work`` (the PBKDF2 of the run state: no GIL) runs in a
+    thread: the imports hold the GIL for tens of ms, so on two CPUs the work costs
+    nothing. The thread is over before this returns (nothing is forked while it runs);
+    an exception in it is logged, and the work is redone when it is needed."""
+    import threading
+
+    def quietly() -> None:
+        try:
+            work()
+        except Exception as exc:
+            log.debug("work done while preloading failed: %s", exc)
+
+    worker = threading.Thread(target=quietly, name="ovm-template-config-prepare", daemon=True)
+    worker.start()
+    try:
+        preload()
+    finally:
+        worker.join()
+
+
 def _package_modules(package: str) -> List[str]:
     """The submodules of ``package`` (its ``*.py`` files; ``pkgutil.iter_modules`` would
     import ``inspect``, a few ms of start-up for nothing)."""
@@ -233,6 +261,10 @@ class _Child:
         #: then closes its pipes before exiting: the parent need not wait for the kernel
         #: to tear the address space down (most of a fork's cost) to know the outcome.
         self.marker: Optional[bytes] = None
+        #: A child started ahead (:meth:`Launcher.prefork`) waits, set up but before
+        #: anything of the module runs, until a byte arrives on this pipe.
+        self.go_fd: Optional[int] = None
+        self.job: Optional[Tuple[str, Tuple[str, ...], Dict[str, str]]] = None
 
 
 #: Children whose outcome is known (exit marker) but that have not been reaped yet.
@@ -256,8 +288,8 @@ class Launcher:
     def __init__(self, env: Mapping[str, str], fork: Optional[bool] = None) -> None:
         self.env = dict(env)
         self.fork = fork_enabled() if fork is None else fork
-        if self.fork:
-            preload()
+        # preload() happens before the first fork (see Runner._run: the run overlaps it
+        # with the PBKDF2 of its state)
 
     def argv(self, script: str, args: Sequence[str]) -> Tuple[bool, List[str]]:
         """(forked, argv) for running ``script args``."""
@@ -269,33 +301,40 @@ class Launcher:
 
     def run(self, script: str, args: Sequence[str], stdin: bytes, timeout: float,
             env: Optional[Mapping[str, str]] = None,
-            meanwhile: Optional[Callable[[], None]] = None) -> ProcessResult:
-        """Run one module process to the end (or the timeout); ``meanwhile`` runs in a
-        thread while the process runs (work that may overlap it, such as the PBKDF2 of
-        the run state, which releases the GIL); it is over before this returns."""
-        return self.run_many([(script, args, stdin, env)], timeout, meanwhile)[0]
+            meanwhile: Optional[Callable[[], None]] = None,
+            ready: Optional[_Child] = None) -> ProcessResult:
+        """Run one module process to the end (or the timeout); ``meanwhile`` runs while
+        the process runs (work that may overlap it, such as writing the run report);
+        it is over before this returns. ``ready``: the process :meth:`prefork` started
+        for this job, if any (it is used up either way)."""
+        return self.run_many([(script, args, stdin, env)], timeout, meanwhile,
+                             [ready] if ready is not None else None)[0]
 
     def run_many(self, jobs: Sequence[Tuple[str, Sequence[str], bytes, Optional[Mapping[str, str]]]],
                  timeout: float,
-                 meanwhile: Optional[Callable[[], None]] = None) -> List[ProcessResult]:
-        """Run several module processes at once (enumeration) and collect them all."""
+                 meanwhile: Optional[Callable[[], None]] = None,
+                 ready: Optional[Sequence[Optional[_Child]]] = None) -> List[ProcessResult]:
+        """Run several module processes at once (enumeration) and collect them all.
+
+        ``meanwhile`` runs in this thread once the children have their input (as far as
+        it fits in the pipes), while they start and work: no thread is started for it
+        (starting one and handing the GIL back and forth cost 1-5 ms per module on a
+        busy machine). If it raises, the children are killed and the exception
+        propagates. ``ready``: per job, a process :meth:`prefork` started, or None.
+        """
         children: List[_Child] = []
         try:
-            for script, args, stdin, env in jobs:
-                children.append(self._start(script, args, stdin, env or self.env))
-            worker = None
+            for index, (script, args, stdin, env) in enumerate(jobs):
+                env = env or self.env
+                child = ready[index] if ready else None
+                if child is not None and not self._go(child, script, args, stdin, env):
+                    child = None
+                children.append(child or self._start(script, args, stdin, env))
             if meanwhile is not None:
-                # in a thread, so that a child that ends first is noticed at once; joined
-                # before anything else is forked (no fork while it runs)
-                import threading
-                worker = threading.Thread(target=meanwhile, name="ovm-template-config-meanwhile",
-                                          daemon=True)
-                worker.start()
-            try:
-                _collect(children, timeout)
-            finally:
-                if worker is not None:
-                    worker.join()
+                for child in children:
+                    _feed(child)
+                meanwhile()
+            _collect(children, timeout)
         except BaseException:
             for child in children:
                 _kill(child)
@@ -310,18 +349,66 @@ class Launcher:
                               child.timed_out)
                 for child in children]
 
+    def prefork(self, script: str, args: Sequence[str],
+                env: Optional[Mapping[str, str]] = None) -> Optional[_Child]:
+        """Start the process of a Python module that is to run next, up to the point
+        where a fresh ``python SCRIPT ARGS`` would start running the script: it sets up
+        its descriptors, signals, environment and streams, then waits. Nothing of the
+        module runs (its script is not even read) until :meth:`run` gives it its input;
+        if the runner goes away instead, it exits without a trace. So the next module
+        starts at once when the current one is done, its set-up done meanwhile (on
+        another CPU). None for a module that is exec'd (or with forking off)."""
+        forked, _ = self.argv(script, args)
+        if not forked:
+            return None
+        return self._start(script, args, b"", env or self.env, wait=True)
+
+    def discard(self, child: Optional[_Child]) -> None:
+        """Stop a process :meth:`prefork` started and that will not run."""
+        if child is not None:
+            if child.go_fd is not None:
+                os.close(child.go_fd)
+                child.go_fd = None
+            _kill(child)
+
+    def _go(self, child: _Child, script: str, args: Sequence[str], stdin: bytes,
+            env: Mapping[str, str]) -> bool:
+        """Let a pre-forked child run ``script args`` with ``stdin``; False (and the child
+        stopped) if it is not that job's or is gone."""
+        if child.job != (script, tuple(args), dict(env)) or child.go_fd is None \
+                or not self.argv(script, args)[0]:  # (the previous module changed its #!)
+            self.discard(child)
+            return False
+        try:
+            os.write(child.go_fd, b"1")
+        except OSError:  # it died waiting
+            self.discard(child)
+            return False
+        os.close(child.go_fd)
+        child.go_fd = None
+        child.pending = memoryview(stdin)
+        child.started = time.monotonic()  # its time (and timeout) count from here
+        return True
+
     def _start(self, script: str, args: Sequence[str], stdin: bytes,
-               env: Mapping[str, str]) -> _Child:
+               env: Mapping[str, str], wait: bool = False) -> _Child:
         forked, argv = self.argv(script, args)
+        if forked:
+            preload()
         reap_children(block=False)
         marker = b"\n\0ovm-template-config-exit:%s:" % os.urandom(8).hex().encode() if forked else None
+        # What the child has to undo is worked out here: every object the child reads
+        # is a page it copies (reference counts), at a few microseconds a page.
+        prepared = _Prepared(env, forked)
+        go_r, go_w = os.pipe() if wait else (None, None)
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: never returns
-            _child_main(forked, script, argv, env, (in_r, out_w, err_w), marker)
-        for fd in (in_r, out_w, err_w):
+            _child_main(forked, script, argv, env, (in_r, out_w, err_w), marker, prepared,
+                        go_r)
+        for fd in (in_r, out_w, err_w) + ((go_r,) if wait else ()):
             os.close(fd)
         try:
             os.setpgid(pid, pid)  # also done in the child: whichever runs first
@@ -329,6 +416,9 @@ class Launcher:
             pass
         child = _Child(pid, in_w, out_r, err_r, stdin)
         child.marker = marker
+        if wait:
+            child.go_fd = go_w
+            child.job = (script, tuple(args), dict(env))
         if hasattr(os, "pidfd_open"):
             try:
                 child.pidfd = os.pidfd_open(pid)
@@ -355,11 +445,9 @@ def _collect(children: List[_Child], timeout: float) -> None:
 
     try:
         for child in children:
-            os.set_blocking(child.fds["stdin"], False)
-            if child.pending:
+            _feed(child)
+            if child.fds["stdin"] is not None:  # the rest when the pipe has room
                 register(child.fds["stdin"], selectors.EVENT_WRITE, (child, "stdin"))
-            else:
-                _close(child, "stdin")
             for stream in ("stdout", "stderr"):
                 register(child.fds[stream], selectors.EVENT_READ, (child, stream))
             if child.pidfd is not None:
@@ -415,6 +503,24 @@ def _collect(children: List[_Child], timeout: float) -> None:
                 running.remove(child)
     finally:
         selector.close()
+
+
+def _feed(child: _Child) -> None:
+    """Write what the pipe takes now of the child's stdin (without blocking); close it
+    once everything is written (or the child closed its end)."""
+    fd = child.fds["stdin"]
+    if fd is None:
+        return
+    os.set_blocking(fd, False)
+    try:
+        while child.pending:
+            sent = os.write(fd, child.pending[:65536])
+            child.pending = child.pending[sent:]
+    except BlockingIOError:
+        return
+    except BrokenPipeError:
+        child.pending = child.pending[:0]
+    _close(child, "stdin")
 
 
 def _read_marker(child: _Child) -> None:
@@ -483,9 +589,69 @@ def _kill(child: _Child) -> None:
 _kept: List[Any] = []
 
 
+class _Prepared:
+    """What a child must reset, found by the parent just before the fork (the same
+    state the child inherits): the signals whose disposition is not the default, and
+    for a forked Python module the environment changes and the loggers the runner set
+    up. The child then touches only what it changes."""
+
+    def __init__(self, env: Mapping[str, str], forked: bool) -> None:
+        self.signals = _signals_to_reset()
+        self.env_removed: List[str] = []
+        self.env_set: List[Tuple[str, str]] = []
+        self.loggers: Optional[list] = None
+        if forked:
+            environ = os.environ
+            self.env_removed = [key for key in environ if key not in env]
+            self.env_set = [(key, value) for key, value in env.items()
+                            if environ.get(key) != value]
+            self.loggers = _loggers_to_reset()
+
+
+_signals: List[int] = []
+
+
+def _signals_to_reset() -> List[int]:
+    """The signals whose handler is not the default (those a fresh process would have
+    at their default, or that Python sets itself later)."""
+    if not _signals:  # signal.valid_signals() costs 0.1 ms, and its answer never changes
+        _signals.extend(sig for sig in sorted(signal.valid_signals())
+                        if sig not in (signal.SIGKILL, signal.SIGSTOP))
+    found = []
+    for sig in _signals:
+        try:
+            if signal.getsignal(sig) == signal.SIG_DFL:
+                continue  # as Python found it at start-up or set it: nothing to undo
+        except (OSError, ValueError, RuntimeError):
+            continue
+        found.append(sig)
+    return found
+
+
+def _loggers_to_reset() -> Optional[list]:
+    """The loggers whose set-up differs from a fresh interpreter's (handlers, filters,
+    level, propagation, disabled), root first; None if logging is not imported."""
+    logging_module = sys.modules.get("logging")
+    if logging_module is None:
+        return None
+    root = logging_module.root
+    found = [root]
+    for logger in list(logging_module.Logger.manager.loggerDict.values()):
+        if isinstance(logger, logging_module.Logger) and (
+                logger.handlers or logger.filters or logger.level != logging_module.NOTSET
+                or not logger.propagate or logger.disabled):
+            found.append(logger)
+    return found
+
+
 def _child_main(forked: bool, script: str, argv: List[str], env: Mapping[str, str],
-                fds: Tuple[int, int, int], marker: Optional[bytes] = None) -> None:
-    """Turn this forked process into the module process; never returns."""
+                fds: Tuple[int, int, int], marker: Optional[bytes] = None,
+                prepared: Optional[_Prepared] = None, go_fd: Optional[int] = None) -> None:
+    """Turn this forked process into the module process; never returns. With ``go_fd``
+    (a forked Python module started ahead), wait for a byte on it before the script is
+    read; at EOF (the runner does not need it after all) exit at once."""
+    if prepared is None:
+        prepared = _Prepared(env, forked)
     code = EXIT_NOT_STARTED
     try:
         try:
@@ -494,17 +660,19 @@ def _child_main(forked: bool, script: str, argv: List[str], env: Mapping[str, st
             pass
         import fcntl
         high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 3) for fd in fds]  # keep off 0-2 first
+        if go_fd is not None:
+            go_fd = fcntl.fcntl(go_fd, fcntl.F_DUPFD, 3)
         for number, fd in enumerate(high):
             os.dup2(fd, number)
-        _close_inherited_fds()
+        _close_inherited_fds(keep=go_fd)
         os.chdir("/")
-        _reset_signals()
+        _reset_signals(prepared.signals)
         if forked:
             import gc
             # The runner's objects are the module's too (copy-on-write): keep the
             # collector from walking them, which would copy every page they live on.
             gc.freeze()
-            code = _run_python(script, argv, env)
+            code = _run_python(script, argv, env, prepared, go_fd)
             if marker is not None:
                 os.write(2, marker + b"%d\n" % code)
                 for fd in (0, 1, 2):
@@ -520,26 +688,24 @@ def _child_main(forked: bool, script: str, argv: List[str], env: Mapping[str, st
         os._exit(code)
 
 
-def _close_inherited_fds() -> None:
+def _close_inherited_fds(keep: Optional[int] = None) -> None:
     try:
         fds = [int(name) for name in os.listdir("/proc/self/fd")]
     except OSError:
         fds = list(range(3, 1024))
     for fd in fds:
-        if fd > 2:
+        if fd > 2 and fd != keep:
             try:
                 os.close(fd)
             except OSError:
                 pass
 
 
-def _reset_signals() -> None:
-    for sig in signal.valid_signals():
-        if sig in (signal.SIGKILL, signal.SIGSTOP):
-            continue
+def _reset_signals(signals: Optional[Sequence[int]] = None) -> None:
+    """Default dispositions for ``signals`` (those :func:`_signals_to_reset` found) and
+    an empty signal mask."""
+    for sig in _signals_to_reset() if signals is None else signals:
         try:
-            if signal.getsignal(sig) == signal.SIG_DFL:
-                continue  # as Python found it at start-up or set it: nothing to undo
             signal.signal(sig, signal.SIG_DFL)
         except (OSError, ValueError, RuntimeError):
             pass
@@ -561,8 +727,13 @@ def _exec(script: str, argv: List[str], env: Mapping[str, str]) -> None:
         os._exit(EXIT_NOT_STARTED)
 
 
-def _run_python(script: str, argv: List[str], env: Mapping[str, str]) -> int:
-    """Run ``script`` as ``__main__`` in this (forked) interpreter; its exit status."""
+def _run_python(script: str, argv: List[str], env: Mapping[str, str],
+                prepared: Optional[_Prepared] = None, go_fd: Optional[int] = None) -> int:
+    """Run ``script`` as ``__main__`` in this (forked) interpreter; its exit status.
+    With ``go_fd``, everything up to reading the script is done, then a byte from it
+    awaited (see :func:`_child_main`)."""
+    if prepared is None:
+        prepared = _Prepared(env, True)
     import atexit
     import io
     import runpy
@@ -572,11 +743,10 @@ def _run_python(script: str, argv: List[str], env: Mapping[str, str]) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    for key in [key for key in os.environ if key not in env]:
+    for key in prepared.env_removed:
         del os.environ[key]
-    for key, value in env.items():  # only what differs: each change is a putenv()
-        if os.environ.get(key) != value:
-            os.environ[key] = value
+    for key, value in prepared.env_set:  # only what differs: each change is a putenv()
+        os.environ[key] = value
     _kept.extend([sys.stdin, sys.stdout, sys.stderr, sys.__stdin__, sys.__stdout__,
                   sys.__stderr__])
     encoding = getattr(sys.__stdout__, "encoding", None) or "utf-8"
@@ -585,9 +755,13 @@ def _run_python(script: str, argv: List[str], env: Mapping[str, str]) -> int:
     sys.stderr = sys.__stderr__ = io.open(2, "w", buffering=1, encoding=encoding,
                                           errors="backslashreplace", closefd=False)
     sys.argv = list(argv)
-    sys.path[0] = os.path.dirname(os.path.realpath(script))
     atexit._clear()
-    _reset_logging()
+    _reset_logging(prepared.loggers)
+    if go_fd is not None:
+        if not os.read(go_fd, 1):
+            os._exit(EXIT_NOT_STARTED)  # not needed: leave no trace
+        os.close(go_fd)
+    sys.path[0] = os.path.dirname(os.path.realpath(script))
     code = 0
     try:
         runpy.run_path(script, run_name="__main__")
@@ -633,14 +807,15 @@ def _print_exception(exc: BaseException, script: str) -> None:
         pass
 
 
-def _reset_logging() -> None:
-    """Forget the runner's log handlers, as a fresh interpreter has none."""
+def _reset_logging(loggers: Optional[list] = None) -> None:
+    """Forget the runner's log handlers, as a fresh interpreter has none. ``loggers``:
+    those :func:`_loggers_to_reset` found (the others are as a fresh interpreter has
+    them already)."""
     logging_module = sys.modules.get("logging")
     if logging_module is None:
         return
-    loggers = [logging_module.root] + [
-        logger for logger in logging_module.Logger.manager.loggerDict.values()
-        if isinstance(logger, logging_module.Logger)]
+    if loggers is None:
+        loggers = _loggers_to_reset() or []
     for logger in loggers:
         _kept.extend(logger.handlers)
         logger.handlers = []
@@ -900,6 +1075,7 @@ class Runner:
         handler = open_run_log(self.paths, redactor) if write else None
         journal_dir = tempfile.mkdtemp(prefix="ovm-template-config-")
         outcomes: List[ModuleOutcome] = []
+        ahead: Dict[int, Optional[_Child]] = {}  # module index -> its process, started ahead
         try:
             log.info("%s: starting %d module(s): %s", self.target, len(modules),
                      ", ".join("%s(%d)" % (m.name, m.priority) for m in modules) or "none")
@@ -909,6 +1085,12 @@ class Runner:
             if resumed:
                 log.info("%s: resuming an interrupted run after %s", self.target,
                          ", ".join(resumed))
+            if self.launcher.fork and not _preloaded and state.costly_to_prepare():
+                _preload_while(state.prepare)
+            runs = {i for i, m in enumerate(modules) if m.name not in resumed
+                    and not (self.dry_run and not uses_common(m.path))}
+            journals = {i: os.path.join(journal_dir, "%02d-%s.jsonl" % (i, modules[i].name))
+                        for i in runs}
             for index, module in enumerate(modules):
                 if module.name in resumed:
                     entry = resumed[module.name]
@@ -921,18 +1103,29 @@ class Runner:
                     report.update(module.name, OK, 0.0, None, write=False, resumed=True)
                     log.info("%s: %s already completed before the interruption", self.target,
                              module.name)
-                elif self.dry_run and not uses_common(module.path):
+                elif index not in runs:  # plan mode and not using templateconfig.common
                     reason = ("does not use templateconfig.common, so it cannot be trusted in "
                               "plan mode: not run")
                     outcome = ModuleOutcome(module, SKIPPED, 0.0, reason, {}, [], [])
                     report.update(module.name, SKIPPED, 0.0, reason, write=False)
                 else:
-                    report.update(module.name, RUNNING)
-                    journal = os.path.join(journal_dir, "%02d-%s.jsonl" % (index, module.name))
-                    # the state's fingerprint (PBKDF2 over the secrets, a few ms) is
-                    # needed once the module is done: compute it while it runs
-                    outcome, params = self._run_module(module, params, journal,
-                                                       meanwhile=state.prepare)
+                    report.update(module.name, RUNNING, write=False)
+                    later = [i for i in sorted(runs) if i > index]
+
+                    def meanwhile(following=later[0] if later else None) -> None:
+                        _while_module_runs(report, state)
+                        if following is not None and self.launcher.fork:
+                            # the next module's process, set up while this one runs
+                            try:
+                                ahead[following] = self.launcher.prefork(
+                                    modules[following].path, [self.target],
+                                    self._module_env(journals[following]))
+                            except OSError as exc:  # then it is started when its turn comes
+                                log.debug("cannot start %s ahead: %s",
+                                          modules[following].name, exc)
+
+                    outcome, params = self._run_module(module, params, journals[index],
+                                                       meanwhile, ahead.pop(index, None))
                     if outcome.status == OK:
                         secrets.update(outcome.changed)
                         state.module_done(module.name, module.priority,
@@ -967,6 +1160,8 @@ class Runner:
                         "resumes after the completed modules", self.target, type(exc).__name__)
             raise
         finally:
+            for child in ahead.values():
+                self.launcher.discard(child)
             state.close()
             reap_children()
             shutil.rmtree(journal_dir, ignore_errors=True)
@@ -975,18 +1170,21 @@ class Runner:
         return RunResult(self.target, ok, params, changed, outcomes, self.dry_run,
                          report.to_dict())
 
+    def _module_env(self, journal: str) -> Dict[str, str]:
+        env = dict(self.env)
+        env[ACTIONS_ENV] = journal
+        return env
+
     def _run_module(self, module: Module, params: Dict[str, Any], journal: str,
-                    meanwhile: Optional[Callable[[], None]] = None
-                    ) -> Tuple[ModuleOutcome, Dict[str, Any]]:
+                    meanwhile: Optional[Callable[[], None]] = None,
+                    ready: Optional[_Child] = None) -> Tuple[ModuleOutcome, Dict[str, Any]]:
         from templateconfig.plan import read_actions
         from templateconfig.report import FAILED, OK
 
-        env = dict(self.env)
-        env[ACTIONS_ENV] = journal
         log.info("%s: running %s (priority %d)", self.target, module.name, module.priority)
         result = self.launcher.run(module.path, [self.target],
-                                   json.dumps(params).encode("utf-8"), self.timeout, env,
-                                   meanwhile)
+                                   json.dumps(params).encode("utf-8"), self.timeout,
+                                   self._module_env(journal), meanwhile, ready)
         actions = read_actions(journal)
         error = failure_reason(result, self.timeout)
         output: Optional[Dict[str, Any]] = None
@@ -1004,6 +1202,21 @@ class Runner:
 
 
 _MISSING = object()
+
+
+def _while_module_runs(report, state) -> None:
+    """The parent's work at a module's start, done once the module process is started
+    (on another CPU, its start-up overlaps this): rewrite the run report, which now
+    says the module is running (an error aborts the run, the module killed, as an
+    error before its start did), and, the first time, the state's fingerprint (PBKDF2
+    over the secrets, needed once the module is done; usually computed while the
+    runner preloaded already). An error there is logged; the fingerprint is computed
+    again when it is needed."""
+    report.write()
+    try:
+        state.prepare()
+    except Exception as exc:
+        log.debug("cannot compute the run state's fingerprint yet: %s", exc)
 
 
 def _secret_names(params: Mapping[str, Any], secret_keys: Iterable[str]) -> set:
