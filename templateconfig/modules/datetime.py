@@ -20,7 +20,7 @@ from typing import Dict, Optional
 from templateconfig import common
 from templateconfig.modules import validators
 from templateconfig.modules.base import Key, ModuleSpec
-from templateconfig.modules.state import ModuleState, fingerprint
+from templateconfig.modules.state import ModuleState, pending_params
 from templateconfig.platform import detect
 
 log = logging.getLogger(__name__)
@@ -95,14 +95,10 @@ def _flag(params: Dict[str, str], key: str) -> Optional[bool]:
 
 @SPEC.target("configure")
 def configure(params: Dict[str, str]) -> Optional[Dict[str, str]]:
-    ours = {k: v for k, v in params.items() if SPEC.key_for(k) is not None}
-    if not ours:
+    pending = pending_params(SPEC, params)
+    if pending is None:
         return None
-    state = ModuleState("datetime")
-    digest = fingerprint(ours)
-    if state.applied_fingerprint() == digest:
-        log.info("datetime: these settings were applied already; nothing to do")
-        return None
+    state, digest = pending
     platform = detect()
     ntp = _flag(params, NTP)
     servers = validators.split_list(params.get(NTP_SERVERS, ""))

@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence
 from templateconfig import common
 from templateconfig.modules import validators
 from templateconfig.modules.base import Key, ModuleSpec, ValidationError
-from templateconfig.modules.state import ModuleState, fingerprint
+from templateconfig.modules.state import ModuleState, pending_params
 from templateconfig.platform import detect
 from templateconfig.platform.netstack import Interface
 from templateconfig.platform.textedit import apply_managed
@@ -296,14 +296,10 @@ def hosts_text(text: str, entries: List[str], hostname: Optional[str],
 
 @SPEC.target("configure")
 def configure(params: Dict[str, str]) -> Optional[Dict[str, str]]:
-    ours = {k: v for k, v in params.items() if SPEC.key_for(k) is not None}
-    if not ours:
+    pending = pending_params(SPEC, params)
+    if pending is None:
         return None
-    state = ModuleState("network")
-    digest = fingerprint(ours)
-    if state.applied_fingerprint() == digest:
-        log.info("network: these settings were applied already; nothing to do")
-        return None
+    state, digest = pending
     interfaces = parse_interfaces(params)
     platform = detect()
     stack = platform.network_stack() if interfaces else None

@@ -23,7 +23,7 @@ import hashlib
 import json
 import logging
 import os
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Tuple
 
 from templateconfig import common
 
@@ -160,3 +160,18 @@ class ModuleState:
         common.remove_file(self.saved_path)
         common.remove_file(self.applied_path)
         self._files, self._services = {}, {}
+
+
+def pending_params(spec, params: Mapping[str, str]) -> Optional[Tuple["ModuleState", str]]:
+    """(state, fingerprint) when ``spec``'s own params differ from those last applied
+    successfully; None when there are none, or they were applied already (a later boot
+    with the same keys changes nothing: the clock is never set back)."""
+    ours = {k: v for k, v in params.items() if spec.key_for(k) is not None}
+    if not ours:
+        return None
+    state = ModuleState(spec.name)
+    digest = fingerprint(ours)
+    if state.applied_fingerprint() == digest:
+        log.info("%s: these settings were applied already; nothing to do", spec.name)
+        return None
+    return state, digest

@@ -290,3 +290,37 @@ def assert_invalid_changes_nothing(case: Case, fixture_root) -> None:
     assert case.message in err, err
     assert file_changes(records) == []
     assert tree(root) == before
+
+
+class GoldenSuite:
+    """The checks every standard module's cases get, declared once (Ignition-style).
+
+    A test class sets ``CASES`` (inputs with an expected tree under ``golden/``) and
+    ``INVALID`` (inputs that must be refused); ``tests/modules/conftest.py`` parametrizes
+    ``case`` and ``invalid_case`` from them. Each case gets: the expected tree and
+    recorded actions, idempotency, a dry run that plans exactly what a real run writes,
+    and, for the invalid ones, an unchanged tree with a message naming key and value.
+    """
+
+    CASES: List[Case] = []
+    INVALID: List[Case] = []
+
+    def test_golden(self, case, fixture_root):
+        assert_golden(case, fixture_root)
+
+    def test_idempotent(self, case, fixture_root):
+        assert_idempotent(case, fixture_root)
+
+    def test_dry_run_plans_what_a_real_run_writes(self, case, fixture_root):
+        assert_dry_run_matches(case, fixture_root)
+
+    def test_invalid_values_change_nothing(self, invalid_case, fixture_root):
+        assert_invalid_changes_nothing(invalid_case, fixture_root)
+
+
+class CleanupSuite(GoldenSuite):
+    """GoldenSuite for modules with a cleanup target: configure then cleanup gives the
+    fixture back (directories configure created stay, empty; trees list files and links)."""
+
+    def test_cleanup_restores_the_fixture(self, case, fixture_root):
+        assert_cleanup_restores(case, fixture_root)

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from module_helpers import (Case, assert_cleanup_restores, assert_dry_run_matches, assert_golden,
-                      assert_idempotent, assert_invalid_changes_nothing, enumerate_module,
-                      run_module)
+from module_helpers import (Case, CleanupSuite, enumerate_module, run_module)
 
 D = "com.oracle.linux.datetime."
 
@@ -46,32 +44,9 @@ INVALID = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=repr)
-def test_golden(case, fixture_root):
-    assert_golden(case, fixture_root)
-
-
-@pytest.mark.parametrize("case", CASES, ids=repr)
-def test_idempotent(case, fixture_root):
-    assert_idempotent(case, fixture_root)
-
-
-@pytest.mark.parametrize("case", CASES, ids=repr)
-def test_dry_run_plans_what_a_real_run_writes(case, fixture_root):
-    assert_dry_run_matches(case, fixture_root)
-
-
-@pytest.mark.parametrize("case", CASES, ids=repr)
-def test_cleanup_restores_the_fixture(case, fixture_root):
-    # Directories configure created (/etc/chrony.d, /var/lib/ovm-template-config) stay,
-    # empty; the tree snapshot lists files and links only.
-    assert_cleanup_restores(case, fixture_root)
-
-
-@pytest.mark.parametrize("case", INVALID, ids=repr)
-def test_invalid_values_change_nothing(case, fixture_root):
-    assert_invalid_changes_nothing(case, fixture_root)
-
+class TestDatetimeCases(CleanupSuite):
+    CASES = CASES
+    INVALID = INVALID
 
 def test_ntp_without_a_client_fails_before_any_change(fixture_root):
     root = fixture_root("ol9")

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from module_helpers import (Case, assert_dry_run_matches, assert_golden, assert_idempotent,
-                      assert_invalid_changes_nothing, enumerate_module, run_module, tree)
+from module_helpers import (Case, GoldenSuite, enumerate_module, run_module, tree)
 
 F = "com.oracle.linux.network.firewall"
 
@@ -28,25 +27,9 @@ INVALID = [Case("firewall-invalid-%s" % value, root, [("firewall", {F: value})],
            for value, root in (("maybe", "ol9"), ("", "ol6"), ("enable", "ubuntu2204"))]
 
 
-@pytest.mark.parametrize("case", CASES, ids=repr)
-def test_golden(case, fixture_root):
-    assert_golden(case, fixture_root)
-
-
-@pytest.mark.parametrize("case", CASES, ids=repr)
-def test_idempotent(case, fixture_root):
-    assert_idempotent(case, fixture_root)
-
-
-@pytest.mark.parametrize("case", CASES, ids=repr)
-def test_dry_run_plans_what_a_real_run_writes(case, fixture_root):
-    assert_dry_run_matches(case, fixture_root)
-
-
-@pytest.mark.parametrize("case", INVALID, ids=repr)
-def test_invalid_values_change_nothing(case, fixture_root):
-    assert_invalid_changes_nothing(case, fixture_root)
-
+class TestFirewallCases(GoldenSuite):
+    CASES = CASES
+    INVALID = INVALID
 
 def test_second_run_makes_no_persistent_change(fixture_root):
     root = fixture_root("ol7")

@@ -14,9 +14,8 @@ from typing import Optional
 
 import pytest
 
-from module_helpers import (Case, assert_cleanup_restores, assert_dry_run_matches, assert_golden,
-                      assert_idempotent, assert_invalid_changes_nothing, enumerate_module,
-                      run_module, tree, SCRIPTS)
+from module_helpers import (Case, CleanupSuite, SCRIPTS, assert_dry_run_matches, assert_golden,
+                            assert_idempotent, enumerate_module, run_module, tree)
 
 P = "com.oracle.linux.network."
 
@@ -84,30 +83,9 @@ INVALID.append(Case("network-invalid-missing-nic", "ol9",
                     env={"OVM_TEMPLATE_CONFIG_NIC_WAIT": "0.3"}))
 
 
-@pytest.mark.parametrize("case", CASES, ids=repr)
-def test_golden(case, fixture_root):
-    assert_golden(case, fixture_root)
-
-
-@pytest.mark.parametrize("case", CASES, ids=repr)
-def test_idempotent(case, fixture_root):
-    assert_idempotent(case, fixture_root)
-
-
-@pytest.mark.parametrize("case", CASES, ids=repr)
-def test_dry_run_plans_what_a_real_run_writes(case, fixture_root):
-    assert_dry_run_matches(case, fixture_root)
-
-
-@pytest.mark.parametrize("case", CASES, ids=repr)
-def test_cleanup_restores_the_fixture(case, fixture_root):
-    assert_cleanup_restores(case, fixture_root)
-
-
-@pytest.mark.parametrize("case", INVALID, ids=repr)
-def test_invalid_values_change_nothing(case, fixture_root):
-    assert_invalid_changes_nothing(case, fixture_root)
-
+class TestNetworkCases(CleanupSuite):
+    CASES = CASES
+    INVALID = INVALID
 
 def test_new_keys_apply_again_same_keys_do_not(fixture_root):
     root = fixture_root("ol8")

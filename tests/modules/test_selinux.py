@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from module_helpers import (Case, assert_dry_run_matches, assert_golden, assert_idempotent,
-                      assert_invalid_changes_nothing, enumerate_module, run_module, tree)
+from module_helpers import (Case, GoldenSuite, enumerate_module, run_module, tree)
 
 S = "com.oracle.linux.selinux.mode"
 
@@ -23,25 +22,9 @@ INVALID = [Case("selinux-invalid-%s" % value, root, [("selinux", {S: value})],
            for value, root in (("foo", "ol9"), ("Enforcing ", "ol6"), ("", "ol8"))]
 
 
-@pytest.mark.parametrize("case", CASES, ids=repr)
-def test_golden(case, fixture_root):
-    assert_golden(case, fixture_root)
-
-
-@pytest.mark.parametrize("case", CASES, ids=repr)
-def test_idempotent(case, fixture_root):
-    assert_idempotent(case, fixture_root)
-
-
-@pytest.mark.parametrize("case", CASES, ids=repr)
-def test_dry_run_plans_what_a_real_run_writes(case, fixture_root):
-    assert_dry_run_matches(case, fixture_root)
-
-
-@pytest.mark.parametrize("case", INVALID, ids=repr)
-def test_invalid_values_change_nothing(case, fixture_root):
-    assert_invalid_changes_nothing(case, fixture_root)
-
+class TestSelinuxCases(GoldenSuite):
+    CASES = CASES
+    INVALID = INVALID
 
 def test_disabling_says_a_reboot_is_needed(fixture_root):
     rc, _, err, _ = run_module("selinux", "configure", {S: "disabled"}, fixture_root("ol9"))
