@@ -276,32 +276,30 @@ class TargetRun:
             log.debug("%s did not read its input: %s", RUNNER, err)
         self._close_fd(fd)
 
-    def _read_output(self, fd: int) -> None:
+    def _drain(self, fd: int) -> bytes:
+        """What the non-blocking ``fd`` holds now; closes it at end of file."""
+        chunks = []
         while True:
             try:
                 data = os.read(fd, 65536)
             except BlockingIOError:
-                return
+                break
             if not data:
                 self._close_fd(fd)
-                return
-            self.output += data
+                break
+            chunks.append(data)
+        return b"".join(chunks)
+
+    def _read_output(self, fd: int) -> None:
+        self.output += self._drain(fd)
 
     def _read_console(self, fd: int) -> None:
-        while True:
-            try:
-                data = os.read(fd, 65536)
-            except BlockingIOError:
-                return
-            if not data:
-                self._close_fd(fd)
-                return
-            self._stderr_tail += data
-            *lines, rest = self._stderr_tail.split(b"\n")
-            self._stderr_tail = bytearray(rest)
-            for line in lines:
-                if line.strip():
-                    log.info("%s: %s", RUNNER, line.decode("utf-8", "replace"))
+        self._stderr_tail += self._drain(fd)
+        *lines, rest = self._stderr_tail.split(b"\n")
+        self._stderr_tail = bytearray(rest)
+        for line in lines:
+            if line.strip():
+                log.info("%s: %s", RUNNER, line.decode("utf-8", "replace"))
 
     def _close_fd(self, fd: int) -> None:
         if fd in self._fds:
