@@ -109,3 +109,22 @@ def xenbus_client(handlers: Dict[int, Handler], **client_args):
     peer = FakePeer(theirs, handlers)
     transport = XenbusTransport(ours.detach(), "<fake xenbus>")
     return XenStoreClient(transport, **client_args), peer
+
+
+def peer_factory(opener):
+    """Body of a fixture yielding ``make(handlers, **options)`` -> (client, peer), where
+    ``opener`` is :func:`unix_client` or :func:`xenbus_client`; every pair made is shut
+    down afterwards."""
+    made = []
+
+    def make(handlers, **options):
+        pair = opener(handlers, **options)
+        made.append(pair)
+        return pair
+
+    try:
+        yield make
+    finally:
+        for client, peer in made:
+            client.close()
+            peer.join()

@@ -19,23 +19,13 @@ from ovmd.xenstore import (
 )
 from ovmd.xenstore.protocol import HEADER, MAX_PAYLOAD, Op, encode, join_strings
 
-from fake_peer_helpers import error, event, ok, reply, unix_client
+from fake_peer_helpers import peer_factory, error, event, ok, reply, unix_client
 
 
 @pytest.fixture
 def connect():
     """``connect(handlers, **options)`` -> (client, peer); both are shut down afterwards."""
-    made = []
-
-    def make(handlers, **options):
-        client, peer = unix_client(handlers, **options)
-        made.append((client, peer))
-        return client, peer
-
-    yield make
-    for client, peer in made:
-        client.close()
-        peer.join()
+    yield from peer_factory(unix_client)
 
 
 def answer(payload):

@@ -26,7 +26,7 @@ from ovmd.xenstore.transport import (
     open_path,
 )
 
-from fake_peer_helpers import event, ok, reply, xenbus_client
+from fake_peer_helpers import peer_factory, event, ok, reply, xenbus_client
 
 
 @pytest.fixture
@@ -42,17 +42,7 @@ def listening_socket(tmp_path):
 @pytest.fixture
 def device():
     """``device(handlers)`` -> (client, peer) on the fake xenbus device."""
-    made = []
-
-    def make(handlers, **options):
-        client, peer = xenbus_client(handlers, **options)
-        made.append((client, peer))
-        return client, peer
-
-    yield make
-    for client, peer in made:
-        client.close()
-        peer.join()
+    yield from peer_factory(xenbus_client)
 
 
 # -- choosing a transport ----------------------------------------------------------------
