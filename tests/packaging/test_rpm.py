@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,12 @@ from packaging_helpers import MODULES, REPO, TARGETS, rpm_files, rpm_scripts, ru
 SYSCONF = "/etc"
 COMMANDS_OVMD = ("ovmd", "ovm-vmmessage", "ovmd-xenstored")
 COMMANDS_FRAMEWORK = ("ovm-template-config", "ovm-chkconfig")
+
+
+#: The byte-code tag of the python3 that builds the RPMs (scripts/install-tree compiles).
+BUILD_CACHE_TAG = subprocess.run(["/usr/bin/python3", "-c",
+                                  "import sys; print(sys.implementation.cache_tag)"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
 
 
 def sitelib_of(files) -> str:
@@ -44,8 +51,12 @@ def test_ovmd_package_files(rpms):
     for command in COMMANDS_OVMD:
         assert files["/usr/bin/%s" % command] == "-rwxr-xr-x"
     for source in sorted((REPO / "ovmd").rglob("*.py")):
-        name = "%s/%s" % (sitelib, source.relative_to(REPO))
+        relative = source.relative_to(REPO)
+        name = "%s/%s" % (sitelib, relative)
         assert files.get(name) == "-rw-r--r--", name
+        compiled = "%s/%s/__pycache__/%s.%s.pyc" % (sitelib, relative.parent, source.stem,
+                                                   BUILD_CACHE_TAG)
+        assert files.get(compiled) == "-rw-r--r--", compiled
     assert files["/usr/lib/systemd/system/ovmd.service"] == "-rw-r--r--"
     assert files["/etc/rc.d/init.d/ovmd"] == "-rwxr-xr-x"
     for action in ("enable-initial-config", "disable-initial-config"):
@@ -73,6 +84,9 @@ def test_framework_package_files(rpms):
             assert name not in files, "%s belongs to its module's package" % name
         else:
             assert files.get(name) == "-rw-r--r--", name
+            compiled = "%s/%s/__pycache__/%s.%s.pyc" % (sitelib, relative.parent, source.stem,
+                                                       BUILD_CACHE_TAG)
+            assert files.get(compiled) == "-rw-r--r--", compiled
     assert files["%s/templateconfig/sdk.py" % sitelib] == "-rw-r--r--"
     assert files["/etc/template.d"] == "drwxr-xr-x"
     assert files["/etc/template.d/scripts"] == "drwxr-xr-x"
@@ -98,6 +112,9 @@ def test_module_package(rpms, module):
     assert files == {
         "/etc/template.d/scripts/%s" % module: "-rwxr-xr-x",
         "%s/templateconfig/modules/%s.py" % (sitelib, module): "-rw-r--r--",
+        # byte-compiled at build time (the build's python3), so first boot compiles nothing
+        "%s/templateconfig/modules/__pycache__/%s.%s.pyc" % (sitelib, module, BUILD_CACHE_TAG):
+            "-rw-r--r--",
     }
     scripts = rpm_scripts(package)
     # Register on first install ($1 == 1), unregister on the final erase ($1 == 0): an
