@@ -218,7 +218,8 @@ class TestFirstBoot:
             time.sleep(0.05)
         with open(str(root / "gate-release"), "w") as release:
             release.write("go\n")
-        assert console.wait(60) == 0, console.stderr.read()
+        out, err = console.communicate(timeout=120)  # drains its pipes while waiting
+        assert console.returncode == 0, out + err
         status = daemon.cli("--status", "--wait", "--json")
         assert json.loads(status.stdout)["status"] == "done"
         assert "standing down" in daemon.log_text()
