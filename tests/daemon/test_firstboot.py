@@ -207,6 +207,7 @@ class TestFirstBoot:
             stderr=subprocess.PIPE, text=True)
         console.stdin.write('{"com.example.console": "1"}\n')
         console.stdin.close()
+        console.stdin = None  # written and closed: communicate() must not touch it
         with open(str(root / "gate-started")) as started:  # the console run holds the lock
             assert started.read() == "started\n"
         daemon = ovmd_factory(["--quiet-period", "0"])
