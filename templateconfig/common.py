@@ -28,9 +28,9 @@ import os
 import re
 import shlex
 import subprocess
-import tempfile
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from ovmd import fsutil
 from ovmd.paths import ROOT_ENV, join_root
 from templateconfig.errors import TemplateConfigError
 
@@ -197,71 +197,13 @@ def exists(path: str) -> bool:
     return os.path.lexists(root_path(path))
 
 
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _copy_selinux_context(source: str, dest: str) -> None:
-    try:
-        context = os.getxattr(source, "security.selinux")
-    except OSError:
-        return
-    try:
-        os.setxattr(dest, "security.selinux", context)
-    except OSError as exc:
-        log.debug("could not copy the SELinux context to %s: %s", dest, exc)
-
-
 def atomic_write(real_path: str, data: bytes, mode: Optional[int] = None,
                  uid: Optional[int] = None, gid: Optional[int] = None) -> None:
-    """Write ``data`` to the real path ``real_path`` atomically and durably.
-
-    Temp file in the same directory, fsync, rename, fsync the directory. An existing
-    file's mode, owner and SELinux context are kept unless ``mode``/``uid``/``gid`` say
-    otherwise; a new file gets ``mode`` (default 0644).
-    """
-    directory = os.path.dirname(real_path) or "."
-    try:
-        current = os.lstat(real_path)
-    except FileNotFoundError:
-        current = None
-    fd, temp = tempfile.mkstemp(prefix=".%s." % os.path.basename(real_path), dir=directory)
-    try:
-        if mode is None:
-            mode = (current.st_mode & 0o7777) if current is not None else 0o644
-        os.fchmod(fd, mode)
-        if uid is not None or gid is not None or current is not None:
-            want_uid = uid if uid is not None else (current.st_uid if current else -1)
-            want_gid = gid if gid is not None else (current.st_gid if current else -1)
-            try:
-                os.fchown(fd, want_uid, want_gid)
-            except PermissionError:
-                if uid is not None or gid is not None:
-                    raise
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        if current is not None:
-            _copy_selinux_context(real_path, temp)
-        os.rename(temp, real_path)
-        temp = None
-        _fsync_dir(directory)
-    finally:
-        if fd >= 0:
-            os.close(fd)
-        if temp is not None:
-            try:
-                os.unlink(temp)
-            except FileNotFoundError:
-                pass
+    """Write ``data`` to the real (already rooted) path ``real_path`` atomically and
+    durably (:func:`ovmd.fsutil.atomic_write`): an existing file's mode, owner and
+    SELinux context are kept unless ``mode``/``uid``/``gid`` say otherwise; a new file
+    gets ``mode`` (default 0644). Parent directories must exist."""
+    fsutil.atomic_write(real_path, data, mode, uid=uid, gid=gid, make_dirs=None)
 
 
 def ensure_dir(path: str, mode: int = 0o755, uid: Optional[int] = None,
@@ -329,7 +271,7 @@ def remove_file(path: str, secret: bool = False) -> bool:
         os.unlink(real)
     except FileNotFoundError:
         return False
-    _fsync_dir(os.path.dirname(real))
+    fsutil.fsync_dir(os.path.dirname(real))
     _record_file("remove", path, old, None, None, secret, applied=True)
     return True
 
@@ -376,11 +318,7 @@ def symlink(path: str, target: str) -> bool:
         record("symlink", path=path, target=target, applied=False)
         return True
     ensure_dir(os.path.dirname(path) or "/")
-    temp = real + ".ovm-tmp"
-    if os.path.lexists(temp):
-        os.unlink(temp)
-    os.symlink(target, temp)
-    os.rename(temp, real)
+    fsutil.atomic_symlink(target, real)
     record("symlink", path=path, target=target, applied=True)
     return True
 

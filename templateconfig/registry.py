@@ -20,6 +20,7 @@ import os
 from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from templateconfig.errors import TemplateConfigError
+from ovmd.fsutil import atomic_symlink
 from ovmd.paths import Paths
 from templateconfig.header import TARGETS, HeaderError, PluginInfo, parse_header
 
@@ -273,12 +274,7 @@ def _enable(paths: Paths, target: str, name: str, priority: int) -> None:
         if os.path.islink(wanted) and os.readlink(wanted) == destination:
             return
         os.makedirs(directory, exist_ok=True)
-        temporary = os.path.join(directory, ".%s.tmp%d" % (link_name(priority, name),
-                                                           os.getpid()))
-        if os.path.lexists(temporary):
-            os.unlink(temporary)
-        os.symlink(destination, temporary)
-        os.replace(temporary, wanted)
+        atomic_symlink(destination, wanted)
     except OSError as exc:
         raise RegistryError("cannot enable %s for %s: %s: %s"
                             % (name, target, wanted, exc.strerror or exc)) from exc
