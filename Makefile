@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # shadow-utils and ssh-keygen, groff/man (man pages) and systemd-analyze (units).
 DEBIAN_PACKAGES := xenstore-utils rpm debootstrap passwd openssh-client openssl tzdata groff-base man-db systemd
 
-.PHONY: all test demo debian-deps venv clean dist install rpm
+.PHONY: all test demo debian-deps venv clean dist install rpm print-version
 
 all: test
 
@@ -31,8 +31,11 @@ test: $(STAMP) debian-deps
 demo: $(STAMP) debian-deps
 	$(PY) scripts/demo.py
 
-VERSION := $(shell sed -n 's/^VERSION = "\(.*\)"/\1/p' setup.py)
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' ovmd/__init__.py)
 DIST := dist/ovmd-$(VERSION).tar.gz
+
+print-version:
+	@echo $(VERSION)
 
 # The source tarball the RPM builds from: the files git tracks, plus any new ones it
 # does not ignore, under ovmd-VERSION/.

@@ -1,7 +1,12 @@
 """ovmd: a Xen guest agent compatible with Oracle VM Guest Additions."""
+import re
+
 from setuptools import find_packages, setup
 
-VERSION = "0.1.0"
+# The version lives in ovmd/__init__.py only (read, not imported: setup runs before the
+# dependencies are installed).
+with open("ovmd/__init__.py", encoding="utf-8") as _init:
+    VERSION = re.search(r'^__version__ = "([^"]+)"', _init.read(), re.M).group(1)
 
 setup(
     name="ovmd",
