@@ -6,7 +6,7 @@ runs us: secrets never on a command line), ``--ovf-transport-iso``, or, with non
 them, the running daemon's cache; ``--console-input`` then prompts on the console for
 what is missing (alone, it starts from no params).
 
-First boot (``--initial-config``, see :mod:`templateconfig.firstboot`): the run happens
+First boot (``--initial-config``, see :mod:`ovmd.firstboot`): the run happens
 only while INITIAL_CONFIG=yes, under the run lock, and sets INITIAL_CONFIG=no when it
 succeeded; with ``--console-input`` the dialog stands down as soon as the message path
 configured the guest. ``--new-module NAME`` hands over to the module SDK
@@ -26,7 +26,7 @@ EXIT_OK = 0
 EXIT_MODULE_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NO_DAEMON = 3
-EXIT_ALREADY_CONFIGURED = 4
+EXIT_ALREADY_CONFIGURED = 4  # ovmd.firstboot.contract (not imported: --help stays cheap)
 EXIT_LOCK_TIMEOUT = 5
 EXIT_INTERRUPTED = 130
 
@@ -350,8 +350,8 @@ def _main(argv: List[str]) -> int:
     if args.initial_config and args.console_input and not (args.enumerate or args.human_readable):
         # first-boot console dialog: watch first, then check, so no change is missed
         watch = _watch_sysconfig(paths)
-        from templateconfig.firstboot import initial_config_pending
-        if not initial_config_pending(paths):
+        from ovmd.firstboot.flag import initial_config_enabled
+        if not initial_config_enabled(paths):
             if watch is not None:
                 watch.close()
             print("ovm-template-config: INITIAL_CONFIG is not yes: the guest is already "
@@ -428,7 +428,7 @@ class _StoodDown(Exception):
 
 
 def _watch_sysconfig(paths):
-    from templateconfig.firstboot import SysconfigWatch
+    from ovmd.firstboot.watch import SysconfigWatch
     try:
         return SysconfigWatch(paths)
     except OSError as exc:  # no sysconfig directory (then no INITIAL_CONFIG=yes either)
@@ -440,16 +440,16 @@ def _watch_sysconfig(paths):
 def _initial_config_run(runner, args, paths, params, on_module):
     """Run under the lock only if INITIAL_CONFIG is still yes; then set it to no. The
     RunResult, or an exit status when the guest turned out to be configured already."""
-    from templateconfig.firstboot import initial_config_pending, mark_configured
+    from ovmd.firstboot.flag import initial_config_enabled, mark_configured
 
     if args.dry_run:  # touches nothing: no lock, no flag change
-        if not initial_config_pending(paths):
+        if not initial_config_enabled(paths):
             sys.stderr.write("ovm-template-config: INITIAL_CONFIG is not yes: already "
                              "configured; nothing done\n")
             return EXIT_ALREADY_CONFIGURED
         return runner.run(params, on_module=on_module)
     with runner.run_lock():
-        if not initial_config_pending(paths):
+        if not initial_config_enabled(paths):
             if args.console_input:
                 print("ovm-template-config: configured by the host; console dialog stopped")
                 return EXIT_OK
@@ -527,12 +527,16 @@ def _enumerate(runner, args) -> int:
 def _finish(runner, result, args) -> int:
     import json
 
+    from ovmd.runreport import ModuleStatus
+
     redact = runner.redact
     if args.dry_run:
         from templateconfig.plan import plan_json, render_plan
-        planned = [(o.module.name, o.actions) for o in result.outcomes if o.status == "ok"]
-        skipped = [(o.module.name, o.error if o.status == "skipped" else "failed: %s" % o.error)
-                   for o in result.outcomes if o.status != "ok"]
+        planned = [(o.module.name, o.actions) for o in result.outcomes
+                   if o.status == ModuleStatus.OK]
+        skipped = [(o.module.name, o.error if o.status == ModuleStatus.SKIPPED
+                    else "failed: %s" % o.error)
+                   for o in result.outcomes if o.status != ModuleStatus.OK]
         if args.json:
             report = dict(result.report)
             report["plan"] = plan_json(planned, skipped)
@@ -542,7 +546,7 @@ def _finish(runner, result, args) -> int:
     elif args.json:
         sys.stdout.write(json.dumps(result.report, indent=2, sort_keys=True) + "\n")
     for outcome in result.outcomes:
-        if outcome.status == "failed":
+        if outcome.status == ModuleStatus.FAILED:
             sys.stderr.write("ovm-template-config: module %s failed: %s\n"
                              % (outcome.module.name, redact(outcome.error or "")))
     if args.output is not None:

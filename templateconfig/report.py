@@ -29,13 +29,12 @@ import os
 import time
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
+from ovmd.fsutil import atomic_write, atomic_write_json
 from ovmd.paths import Paths
+from ovmd.runreport import ModuleStatus, RunStatus
 from ovmd.secrets import RedactingFilter, redact
 
 log = logging.getLogger(__name__)
-
-#: Statuses of a module in the report (README, "Run report").
-PENDING, RUNNING, OK, FAILED, SKIPPED = "pending", "running", "ok", "failed", "skipped"
 
 #: Iterations of PBKDF2 over the secret part of the fingerprint: the state file must not
 #: be a fast oracle for guessing the root password (it is root-only and short-lived too).
@@ -44,29 +43,9 @@ _STATE_VERSION = 1
 
 
 def write_json_atomic(path: str, data: Any, mode: int = 0o600, durable: bool = False) -> None:
-    """Replace ``path`` with ``data`` as JSON, atomically; the file never exists with
-    another mode. ``durable`` also fsyncs the file and its directory (crash safety)."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    temp = "%s.tmp.%d" % (path, os.getpid())
-    # no indent: json's C encoder only serves indent=None (5-10x faster; written at every
-    # module transition)
-    payload = (json.dumps(data, sort_keys=True) + "\n").encode("utf-8")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, payload)
-        if durable:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, path)
-    if durable:
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    """Replace ``path`` with ``data`` as JSON, atomically (the file never exists with
+    another mode); ``durable`` also fsyncs (crash safety)."""
+    atomic_write_json(path, data, mode, make_dirs=0o755, durable=durable)
 
 
 def _now() -> str:
@@ -86,12 +65,12 @@ class RunReport:
         self.target = target
         self.secrets = secrets
         self.enabled = write
-        self.status = RUNNING
+        self.status = RunStatus.RUNNING
         self.started = _now()
         self.finished: Optional[str] = None
         self.changed_keys: List[str] = []
         self.modules: List[Dict[str, Any]] = [
-            {"name": name, "priority": priority, "status": PENDING, "seconds": None,
+            {"name": name, "priority": priority, "status": ModuleStatus.PENDING, "seconds": None,
              "error": None}
             for priority, name in modules]
         self._by_name = {entry["name"]: entry for entry in self.modules}
@@ -266,25 +245,9 @@ class RunState:
         header = {"version": _STATE_VERSION, "target": self.target, "salt": self.salt.hex(),
                   "fingerprint": self._fingerprint}
         lines = [header] + self.completed
-        directory = os.path.dirname(self.path)
-        os.makedirs(directory, mode=0o755, exist_ok=True)
-        temp = "%s.tmp.%d" % (self.path, os.getpid())
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, "".join(json.dumps(line, sort_keys=True) + "\n"
-                                 for line in lines).encode("utf-8"))
-            os.fsync(fd)
-            os.replace(temp, self.path)
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        atomic_write(self.path, "".join(json.dumps(line, sort_keys=True) + "\n"
+                                        for line in lines).encode("utf-8"),
+                     0o600, make_dirs=0o755)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
 
     def close(self) -> None:

@@ -57,6 +57,7 @@ import time
 from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from ovmd.paths import ROOT_ENV, Paths
+from ovmd.runreport import ModuleStatus, RunStatus
 from ovmd.secrets import RedactingFilter, is_secret_key
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ class ModuleOutcome(NamedTuple):
     """What one module did in a run."""
 
     module: Module
-    status: str  # ok, failed, skipped
+    status: str  # a ModuleStatus: ok, failed, skipped
     seconds: float
     error: Optional[str]
     changed: Dict[str, Any]
@@ -1058,8 +1059,7 @@ class Runner:
 
     def _run(self, params: Dict[str, Any],
              on_module: Optional[Callable[[ModuleOutcome], None]]) -> RunResult:
-        from templateconfig.report import (FAILED, OK, RUNNING, SKIPPED, RunReport, RunState,
-                                           close_run_log, open_run_log)
+        from templateconfig.report import RunReport, RunState, close_run_log, open_run_log
 
         modules = self.modules()
         secret_keys = self.password_keys()
@@ -1098,18 +1098,18 @@ class Runner:
                     for key in entry["removed"]:
                         params.pop(key, None)
                     state.completed.append(entry)  # carried over if the file is rewritten
-                    outcome = ModuleOutcome(module, OK, 0.0, None, dict(entry["changes"]),
+                    outcome = ModuleOutcome(module, ModuleStatus.OK, 0.0, None, dict(entry["changes"]),
                                             list(entry["removed"]), [], resumed=True)
-                    report.update(module.name, OK, 0.0, None, write=False, resumed=True)
+                    report.update(module.name, ModuleStatus.OK, 0.0, None, write=False, resumed=True)
                     log.info("%s: %s already completed before the interruption", self.target,
                              module.name)
                 elif index not in runs:  # plan mode and not using templateconfig.common
                     reason = ("does not use templateconfig.common, so it cannot be trusted in "
                               "plan mode: not run")
-                    outcome = ModuleOutcome(module, SKIPPED, 0.0, reason, {}, [], [])
-                    report.update(module.name, SKIPPED, 0.0, reason, write=False)
+                    outcome = ModuleOutcome(module, ModuleStatus.SKIPPED, 0.0, reason, {}, [], [])
+                    report.update(module.name, ModuleStatus.SKIPPED, 0.0, reason, write=False)
                 else:
-                    report.update(module.name, RUNNING, write=False)
+                    report.update(module.name, ModuleStatus.RUNNING, write=False)
                     later = [i for i in sorted(runs) if i > index]
 
                     def meanwhile(following=later[0] if later else None) -> None:
@@ -1126,7 +1126,7 @@ class Runner:
 
                     outcome, params = self._run_module(module, params, journals[index],
                                                        meanwhile, ahead.pop(index, None))
-                    if outcome.status == OK:
+                    if outcome.status == ModuleStatus.OK:
                         secrets.update(outcome.changed)
                         state.module_done(module.name, module.priority,
                                           {k: v for k, v in outcome.changed.items()
@@ -1141,19 +1141,19 @@ class Runner:
                 if on_module is not None:
                     on_module(outcome)
             changed = sorted(k for k, v in params.items() if initial.get(k, _MISSING) != v)
-            ok = all(o.status != FAILED for o in outcomes)
-            report.finish("done" if ok else FAILED, changed)
+            ok = all(o.status != ModuleStatus.FAILED for o in outcomes)
+            report.finish(RunStatus.DONE if ok else RunStatus.FAILED, changed)
             state.remove()
             log.info("%s: %s; changed keys: %s", self.target,
                      "all modules succeeded" if ok else "failed: %s" % ", ".join(
-                         o.module.name for o in outcomes if o.status == FAILED),
+                         o.module.name for o in outcomes if o.status == ModuleStatus.FAILED),
                      ", ".join(changed) or "none")
         except BaseException as exc:  # interrupted (Ctrl-C, SIGTERM): the state stays
             for entry in report.modules:
-                if entry["status"] == RUNNING:
-                    entry["status"], entry["error"] = FAILED, "interrupted"
+                if entry["status"] == ModuleStatus.RUNNING:
+                    entry["status"], entry["error"] = ModuleStatus.FAILED, "interrupted"
             try:
-                report.finish(FAILED, [])
+                report.finish(RunStatus.FAILED, [])
             except OSError:
                 pass
             log.warning("%s: run interrupted (%s); the next run with the same params "
@@ -1179,7 +1179,6 @@ class Runner:
                     meanwhile: Optional[Callable[[], None]] = None,
                     ready: Optional[_Child] = None) -> Tuple[ModuleOutcome, Dict[str, Any]]:
         from templateconfig.plan import read_actions
-        from templateconfig.report import FAILED, OK
 
         log.info("%s: running %s (priority %d)", self.target, module.name, module.priority)
         result = self.launcher.run(module.path, [self.target],
@@ -1195,10 +1194,12 @@ class Runner:
                 stderr = _tail(_decode(result.stderr))
                 error = str(exc) + ("\n" + stderr if stderr else "")
         if output is None:
-            return ModuleOutcome(module, FAILED, result.seconds, error, {}, [], actions), params
+            return ModuleOutcome(module, ModuleStatus.FAILED, result.seconds, error, {}, [],
+                                 actions), params
         changed = {k: v for k, v in output.items() if params.get(k, _MISSING) != v}
         removed = sorted(k for k in params if k not in output)
-        return ModuleOutcome(module, OK, result.seconds, None, changed, removed, actions), output
+        return ModuleOutcome(module, ModuleStatus.OK, result.seconds, None, changed, removed,
+                             actions), output
 
 
 _MISSING = object()
@@ -1272,7 +1273,7 @@ def _describe(action: Dict[str, Any]) -> str:
 
 def _log_outcome(target: str, outcome: ModuleOutcome) -> None:
     name = outcome.module.name
-    if outcome.status == "ok":
+    if outcome.status == ModuleStatus.OK:
         log.info("%s: %s ok in %.3f s; changed keys: %s", target, name, outcome.seconds,
                  ", ".join(sorted(outcome.changed)) or "none")
     else:
