@@ -226,7 +226,7 @@ def full_main(args) -> int:
         return _status(root, options.json, options.wait)
     if options.enable_initial_config or options.disable_initial_config:
         from .paths import Paths
-        from .sysconfig import set_initial_config
+        from .firstboot.flag import set_initial_config
 
         files = set_initial_config(Paths(root), bool(options.enable_initial_config))
         print("INITIAL_CONFIG=%s in %s" % ("yes" if options.enable_initial_config else "no",

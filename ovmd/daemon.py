@@ -35,21 +35,19 @@ from .channel import EVENT_KEY, EVENTS, Message, MessageChannel, MessageError, c
 from .control import EXIT_FAILURE, EXIT_OK, ControlConnection, ControlServer
 from .paths import ROOT_ENV, Paths
 from .secrets import RedactingFilter, redact
-from .status import DONE, FAILED, FINAL_STATES, compute_status, format_modules
-from .sysconfig import initial_config_enabled, set_initial_config
+from .runreport import ModuleStatus, RunStatus, read_report
+from .status import BootStatus, compute_status, format_modules
+from .firstboot.contract import (
+    EXIT_ALREADY_CONFIGURED, INITIAL_CONFIG_OPTION, STATUS_DONE, STATUS_KEY, TRIGGER_KEY,
+    failed_status,
+)
+from .firstboot.flag import initial_config_enabled, set_initial_config
 
 log = logging.getLogger(__name__)
 
-ROOT_PASSWORD_KEY = "com.oracle.linux.root-password"
-#: Key the daemon sends back after a first-boot run: ``done`` or ``failed: <reason>``.
-STATUS_KEY = "com.oracle.linux.ovmd.initial-config-status"
-#: ``ovm-template-config --initial-config`` exit status: INITIAL_CONFIG was no under the
-#: run lock (the console dialog won the race); nothing was run.
-RUNNER_ALREADY_CONFIGURED = 4
 RUNNER = "ovm-template-config"
 RECONNECT_FIRST = 0.1
 RECONNECT_MAX = 10.0
-MAX_STATUS_VALUE = 1024
 
 
 class DaemonError(Exception):
@@ -230,7 +228,7 @@ class TargetRun:
         if self.paths.root != "/":
             argv += ["--root", self.paths.root]
         if self.initial_config:
-            argv.append("--initial-config")
+            argv.append(INITIAL_CONFIG_OPTION)
         argv.append(self.target)
         env = dict(os.environ)
         env[ROOT_ENV] = self.paths.root
@@ -392,7 +390,7 @@ class Daemon:
         self.control = ControlServer(self.paths.control_socket, self._handle_request,
                                      self.selector)
         self._connect()
-        self.armed = initial_config_enabled(self.paths) and ROOT_PASSWORD_KEY in self.cache
+        self.armed = initial_config_enabled(self.paths) and TRIGGER_KEY in self.cache
         if self.armed:
             log.info("first-boot configuration is pending (root password cached): "
                      "running it after the quiet period")
@@ -580,7 +578,7 @@ class Daemon:
             log.info("stored %d parameter(s) from the host%s", len(keys),
                      ": " + ", ".join(keys) if len(keys) <= 8 else "")
         if initial_config_enabled(self.paths):
-            if any(k == ROOT_PASSWORD_KEY for k, _ in params):
+            if any(k == TRIGGER_KEY for k, _ in params):
                 if self.run_child is not None:
                     self.rearm = True
                 else:
@@ -632,7 +630,7 @@ class Daemon:
         if not initial_config_enabled(self.paths):
             self.armed = False
             return
-        if ROOT_PASSWORD_KEY not in self.cache:
+        if TRIGGER_KEY not in self.cache:
             self.armed = False
             return
         self.armed = False
@@ -651,16 +649,14 @@ class Daemon:
         if self.run_child is not run:
             return
         self.run_child = None
-        from .status import read_report
-
-        if run.initial_config and run.returncode == RUNNER_ALREADY_CONFIGURED:
+        if run.initial_config and run.returncode == EXIT_ALREADY_CONFIGURED:
             self._first_boot_stand_down(run)
             return
         report = read_report(self.paths)
         if report is not None and report.get("target") != run.target:
             report = None
         ok = run.returncode == 0 and run.error is None and \
-            (report is None or report.get("status") != "failed")
+            (report is None or report.get("status") != RunStatus.FAILED)
         error = run.error or self._run_error(run, report)
         secrets = self.cache.secret_values()
         if ok:
@@ -681,7 +677,7 @@ class Daemon:
 
     @staticmethod
     def _run_error(run: TargetRun, report: Optional[Dict[str, Any]]) -> str:
-        failed = [m for m in (report or {}).get("modules") or [] if m.get("status") == "failed"]
+        failed = [m for m in (report or {}).get("modules") or [] if m.get("status") == ModuleStatus.FAILED]
         if failed:
             return "; ".join("module %s failed: %s" % (m.get("name"),
                                                       str(m.get("error") or "").strip()[:300])
@@ -694,7 +690,7 @@ class Daemon:
         """The console dialog configured the guest first: nothing to do but tidy up."""
         wiped = self.cache.wipe_secrets()
         self.rearm = False
-        self.last_result = DONE
+        self.last_result = BootStatus.DONE
         log.info("first boot already configured (console dialog); standing down; wiped %d "
                  "secret(s)", len(wiped))
         for conn in run.waiters:
@@ -704,13 +700,13 @@ class Daemon:
     def _first_boot_done(self, run: TargetRun, ok: bool, error: str,
                          report: Optional[Dict[str, Any]]) -> None:
         if not ok:
-            self.last_result = FAILED
-            self.send(STATUS_KEY, ("failed: " + (error or "unknown error"))[:MAX_STATUS_VALUE])
+            self.last_result = BootStatus.FAILED
+            self.send(STATUS_KEY, failed_status(error))
             log.error("first-boot configuration failed; INITIAL_CONFIG stays yes: send the "
                       "root password again to retry")
             return
         set_initial_config(self.paths, False)
-        self.last_result = DONE
+        self.last_result = BootStatus.DONE
         result = run.result_params() or {}
         changed = [k for k, v in sorted(result.items()) if run.params.get(k) != v]
         for key in (report or {}).get("changed_keys") or []:
@@ -733,7 +729,7 @@ class Daemon:
             warning = self.send(key, value)
             if warning:
                 log.warning("%s", warning)
-        self.send(STATUS_KEY, DONE)
+        self.send(STATUS_KEY, STATUS_DONE)
 
     @staticmethod
     def _run_summary(run: TargetRun, ok: bool, error: str,
@@ -761,7 +757,7 @@ class Daemon:
         if not self.status_waiters:
             return
         status = self.status()
-        if status["status"] not in FINAL_STATES:
+        if status["status"] not in BootStatus.FINAL:
             return
         waiters, self.status_waiters = self.status_waiters, []
         for conn, as_json in waiters:
@@ -862,7 +858,7 @@ class Daemon:
 
     def _cmd_status(self, conn: ControlConnection, *flags: str) -> None:
         status = self.status()
-        if "wait" in flags and status["status"] not in FINAL_STATES:
+        if "wait" in flags and status["status"] not in BootStatus.FINAL:
             self.status_waiters.append((conn, "json" in flags))
             return
         conn.respond(*_status_answer(status, "json" in flags))

@@ -29,12 +29,13 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from ovmd.firstboot.contract import STATUS_DONE, STATUS_KEY
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 TEMPLATE = REPO / "tests" / "modules" / "fixtures" / "roots" / "ol9"
 MODULES = ["selinux", "firewall", "datetime", "network", "system", "user", "ssh", "authentication"]
 DOMID = 7
-STATUS_KEY = "com.oracle.linux.ovmd.initial-config-status"
 # A throw-away demo key, generated for this repository; it grants access to nothing.
 DEMO_PUBKEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFy0D0z6sYzQ1xV8XbqfQe3oPj0m5p0JrGfW3kqV9d1N "
                "alice@demo")
@@ -227,7 +228,7 @@ class Demo:
         self.print_sent_back()
         self.stop()
         self.say("done: first boot %s; every process stopped" % result)
-        return 0 if result == "done" else 1
+        return 0 if result == STATUS_DONE else 1
 
     def stop(self) -> None:
         for proc in reversed(self.processes):

@@ -18,7 +18,7 @@ terminal and on ``watch.fileno()`` together, and when the latter is readable ask
 ``watch.poll()``; True ends the dialog with :class:`ConsoleCancelled` after the terminal
 is restored (echo back on) and the half-typed line discarded. The first-boot console
 dialog uses this to stand down when the host's parameters configured the guest first
-(:class:`templateconfig.firstboot.SysconfigWatch`).
+(:class:`ovmd.firstboot.watch.SysconfigWatch`).
 """
 from __future__ import annotations
 

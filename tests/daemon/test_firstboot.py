@@ -17,7 +17,7 @@ import pytest
 from testlib import bin_path
 from daemon_helpers import (dom0, files_containing, host, ovmd_factory, root,  # noqa: F401
                             wait_consumed)
-from ovmd.daemon import STATUS_KEY
+from ovmd.firstboot.contract import STATUS_KEY
 
 ROOT_PASSWORD = "com.oracle.linux.root-password"
 PASSWORD = "S3cret-Passw0rd-xyzzy"

@@ -1,10 +1,10 @@
-"""The first-boot flag ``INITIAL_CONFIG=yes|no`` in the sysconfig files (REFERENCE §4).
+"""The first-boot flag ``INITIAL_CONFIG=yes|no`` in the sysconfig files.
 
 Oracle Linux 5/6 keep it in ``/etc/sysconfig/ovmd``; OL7+ in
-``/etc/sysconfig/ovm-template-initial-config``. We read both (where both set the flag, the
-OL7+ file wins) and, when setting the flag, rewrite every one of them that exists
-(``/etc/sysconfig/ovmd`` when neither does), preserving all other lines. The daemon and the runner
-(``templateconfig.firstboot``) both read the flag through this module.
+``/etc/sysconfig/ovm-template-initial-config`` (docs/command-lines.md). We read both
+(where both set the flag, the OL7+ file wins) and, when setting the flag, rewrite every
+one of them that exists (``/etc/sysconfig/ovmd`` when neither does), preserving all
+other lines. The daemon and the runner both read and write the flag through this module.
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import os
 import re
 from typing import List, Optional
 
-from .fsutil import atomic_write, read_text
-from .paths import Paths
+from ..fsutil import atomic_write, read_text
+from ..paths import Paths
 
 VARIABLE = "INITIAL_CONFIG"
 _LINE = re.compile(r"^\s*(?:export\s+)?INITIAL_CONFIG\s*=\s*(.*?)\s*$")
@@ -64,7 +64,13 @@ def set_initial_config(paths: Paths, enabled: bool) -> List[str]:
         if not replaced:
             lines.append(wanted)
         mode = os.stat(path).st_mode & 0o7777 if text is not None else 0o644
-        atomic_write(path, ("\n".join(lines) + "\n").encode("utf-8"), mode=mode,
-                     private_dir=False)
+        atomic_write(path, ("\n".join(lines) + "\n").encode("utf-8"), mode,
+                     make_dirs=0o755)
         written.append(path)
     return written
+
+
+def mark_configured(paths: Paths) -> List[str]:
+    """Set INITIAL_CONFIG=no (atomically, durably, keeping every other line and the
+    mode); the files written."""
+    return set_initial_config(paths, False)

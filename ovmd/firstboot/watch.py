@@ -1,20 +1,8 @@
-"""First boot: the INITIAL_CONFIG flag, and the watch that lets the console dialog stand down.
+"""The console dialog's watch on the first-boot flag: inotify, through libc (no polling).
 
-Two paths may configure a freshly cloned guest: the message path (the host sends
-parameters, ``ovmd`` runs ``ovm-template-config --initial-config --input FD configure``)
-and the console dialog (``ovm-template-initial-config.service`` runs
-``ovm-template-config --console-input --initial-config configure``). Whichever completes
-first wins; the other stands down cleanly. The protocol:
-
-* ``INITIAL_CONFIG=yes`` in ``/etc/sysconfig/ovm-template-initial-config`` (OL7+) or
-  ``/etc/sysconfig/ovmd`` (OL5/6) means "not configured yet"; where both set it, the
-  former wins (:func:`initial_config`).
-* An ``--initial-config`` run takes the run lock (:mod:`templateconfig.runlock`), re-reads
-  the flag *under the lock*, runs only if it is still yes, and sets it to no in every
-  one of the two files that exists when the run succeeded (:func:`mark_configured`),
-  still under the lock. So exactly one first-boot run happens; a later one exits 4.
-* The console dialog watches the sysconfig directory with inotify
-  (:class:`SysconfigWatch`) while it prompts, and stops as soon as the flag turns no.
+While the dialog prompts, the message path may configure the guest; the dialog then
+stands down (see :mod:`ovmd.firstboot`). :class:`SysconfigWatch` is readable when
+something changes in the directory of the flag files.
 """
 from __future__ import annotations
 
@@ -22,33 +10,10 @@ import ctypes
 import ctypes.util
 import errno
 import os
-from typing import List, Optional
 
-from ovmd.paths import Paths
-from ovmd.sysconfig import (
-    initial_config_enabled, initial_config_value, set_initial_config, sysconfig_files,
-)
+from ..paths import Paths
+from .flag import initial_config_enabled, initial_config_value, sysconfig_files
 
-
-
-def initial_config(paths: Paths) -> Optional[str]:
-    """The value of INITIAL_CONFIG (lower case), or None when neither file sets it."""
-    return initial_config_value(paths)
-
-
-def initial_config_pending(paths: Paths) -> bool:
-    """True if the guest still waits for its first-boot configuration: INITIAL_CONFIG is
-    ``yes`` (``true`` and ``1`` too)."""
-    return initial_config_enabled(paths)
-
-
-def mark_configured(paths: Paths) -> List[str]:
-    """Set INITIAL_CONFIG=no (atomically, durably, keeping every other line and the
-    mode); the files written."""
-    return set_initial_config(paths, False)
-
-
-# --- inotify, through libc (no polling) -----------------------------------------------------
 
 IN_MODIFY = 0x00000002
 IN_CLOSE_WRITE = 0x00000008
@@ -83,7 +48,7 @@ class SysconfigWatch:
     :meth:`poll` drains the events and says whether the first boot is over.
 
     It is the ``cancel`` object :func:`templateconfig.console.prompt_params` takes. Create
-    it *before* the first :func:`initial_config_pending` check, so that a change between
+    it *before* the first :func:`~ovmd.firstboot.flag.initial_config_enabled` check, so that a change between
     the check and the first prompt cannot be missed.
     """
 
@@ -112,7 +77,7 @@ class SysconfigWatch:
 
         A flag that is not set at all does not count: a file being rewritten in place (by
         an editor or a shell's ``>``) is empty for a moment, and must not end the dialog.
-        Our own writers (:func:`mark_configured`, ovmd) replace the file atomically.
+        Our own writers (:func:`~ovmd.firstboot.flag.set_initial_config`) replace the file atomically.
         """
         while True:
             try:
@@ -122,7 +87,8 @@ class SysconfigWatch:
                 if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
                     break
                 raise
-        return initial_config(self.paths) is not None and not initial_config_pending(self.paths)
+        return (initial_config_value(self.paths) is not None
+                and not initial_config_enabled(self.paths))
 
     def close(self) -> None:
         if self.fd >= 0:
