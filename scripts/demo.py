@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Tuple
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-TEMPLATE = REPO / "tests" / "modules" / "fixtures" / "roots" / "ol9"
+TEMPLATE = REPO / "tests" / "templateconfig" / "modules" / "fixtures" / "roots" / "ol9"
 MODULES = ["selinux", "firewall", "datetime", "network", "system", "user", "ssh", "authentication"]
 DOMID = 7
 STATUS_KEY = "com.oracle.linux.ovmd.initial-config-status"

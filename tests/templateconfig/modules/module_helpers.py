@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Tuple
 import pytest
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
+REPO = HERE.parents[2]
 SCRIPTS = REPO / "template.d" / "scripts"
 ROOTS = HERE / "fixtures" / "roots"
 
@@ -296,7 +296,7 @@ class GoldenSuite:
     """The checks every standard module's cases get, declared once (Ignition-style).
 
     A test class sets ``CASES`` (inputs with an expected tree under ``golden/``) and
-    ``INVALID`` (inputs that must be refused); ``tests/modules/conftest.py`` parametrizes
+    ``INVALID`` (inputs that must be refused); ``tests/templateconfig/modules/conftest.py`` parametrizes
     ``case`` and ``invalid_case`` from them. Each case gets: the expected tree and
     recorded actions, idempotency, a dry run that plans exactly what a real run writes,
     and, for the invalid ones, an unchanged tree with a message naming key and value.

@@ -7,7 +7,8 @@ from templateconfig.platform import UnsupportedPlatform, detect
 
 from pathlib import Path
 
-ROOTS = Path(__file__).parent / "fixtures" / "roots"
+#: The modules' fixture roots: one small tree per supported distro release.
+ROOTS = Path(__file__).resolve().parents[1] / "modules" / "fixtures" / "roots"
 
 
 @pytest.mark.parametrize("name,family,ident,major", [
