@@ -22,17 +22,13 @@ SCRIPTS = REPO / "template.d" / "scripts"
 ROOTS = HERE / "fixtures" / "roots"
 
 
-def run_module(name: str, target: str, params: Optional[dict], root, dry_run: bool = False,
-               env: Optional[Dict[str, str]] = None, timeout: float = 60
-               ) -> Tuple[int, Optional[dict], str, List[dict]]:
-    """Run module ``name``'s ``target`` on ``root``.
+def _journal_path(root: Path) -> Path:
+    return root.parent / (".journal-%s-%s.jsonl" % (root.name, os.getpid()))
 
-    Returns (exit status, output params or None, stderr, journal records).
-    """
-    root = Path(root)
-    journal = root.parent / (".journal-%s-%s.jsonl" % (root.name, os.getpid()))
-    if journal.exists():
-        journal.unlink()
+
+def module_environ(root: Path, journal: Path, dry_run: bool = False,
+                   env: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """The environment the runner gives a module process working on ``root``."""
     environ = dict(os.environ)
     environ.pop("OVM_TEMPLATE_CONFIG_DRY_RUN", None)
     environ.update({"OVM_TEMPLATE_CONFIG_ROOT": str(root),
@@ -41,9 +37,35 @@ def run_module(name: str, target: str, params: Optional[dict], root, dry_run: bo
     if dry_run:
         environ["OVM_TEMPLATE_CONFIG_DRY_RUN"] = "1"
     environ.update(env or {})
+    return environ
+
+
+def start_module(name: str, target: str, params: dict, root: Path,
+                 env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
+    """Start module ``name``'s ``target`` on ``root`` with ``params`` on its stdin (a file),
+    its stdout and stderr on pipes (text), without waiting for it."""
+    params_file = root.parent / (".params-%s-%s.json" % (root.name, os.getpid()))
+    params_file.write_text(json.dumps(params))
+    with open(params_file) as stdin:
+        return subprocess.Popen([sys.executable, str(SCRIPTS / name), target], stdin=stdin,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=module_environ(root, _journal_path(root), env=env))
+
+
+def run_module(name: str, target: str, params: Optional[dict], root, dry_run: bool = False,
+               env: Optional[Dict[str, str]] = None, timeout: float = 60
+               ) -> Tuple[int, Optional[dict], str, List[dict]]:
+    """Run module ``name``'s ``target`` on ``root``.
+
+    Returns (exit status, output params or None, stderr, journal records).
+    """
+    root = Path(root)
+    journal = _journal_path(root)
+    if journal.exists():
+        journal.unlink()
     proc = subprocess.run([sys.executable, str(SCRIPTS / name), target],
                           input=json.dumps(params or {}), capture_output=True, text=True,
-                          env=environ, timeout=timeout)
+                          env=module_environ(root, journal, dry_run, env), timeout=timeout)
     output = None
     if proc.returncode == 0:
         output = json.loads(proc.stdout)
