@@ -18,9 +18,9 @@ import re
 from typing import Dict, Optional
 
 from templateconfig import common
-from templateconfig.modules import validators
-from templateconfig.modules.base import Key, ModuleSpec
-from templateconfig.modules.state import ModuleState, pending_params
+from templateconfig.modules.support import validators
+from templateconfig.modules.support.spec import Key, ModuleSpec
+from templateconfig.modules.support.state import ModuleState, pending_params
 from templateconfig.platform import detect
 
 log = logging.getLogger(__name__)

@@ -23,9 +23,9 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 from templateconfig import common
-from templateconfig.modules import validators
-from templateconfig.modules.base import Key, ModuleSpec, ValidationError
-from templateconfig.modules.state import ModuleState, pending_params
+from templateconfig.modules.support import validators
+from templateconfig.modules.support.spec import Key, ModuleSpec, ValidationError
+from templateconfig.modules.support.state import ModuleState, pending_params
 from templateconfig.platform import detect
 from templateconfig.platform.netstack import Interface
 from templateconfig.platform.textedit import apply_managed

@@ -4,7 +4,7 @@ Clones of one template must not share SSH host keys (anyone holding one clone's 
 impersonate every other). ``configure`` installs the host keys the host supplied and
 generates fresh ones for every other type the guest's ``sshd`` uses (its ``HostKey``
 lines, including ``Include``d files, else the defaults of its OpenSSH version); fresh
-keys are made once per boot (see :func:`templateconfig.modules.system.generated_this_boot`),
+keys are made once per boot (see :func:`templateconfig.modules.support.state.generated_this_boot`),
 so a retried configure keeps them. Per user N it writes ``authorized_keys``,
 ``known_hosts`` and a private key into ``~/.ssh`` with sshd's required owner and modes,
 refusing any path that leaves the user's home (a symlinked ``~/.ssh``, ``..``).
@@ -24,9 +24,9 @@ import re
 from typing import Dict, List, Optional, Tuple
 
 from templateconfig import common
-from templateconfig.modules import accounts
-from templateconfig.modules.base import Key, ModuleSpec, ValidationError
-from templateconfig.modules.system import forget_generated, generated_this_boot, mark_generated
+from templateconfig.modules.support import accounts
+from templateconfig.modules.support.spec import Key, ModuleSpec, ValidationError
+from templateconfig.modules.support.state import forget_generated, generated_this_boot, mark_generated
 from templateconfig.platform import detect
 
 log = logging.getLogger(__name__)

@@ -8,20 +8,20 @@ removes the others so that two clones differ; ``cleanup`` prepares a template fo
 sealing: an empty ``/etc/machine-id`` (systemd fills it on first boot) and no rules,
 registrations or random seed.
 
-Idempotent within one boot: the identity is generated once per boot (stamp with the
-kernel's boot id under ``/var/lib/ovm-template-config``), so a configure retried after a
-later module failed keeps it, while a clone, booted separately, always gets a new one.
+Idempotent within one boot: the identity is generated once per boot (a stamp with the
+kernel's boot id, :func:`templateconfig.modules.support.state.generated_this_boot`), so
+a configure retried after a later module failed keeps it, while a clone, booted
+separately, always gets a new one.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Dict, Optional
 
 from templateconfig import common
-from templateconfig.modules.base import ModuleSpec
-from templateconfig.modules.state import STATE_DIR
+from templateconfig.modules.support.spec import ModuleSpec
+from templateconfig.modules.support.state import forget_generated, generated_this_boot, mark_generated
 
 log = logging.getLogger(__name__)
 
@@ -36,48 +36,11 @@ CLONE_STATE = (
 )
 #: Also removed when sealing (not at configure: the running system rewrites it at shutdown).
 SEAL_ONLY = ("/var/lib/systemd/random-seed",)
-BOOT_ID = "/proc/sys/kernel/random/boot_id"
 
 SPEC = ModuleSpec(
     "system", {"configure": 60, "cleanup": 60},
     "Give a cloned guest its own identity (machine-id, network-device rules, "
     "registration).")
-
-
-# --- once per boot ---------------------------------------------------------------------------
-
-def boot_id() -> str:
-    """The running kernel's boot id ("" if unknown): it changes on every boot."""
-    try:
-        with open(BOOT_ID) as handle:
-            return handle.read().strip()
-    except OSError:
-        return ""
-
-
-def _stamp_path(name: str) -> str:
-    return "%s/%s.generated" % (STATE_DIR, name)
-
-
-def generated_this_boot(name: str) -> bool:
-    """Whether ``name`` (an identity part) was already generated during this boot."""
-    text = common.read_file(_stamp_path(name))
-    current = boot_id()
-    if not text or not current:
-        return False
-    try:
-        return json.loads(text).get("boot_id") == current
-    except ValueError:
-        return False
-
-
-def mark_generated(name: str) -> None:
-    """Record, after success, that ``name`` was generated during this boot."""
-    common.write_file(_stamp_path(name), json.dumps({"boot_id": boot_id()}) + "\n", mode=0o644)
-
-
-def forget_generated(name: str) -> None:
-    common.remove_file(_stamp_path(name))
 
 
 # --- the machine id ----------------------------------------------------------------------------

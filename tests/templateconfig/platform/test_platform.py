@@ -39,12 +39,3 @@ def test_unknown_guest_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("OVM_TEMPLATE_CONFIG_ROOT", str(tmp_path))
     with pytest.raises(UnsupportedPlatform, match="Plan 9"):
         detect()
-
-
-def test_fingerprint_leaves_secrets_out():
-    """An unsalted digest of a password on disk would be crackable: secrets are not hashed."""
-    from templateconfig.modules.state import fingerprint
-
-    base = {"com.oracle.linux.network.hostname": "h"}
-    assert fingerprint(dict(base, **{"com.oracle.linux.root-password": "a"})) == fingerprint(base)
-    assert fingerprint(dict(base, **{"com.oracle.linux.network.mtu.0": "1500"})) != fingerprint(base)

@@ -1,13 +1,13 @@
-"""templateconfig.modules.base: a module declared once gives enumerate, validation and the contract."""
+"""templateconfig.modules.support.spec: a module declared once gives enumerate, validation
+and the contract."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from templateconfig.modules import validators as v
-from templateconfig.modules.base import Key, ModuleSpec, ValidationError
+from templateconfig.modules.support import validators as v
+from templateconfig.modules.support.spec import Key, ModuleSpec, ValidationError
 
 
 def make_spec():
@@ -100,29 +100,6 @@ def test_contract_function_speaks_json():
     spec, _ = make_spec()
     do_configure = spec._contract_function("configure")
     assert json.loads(do_configure('{"com.example.name": "h"}'))["com.example.added"] == "yes"
-
-
-@pytest.mark.parametrize("validator,good,bad", [
-    (v.hostname, ["a", "web-1.example.com", "x" * 63], ["", "-a", "a_b", "x" * 64, ("a." * 127) + "bc"]),
-    (v.boolean, ["True", "false", "yes", "NO"], ["maybe", ""]),
-    (v.ipv4, ["10.0.0.1"], ["10.0.0", "::1", "a.b.c.d"]),
-    (v.netmask, ["255.255.255.0", "24", "/16"], ["33", "255.0.255.0", "x"]),
-    (v.comma_list(v.ipv4), ["1.1.1.1,8.8.8.8", "1.1.1.1 8.8.4.4"], ["", "1.1.1.1,nope"]),
-    (v.mac_address, ["00:16:3e:00:00:01", "00-16-3E-00-00-01"], ["00:16:3e", "zz:16:3e:00:00:01"]),
-    (v.integer(68, 9000), ["1500"], ["67", "9001", "1.5", "-1"]),
-])
-def test_validators(validator, good, bad):
-    for value in good:
-        validator(value)
-    for value in bad:
-        with pytest.raises(ValueError):
-            validator(value)
-
-
-def test_prefix_length():
-    assert v.prefix_length("255.255.255.0") == 24
-    assert v.prefix_length("/20") == 20
-
 
 
 def test_a_module_that_needs_root_plans_only_without_root(tmp_path, monkeypatch, mocker, capsys):
