@@ -6,7 +6,7 @@ address; the module waits a bounded time for a NIC that has not appeared yet). E
 (dotted or prefix length), gateway, MTU, DNS servers and search domains.
 
 The files written depend on the guest's network stack, chosen by the platform
-(ifcfg, NetworkManager keyfile, ifupdown, netplan: ``templateconfig.platform.netstack``);
+(ifcfg, NetworkManager keyfile, ifupdown, netplan: ``templateconfig.platform.network``);
 the change is activated on a running system. Applied once: a later boot with the same
 params does nothing; new or changed keys apply again. ``cleanup`` restores every file
 configure changed and removes those it created.
@@ -27,7 +27,7 @@ from templateconfig.modules.support import validators
 from templateconfig.modules.support.spec import Key, ModuleSpec, ValidationError
 from templateconfig.modules.support.state import ModuleState, pending_params
 from templateconfig.platform import detect
-from templateconfig.platform.netstack import Interface
+from templateconfig.platform.network import Interface
 from templateconfig.platform.textedit import apply_managed
 
 log = logging.getLogger(__name__)

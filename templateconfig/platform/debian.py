@@ -14,8 +14,8 @@ from typing import List, Optional
 
 from templateconfig import common
 from templateconfig.platform.base import UnsupportedPlatform
-from templateconfig.platform.guest import GuestPlatform
-from templateconfig.platform.netstack import IfupdownStack, KeyfileStack, NetplanStack, NetworkStack
+from templateconfig.platform.guest import FileChanges, GuestPlatform
+from templateconfig.platform.network import IfupdownStack, KeyfileStack, NetplanStack, NetworkStack
 from templateconfig.platform.timesync import Chrony, Ntpd, TimeSync, Timesyncd
 
 UFW_CONF = "/etc/ufw/ufw.conf"
@@ -40,7 +40,7 @@ class DebianPlatform(GuestPlatform):
     def localtime_target(self, zone: str) -> str:
         return self.zoneinfo_path(zone)
 
-    def set_timezone(self, files, zone: str) -> None:
+    def set_timezone(self, files: FileChanges, zone: str) -> None:
         super().set_timezone(files, zone)
         files.write_file("/etc/timezone", zone + "\n")
 

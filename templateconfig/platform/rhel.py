@@ -15,8 +15,8 @@ from typing import List, Optional
 
 from templateconfig import common
 from templateconfig.platform.base import UnsupportedPlatform
-from templateconfig.platform.guest import GuestPlatform
-from templateconfig.platform.netstack import IfcfgStack, KeyfileStack, NetworkStack
+from templateconfig.platform.guest import FileChanges, GuestPlatform
+from templateconfig.platform.network import IfcfgStack, KeyfileStack, NetworkStack
 from templateconfig.platform.timesync import Chrony, Ntpd, TimeSync
 
 NETWORK_SCRIPTS = "/etc/sysconfig/network-scripts"
@@ -36,7 +36,7 @@ class RhelPlatform(GuestPlatform):
         return "/selinux/enforce" if self.legacy else "/sys/fs/selinux/enforce"
 
     # --- host name --------------------------------------------------------------------------
-    def set_hostname(self, files, name: str) -> None:
+    def set_hostname(self, files: FileChanges, name: str) -> None:
         if self.legacy:
             files.edit_sysconfig("/etc/sysconfig/network", {"HOSTNAME": name})
         else:
@@ -55,7 +55,7 @@ class RhelPlatform(GuestPlatform):
                                   % (self.release.pretty_name, NETWORK_SCRIPTS, common.root()))
 
     # --- time --------------------------------------------------------------------------------
-    def set_timezone(self, files, zone: str) -> None:
+    def set_timezone(self, files: FileChanges, zone: str) -> None:
         if not self.legacy:
             super().set_timezone(files, zone)
             return
@@ -63,7 +63,7 @@ class RhelPlatform(GuestPlatform):
         files.write_file("/etc/localtime", data, mode=0o644)
         files.edit_sysconfig("/etc/sysconfig/clock", {"ZONE": zone})
 
-    def set_hardware_clock_utc(self, files, utc: bool) -> None:
+    def set_hardware_clock_utc(self, files: FileChanges, utc: bool) -> None:
         super().set_hardware_clock_utc(files, utc)
         if self.legacy:
             files.edit_sysconfig("/etc/sysconfig/clock", {"UTC": "true" if utc else "false"})
