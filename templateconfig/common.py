@@ -473,14 +473,9 @@ class ServiceControl:
 
     @classmethod
     def detect(cls) -> str:
-        for candidate in ("/usr/lib/systemd/systemd", "/lib/systemd/systemd",
-                          "/usr/lib/systemd/system", "/etc/systemd/system"):
-            if os.path.exists(root_path(candidate)):
-                return cls.SYSTEMD
-        for candidate in ("/sbin/chkconfig", "/usr/sbin/chkconfig"):
-            if os.path.exists(root_path(candidate)):
-                return cls.CHKCONFIG
-        return cls.UPDATE_RC if os.path.exists(root_path("/usr/sbin/update-rc.d")) else cls.CHKCONFIG
+        """The guest's init system; the platform decides (:mod:`templateconfig.platform`)."""
+        from templateconfig.platform.base import detect_init_system
+        return detect_init_system()
 
     def _persistent(self, argv: List[str]) -> None:
         # Persistent: made on the root itself. Under a sandbox root with a systemd guest,

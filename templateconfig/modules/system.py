@@ -22,6 +22,7 @@ from typing import Dict, Optional
 from templateconfig import common
 from templateconfig.modules.support.spec import ModuleSpec
 from templateconfig.modules.support.state import forget_generated, generated_this_boot, mark_generated
+from templateconfig.platform import detect_generic
 
 log = logging.getLogger(__name__)
 
@@ -45,19 +46,14 @@ SPEC = ModuleSpec(
 
 # --- the machine id ----------------------------------------------------------------------------
 
-def _uses_machine_id() -> bool:
-    """systemd guests (EL7+, Debian 8+) read /etc/machine-id; EL6 has only D-Bus's."""
-    return common.exists(MACHINE_ID) or common.ServiceControl.detect() == common.ServiceControl.SYSTEMD
-
-
 def _dbus_is_file() -> bool:
     real = common.root_path(DBUS_MACHINE_ID)
     return os.path.isfile(real) and not os.path.islink(real)
 
 
 def _random_uuid_hex() -> str:
-    """``uuid.uuid4().hex``, without importing :mod:`uuid` (which imports :mod:`platform`:
-    2-3 ms of every run's start-up, since the runner preloads what modules import)."""
+    """``uuid.uuid4().hex``, without importing :mod:`uuid` (which imports :mod:`platform`,
+    a cost every run's start-up would pay, since the runner preloads what modules import)."""
     raw = bytearray(os.urandom(16))
     raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
     raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
@@ -66,7 +62,7 @@ def _random_uuid_hex() -> str:
 
 def new_machine_id() -> None:
     machine_id = _random_uuid_hex() + "\n"
-    if _uses_machine_id():
+    if detect_generic().uses_machine_id():
         common.write_file(MACHINE_ID, machine_id, mode=0o444)
     if _dbus_is_file():
         common.write_file(DBUS_MACHINE_ID, machine_id, mode=0o644)

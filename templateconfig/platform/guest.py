@@ -14,7 +14,7 @@ import os
 from typing import List, Mapping, Optional, Protocol, Union
 
 from templateconfig import common
-from templateconfig.platform.base import Platform
+from templateconfig.platform.base import SYSTEMD, Platform
 from templateconfig.platform.network import NetworkStack
 from templateconfig.platform.timesync import TimeSync
 
@@ -49,11 +49,11 @@ class GuestPlatform(Platform):
 
     # --- services -------------------------------------------------------------------------
     def service_control(self) -> common.ServiceControl:
-        return common.service_control()
+        return common.ServiceControl(self.init_system)
 
     def service_enabled(self, name: str) -> Optional[bool]:
         """Whether ``name`` starts at boot, read from the root's files (None: cannot tell)."""
-        if self.service_control().kind == common.ServiceControl.SYSTEMD:
+        if self.init_system == SYSTEMD:
             unit = name if "." in name else name + ".service"
             pattern = common.root_path("/etc/systemd/system") + "/*.wants/" + unit
             return bool(glob.glob(pattern))
@@ -158,6 +158,15 @@ class GuestPlatform(Platform):
         for name in services:
             self.set_service(None, name, enabled)
         return services
+
+    # --- SSH ----------------------------------------------------------------------------------
+    #: The group that may read the SSH host private keys (mode 0640), or None (0600).
+    ssh_host_key_group: Optional[str] = None
+
+    def default_host_key_types(self) -> List[str]:
+        """The host key types the guest's sshd uses when ``sshd_config`` names none
+        (never rsa1; DSA is gone from recent OpenSSH releases)."""
+        return ["rsa", "ecdsa", "ed25519"]
 
     # --- SELinux ----------------------------------------------------------------------------------
     selinux_config = "/etc/selinux/config"

@@ -8,6 +8,8 @@
   a relative symlink after; ntpd on EL5/6 (or wherever only ``ntp.conf`` exists), chrony
   after (with the ``/etc/chrony.d`` drop-in directory on EL9+).
 - firewall: the ``iptables``/``ip6tables`` services on EL5/6, ``firewalld`` after.
+- ssh: host private keys 0640 root:ssh_keys where the group exists; sshd's default host
+  keys are RSA and DSA on EL5/6, also ECDSA and Ed25519 on EL7, no DSA from EL8.
 """
 from __future__ import annotations
 
@@ -60,6 +62,9 @@ class RhelPlatform(GuestPlatform):
             super().set_timezone(files, zone)
             return
         data = common.read_bytes(self.zoneinfo_path(zone))
+        if data is None:
+            raise common.TemplateConfigError("no time zone file %s under %s"
+                                             % (self.zoneinfo_path(zone), common.root()))
         files.write_file("/etc/localtime", data, mode=0o644)
         files.edit_sysconfig("/etc/sysconfig/clock", {"ZONE": zone})
 
@@ -77,6 +82,16 @@ class RhelPlatform(GuestPlatform):
         if self.has("/etc/chrony.conf"):
             return Chrony("/etc/chrony.conf", "chronyd")
         return None
+
+    # --- SSH ----------------------------------------------------------------------------------
+    ssh_host_key_group = "ssh_keys"
+
+    def default_host_key_types(self) -> List[str]:
+        if self.legacy:
+            return ["rsa", "dsa"]
+        if self.major == 7:
+            return ["rsa", "dsa", "ecdsa", "ed25519"]
+        return super().default_host_key_types()
 
     # --- firewall ------------------------------------------------------------------------------
     def firewall_services(self) -> List[str]:
