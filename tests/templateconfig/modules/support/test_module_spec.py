@@ -3,6 +3,7 @@ and the contract."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -102,39 +103,9 @@ def test_contract_function_speaks_json():
     assert json.loads(do_configure('{"com.example.name": "h"}'))["com.example.added"] == "yes"
 
 
-def test_a_module_that_needs_root_plans_only_without_root(tmp_path, monkeypatch, mocker, capsys):
-    """The demo and sandboxes may run as a user: such a module plans and says so.
-
-    os.geteuid is patched: a real unprivileged process cannot run this machine's Python
-    (it lives under /root), so the uid is the one thing mocked here.
-    """
-    from templateconfig import common
-
-    root = tmp_path / "root"
-    (root / "etc").mkdir(parents=True)
-    journal = tmp_path / "journal"
-    monkeypatch.setenv("OVM_TEMPLATE_CONFIG_ROOT", str(root))
-    monkeypatch.setenv("OVM_TEMPLATE_CONFIG_ACTIONS", str(journal))
-    monkeypatch.delenv("OVM_TEMPLATE_CONFIG_DRY_RUN", raising=False)
-    geteuid = mocker.patch("os.geteuid", return_value=1000)
-    spec = ModuleSpec("acct", {"configure": 60}, "Needs root.", needs_root=True)
-
-    @spec.target("configure")
-    def configure(params):
-        common.write_file("/etc/made-by-acct", "x\n")
-
-    try:
-        assert spec.run("configure", {"k": "v"}) == {"k": "v"}
-    finally:
-        common._planned.clear()
-    assert geteuid.called
-    assert "acct: not running as root: planning only (dry run)" in capsys.readouterr().err
-    assert not (root / "etc/made-by-acct").exists()
-    records = [json.loads(line) for line in journal.read_text().splitlines()]
-    assert [(r["op"], r["path"], r["applied"]) for r in records] == [("write", "/etc/made-by-acct", False)]
-
-
-def test_a_module_that_needs_root_acts_as_root(tmp_path, monkeypatch):
+@pytest.fixture
+def guest_root(tmp_path, monkeypatch):
+    """A sandbox root (no journal, plan mode off) and a fresh view of it."""
     from templateconfig import common
 
     root = tmp_path / "root"
@@ -142,6 +113,44 @@ def test_a_module_that_needs_root_acts_as_root(tmp_path, monkeypatch):
     monkeypatch.setenv("OVM_TEMPLATE_CONFIG_ROOT", str(root))
     monkeypatch.delenv("OVM_TEMPLATE_CONFIG_DRY_RUN", raising=False)
     monkeypatch.delenv("OVM_TEMPLATE_CONFIG_ACTIONS", raising=False)
+    common.new_guest()
+    return root
+
+
+def test_a_module_that_needs_root_plans_only_without_root(guest_root, tmp_path, monkeypatch,
+                                                         mocker, capsys):
+    """The demo and sandboxes may run as a user: such a module plans and says so.
+
+    os.geteuid is patched: a real unprivileged process cannot run this machine's Python
+    (it lives under /root), so the uid is the one thing mocked here.
+    """
+    from templateconfig import common
+
+    root = guest_root
+    journal = tmp_path / "journal"
+    monkeypatch.setenv("OVM_TEMPLATE_CONFIG_ACTIONS", str(journal))
+    common.new_guest()
+    geteuid = mocker.patch("os.geteuid", return_value=1000)
+    spec = ModuleSpec("acct", {"configure": 60}, "Needs root.", needs_root=True)
+
+    @spec.target("configure")
+    def configure(params):
+        common.write_file("/etc/made-by-acct", "x\n")
+
+    assert spec.run("configure", {"k": "v"}) == {"k": "v"}
+    assert geteuid.called
+    assert "acct: not running as root: planning only (dry run)" in capsys.readouterr().err
+    assert not (root / "etc/made-by-acct").exists()
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert [(r["op"], r["path"], r["applied"]) for r in records] == [("write", "/etc/made-by-acct", False)]
+    # plan mode was told to the file layer, not written into the environment
+    assert "OVM_TEMPLATE_CONFIG_DRY_RUN" not in os.environ
+
+
+def test_a_module_that_needs_root_acts_as_root(guest_root):
+    from templateconfig import common
+
+    root = guest_root
     spec = ModuleSpec("acct", {"configure": 60}, "Needs root.", needs_root=True)
 
     @spec.target("configure")
