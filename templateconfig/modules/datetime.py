@@ -43,7 +43,8 @@ def parse_datetime(value: str) -> _dt.datetime:
     if not match:
         raise ValueError("expected year-month-day-hour-minute-second, e.g. 2011-4-7-9-2-42")
     try:
-        return _dt.datetime(*(int(part) for part in match.groups()))
+        year, month, day, hour, minute, second = (int(part) for part in match.groups())
+        return _dt.datetime(year, month, day, hour, minute, second)
     except ValueError as exc:
         raise ValueError("no such date or time (%s)" % exc) from None
 

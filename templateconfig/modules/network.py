@@ -219,9 +219,10 @@ def parse_interfaces(params: Dict[str, str]) -> List[Interface]:
                                _key(DEVICE, n), _key(HWADDR, n)))
             continue
         bootproto = (get(BOOTPROTO) or ("static" if get(IPADDR) else "dhcp")).strip().lower()
+        mtu, onboot, netmask = get(MTU), get(ONBOOT), get(NETMASK)
         iface = Interface(index=n, device=device or "", hwaddr=hwaddr.strip() if hwaddr else None,
-                          mtu=int(get(MTU)) if get(MTU) else None,
-                          onboot=validators.is_true(get(ONBOOT)) if get(ONBOOT) else True,
+                          mtu=int(mtu) if mtu else None,
+                          onboot=validators.is_true(onboot) if onboot else True,
                           bootproto=bootproto)
         if iface.static:
             for pattern in (IPADDR, NETMASK):
@@ -229,7 +230,7 @@ def parse_interfaces(params: Dict[str, str]) -> List[Interface]:
                     problems.append("%s: missing: required when %s is %r"
                                     % (_key(pattern, n), _key(BOOTPROTO, n), bootproto))
             iface.ipaddr = (get(IPADDR) or "").strip() or None
-            iface.prefix = validators.prefix_length(get(NETMASK)) if get(NETMASK) else None
+            iface.prefix = validators.prefix_length(netmask) if netmask else None
             iface.gateway = (get(GATEWAY) or "").strip() or None
             iface.dns = validators.split_list(get(DNS_SERVERS) or "")
         else:
@@ -261,7 +262,7 @@ def resolve_devices(interfaces: List[Interface]) -> Dict[str, str]:
     problems: List[str] = []
     wait = _wait_seconds()
     for iface in interfaces:
-        if iface.device:
+        if iface.device or iface.hwaddr is None:  # (parse_interfaces gave it one or the other)
             continue
         name = find_device_by_mac(iface.hwaddr, wait)
         if name is None:

@@ -65,7 +65,7 @@ class Entry:
     def __init__(self, prefix: str, n: int, params: Dict[str, str]) -> None:
         self.prefix, self.n = prefix, n
         get = lambda field: params.get("%s%s.%d" % (prefix, field, n))  # noqa: E731
-        self.name = get("name")
+        self.name = get("name") or ""   # checked by _check before anything is applied
         self.action = get("action") or "add"
         self.id = get("uid") if prefix == U else get("gid")
         self.new_name = get("new-name")
