@@ -135,7 +135,7 @@ def configure(params: Dict[str, str]) -> Optional[Dict[str, str]]:
     if ntp is not None and sync is not None:
         platform.set_service(state, sync.service, ntp)
     elif sync is not None and (servers or local):
-        common.service_control().restart(sync.service)
+        platform.service_control().restart(sync.service)
     state.mark_applied(digest)
     return None
 
