@@ -73,7 +73,7 @@ class GuestFiles:
         self.dry_run = dry_run
         self.journal = journal or None
         self.planned: Dict[str, Optional[bytes]] = {}
-        #: the environment values this view was made from (None: made directly)
+        #: the environment values this view was made from (see :func:`guest`)
         self.source: Optional[Tuple[str, str, str]] = None
 
     @classmethod
