@@ -20,8 +20,8 @@ a first boot whose template never ran the modules). No-op modules do no work, so
 it is overhead; "per extra module" is (16 - 8) / 8.
 
 Part 2, the eight standard modules (selinux ... authentication) on a fresh copy of the
-Oracle Linux 9 fixture root (``tests/modules/fixtures/roots/ol9``, registered with
-``ovm-chkconfig --add``) with the demo's messages (``scripts/demo.py``'s MESSAGES). Each
+Oracle Linux 9 fixture root (``tests/templateconfig/modules/fixtures/roots/ol9``,
+registered with ``ovm-chkconfig --add``) with the demo's messages (``scripts/demo.py``'s MESSAGES). Each
 repetition configures a fresh copy (copied outside the timing) and measures
 
 * total: the wall time of the whole ``ovm-template-config --root R --stdin --json
@@ -95,7 +95,7 @@ PARAMS = {"com.oracle.linux.root-password": "bench-password",
 
 STANDARD = ["selinux", "firewall", "datetime", "network", "system", "user", "ssh",
             "authentication"]
-OL9 = os.path.join(REPO, "tests", "modules", "fixtures", "roots", "ol9")
+OL9 = os.path.join(REPO, "tests", "templateconfig", "modules", "fixtures", "roots", "ol9")
 BIN = os.path.dirname(sys.executable)
 
 

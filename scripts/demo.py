@@ -33,7 +33,7 @@ from ovmd.firstboot.contract import STATUS_DONE, STATUS_KEY
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-TEMPLATE = REPO / "tests" / "modules" / "fixtures" / "roots" / "ol9"
+TEMPLATE = REPO / "tests" / "templateconfig" / "modules" / "fixtures" / "roots" / "ol9"
 MODULES = ["selinux", "firewall", "datetime", "network", "system", "user", "ssh", "authentication"]
 DOMID = 7
 # A throw-away demo key, generated for this repository; it grants access to nothing.

@@ -7,8 +7,8 @@ contract (:func:`templateconfig.cli.main`) all come from that one declaration; t
 under ``template.d/scripts/<name>`` only calls ``SPEC.main()``.
 
 A handler takes the params (a dict of key -> string) and returns a dict of keys it adds
-or changes (or ``None``); the base merges them into the output, so the runner can send
-them back to the host.
+or changes (or ``None``); :meth:`ModuleSpec.run` merges them into the output, so the
+runner can send them back to the host.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import sys
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ovmd.secrets import is_secret_key
-from templateconfig.common import DRY_RUN_ENV, TemplateConfigError, dry_run
+from templateconfig.common import TemplateConfigError, guest
 
 Validator = Callable[[str], None]
 Handler = Callable[[Dict[str, str]], Optional[Mapping[str, str]]]
@@ -84,11 +84,12 @@ class Key:
         return int(digits)
 
     def descriptor(self, n: Optional[int] = None, force_hidden: bool = False) -> dict:
-        """The enumerate descriptor (REFERENCE §5), with only the fields that are set."""
+        """The enumerate descriptor (fields as in docs/module-contract.md), with only the
+        fields that are set."""
         description = self.description
         if self.indexed and n is not None:  # "Name of user {n}." -> "Name of user 0."
             description = description.replace("{n}", str(n))
-        desc = {"key": self.name(n), "description": description}
+        desc: Dict[str, object] = {"key": self.name(n), "description": description}
         if self.hidden or force_hidden:
             desc["hidden"] = True
         if self.required:
@@ -212,10 +213,11 @@ class ModuleSpec:
         handler = self.handlers.get(target)
         result = dict(params)
         if handler is not None:
-            if self.needs_root and os.geteuid() != 0 and not dry_run():
+            files = guest()
+            if self.needs_root and os.geteuid() != 0 and not files.dry_run:
                 # A non-root run (the demo, a developer's sandbox) cannot use the tools:
                 # fall back to plan mode, and say so rather than fail half-way.
-                os.environ[DRY_RUN_ENV] = "1"
+                files.plan_only()
                 sys.stderr.write("%s: not running as root: planning only (dry run); "
                                  "nothing was changed\n" % self.name)
             changes = handler(dict(params))

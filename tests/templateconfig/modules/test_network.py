@@ -6,8 +6,8 @@ udev daemon here, so no real udev event can arrive.
 """
 from __future__ import annotations
 
+import json
 import sys
-import threading
 import time
 import types
 from typing import Optional
@@ -15,7 +15,7 @@ from typing import Optional
 import pytest
 
 from module_helpers import (Case, CleanupSuite, SCRIPTS, assert_dry_run_matches, assert_golden,
-                            assert_idempotent, enumerate_module, run_module, tree)
+                            assert_idempotent, enumerate_module, run_module, start_module, tree)
 
 P = "com.oracle.linux.network."
 
@@ -109,20 +109,22 @@ def test_device_found_by_hwaddr_is_sent_back(fixture_root):
 
 
 def test_waits_for_a_nic_that_appears_later(fixture_root):
-    """A real process waits (bounded) and finds the NIC once its sysfs entry appears."""
+    """A real process waits (bounded) and finds the NIC once its sysfs entry appears:
+    the NIC is plugged only after the module said that it waits for it."""
     root = fixture_root("ol9")
     params = dict(BY_MAC, **{P + "hwaddr.1": "00:16:3e:00:00:07"})
-
-    def plug():
-        time.sleep(0.8)
-        (root / "sys/class/net/eth7").mkdir()
-        (root / "sys/class/net/eth7/address").write_text("00:16:3e:00:00:07\n")
-
-    thread = threading.Thread(target=plug)
-    thread.start()
-    rc, out, err, _ = run_module("network", "configure", params, root,
-                                 env={"OVM_TEMPLATE_CONFIG_NIC_WAIT": "10"})
-    thread.join()
+    proc = start_module("network", "configure", params, root,
+                        env={"OVM_TEMPLATE_CONFIG_NIC_WAIT": "10"})
+    said = []
+    for line in proc.stderr:
+        said.append(line)
+        if "waiting up to" in line:
+            break
+    (root / "sys/class/net/eth7").mkdir()
+    (root / "sys/class/net/eth7/address").write_text("00:16:3e:00:00:07\n")
+    stdout, stderr = proc.communicate(timeout=60)
+    rc, err = proc.returncode, "".join(said) + stderr
+    out = json.loads(stdout) if rc == 0 else None
     assert rc == 0, err
     assert out[P + "device.1"] == "eth7"
     assert "waiting up to 10 s" in err
@@ -146,8 +148,23 @@ class FakeDevice:
         self.attributes = {"address": address.encode()}
 
 
-def fake_pyudev(events):
-    """A stand-in for pyudev whose monitor yields ``events`` (one per poll), then nothing."""
+class FakeClock:
+    """A stand-in for the network module's ``time``: the clock moves only when the module
+    waits (``sleep``, or a poll of the fake udev monitor that times out)."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def monotonic(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def fake_pyudev(events, clock=None):
+    """A stand-in for pyudev whose monitor yields ``events`` (one per poll), then nothing;
+    a poll without an event waits its timeout (on ``clock``, or a short real sleep)."""
     module = types.ModuleType("pyudev")
     pending = list(events)
 
@@ -167,7 +184,10 @@ def fake_pyudev(events):
         def poll(self, timeout=None):
             if pending:
                 return pending.pop(0)
-            time.sleep(min(timeout or 0, 0.05))
+            if clock is not None:
+                clock.sleep(timeout or 0)
+            else:
+                time.sleep(min(timeout or 0, 0.05))
             return None
 
     module.Context = lambda: object()
@@ -186,12 +206,14 @@ def test_udev_event_names_the_nic(monkeypatch, tmp_path):
 
 
 def test_udev_wait_is_bounded(monkeypatch, tmp_path):
+    """Without the NIC, the module waits for udev events for its timeout, then gives up."""
     from templateconfig.modules import network
     monkeypatch.setenv("OVM_TEMPLATE_CONFIG_ROOT", str(tmp_path))
-    monkeypatch.setitem(sys.modules, "pyudev", fake_pyudev([]))
-    started = time.monotonic()
+    clock = FakeClock()
+    monkeypatch.setattr(network, "time", clock)
+    monkeypatch.setitem(sys.modules, "pyudev", fake_pyudev([], clock))
     assert network.find_device_by_mac("00:16:3e:00:00:05", 0.4, use_udev=True) is None
-    assert 0.35 <= time.monotonic() - started < 3
+    assert clock.now == pytest.approx(0.4)
 
 
 def test_without_pyudev_polls_sysfs(monkeypatch, tmp_path):

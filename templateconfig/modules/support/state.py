@@ -1,16 +1,21 @@
 """What a standard module applied: so later boots do not re-apply it, and cleanup can undo it.
 
-Two small files per module under ``/var/lib/ovm-template-config`` (no secrets in either):
+Small files per module under the framework's state directory
+(``/var/lib/ovm-template-config``, :attr:`ovmd.paths.Paths.REPORT_DIR`; no secrets in any):
 
 ``<module>.applied``
     the fingerprint (SHA-256) of the params last applied successfully. Written *last*,
-    after every change succeeded (REFERENCE §7), so an interrupted run is redone; a later
-    boot with the same params does nothing, new keys make the module apply again.
+    after every change succeeded, so a run interrupted half-way is redone; a later boot
+    with the same params does nothing, new keys make the module apply again.
 ``<module>.saved``
     the original state of every guest path the module changed (content and mode, symlink
     target, or "absent") and of every service it enabled or disabled, recorded *before*
     the first change to it. ``cleanup`` puts these back and removes both files, which
     returns the template to the state it had before configure.
+``<part>.generated``
+    the kernel's boot id when an identity part (the machine id, the SSH host keys) was
+    generated: it is generated once per boot, so a configure retried after a later
+    module failed keeps it, while a clone, booted separately, always gets a new one.
 
 All changes go through :mod:`templateconfig.common`, so ``--root`` and ``--dry-run``
 work. :class:`ModuleState` offers the same file operations as ``common`` and is what the
@@ -23,13 +28,19 @@ import hashlib
 import json
 import logging
 import os
-from typing import Dict, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Mapping, Optional, Tuple
 
+from ovmd.paths import Paths
 from templateconfig import common
+
+if TYPE_CHECKING:
+    from templateconfig.modules.support.spec import ModuleSpec
 
 log = logging.getLogger(__name__)
 
-STATE_DIR = "/var/lib/ovm-template-config"
+#: The guest directory of the modules' state (the framework's, shared with the run report).
+STATE_DIR = Paths.REPORT_DIR
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
 
 
 def fingerprint(params: Mapping[str, str]) -> str:
@@ -81,6 +92,7 @@ class ModuleState:
         if path in self._files:
             return
         real = common.root_path(path)
+        entry: Dict[str, object]
         if os.path.islink(real):
             entry = {"kind": "symlink", "target": os.readlink(real)}
         else:
@@ -162,7 +174,7 @@ class ModuleState:
         self._files, self._services = {}, {}
 
 
-def pending_params(spec, params: Mapping[str, str]) -> Optional[Tuple["ModuleState", str]]:
+def pending_params(spec: ModuleSpec, params: Mapping[str, str]) -> Optional[Tuple[ModuleState, str]]:
     """(state, fingerprint) when ``spec``'s own params differ from those last applied
     successfully; None when there are none, or they were applied already (a later boot
     with the same keys changes nothing: the clock is never set back)."""
@@ -175,3 +187,39 @@ def pending_params(spec, params: Mapping[str, str]) -> Optional[Tuple["ModuleSta
         log.info("%s: these settings were applied already; nothing to do", spec.name)
         return None
     return state, digest
+
+
+# --- once per boot ---------------------------------------------------------------------------
+
+def boot_id() -> str:
+    """The running kernel's boot id ("" if unknown): it changes on every boot."""
+    try:
+        with open(BOOT_ID) as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
+
+
+def _stamp_path(name: str) -> str:
+    return "%s/%s.generated" % (STATE_DIR, name)
+
+
+def generated_this_boot(name: str) -> bool:
+    """Whether ``name`` (an identity part) was already generated during this boot."""
+    text = common.read_file(_stamp_path(name))
+    current = boot_id()
+    if not text or not current:
+        return False
+    try:
+        return json.loads(text).get("boot_id") == current
+    except ValueError:
+        return False
+
+
+def mark_generated(name: str) -> None:
+    """Record, after success, that ``name`` was generated during this boot."""
+    common.write_file(_stamp_path(name), json.dumps({"boot_id": boot_id()}) + "\n", mode=0o644)
+
+
+def forget_generated(name: str) -> None:
+    common.remove_file(_stamp_path(name))

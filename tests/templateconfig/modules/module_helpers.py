@@ -17,9 +17,39 @@ from typing import Dict, List, Optional, Tuple
 import pytest
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
+REPO = HERE.parents[2]
 SCRIPTS = REPO / "template.d" / "scripts"
 ROOTS = HERE / "fixtures" / "roots"
+
+
+def _journal_path(root: Path) -> Path:
+    return root.parent / (".journal-%s-%s.jsonl" % (root.name, os.getpid()))
+
+
+def module_environ(root: Path, journal: Path, dry_run: bool = False,
+                   env: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """The environment the runner gives a module process working on ``root``."""
+    environ = dict(os.environ)
+    environ.pop("OVM_TEMPLATE_CONFIG_DRY_RUN", None)
+    environ.update({"OVM_TEMPLATE_CONFIG_ROOT": str(root),
+                    "OVM_TEMPLATE_CONFIG_ACTIONS": str(journal),
+                    "PYTHONPATH": str(REPO) + os.pathsep + environ.get("PYTHONPATH", "")})
+    if dry_run:
+        environ["OVM_TEMPLATE_CONFIG_DRY_RUN"] = "1"
+    environ.update(env or {})
+    return environ
+
+
+def start_module(name: str, target: str, params: dict, root: Path,
+                 env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
+    """Start module ``name``'s ``target`` on ``root`` with ``params`` on its stdin (a file),
+    its stdout and stderr on pipes (text), without waiting for it."""
+    params_file = root.parent / (".params-%s-%s.json" % (root.name, os.getpid()))
+    params_file.write_text(json.dumps(params))
+    with open(params_file) as stdin:
+        return subprocess.Popen([sys.executable, str(SCRIPTS / name), target], stdin=stdin,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=module_environ(root, _journal_path(root), env=env))
 
 
 def run_module(name: str, target: str, params: Optional[dict], root, dry_run: bool = False,
@@ -30,20 +60,12 @@ def run_module(name: str, target: str, params: Optional[dict], root, dry_run: bo
     Returns (exit status, output params or None, stderr, journal records).
     """
     root = Path(root)
-    journal = root.parent / (".journal-%s-%s.jsonl" % (root.name, os.getpid()))
+    journal = _journal_path(root)
     if journal.exists():
         journal.unlink()
-    environ = dict(os.environ)
-    environ.pop("OVM_TEMPLATE_CONFIG_DRY_RUN", None)
-    environ.update({"OVM_TEMPLATE_CONFIG_ROOT": str(root),
-                    "OVM_TEMPLATE_CONFIG_ACTIONS": str(journal),
-                    "PYTHONPATH": str(REPO) + os.pathsep + environ.get("PYTHONPATH", "")})
-    if dry_run:
-        environ["OVM_TEMPLATE_CONFIG_DRY_RUN"] = "1"
-    environ.update(env or {})
     proc = subprocess.run([sys.executable, str(SCRIPTS / name), target],
                           input=json.dumps(params or {}), capture_output=True, text=True,
-                          env=environ, timeout=timeout)
+                          env=module_environ(root, journal, dry_run, env), timeout=timeout)
     output = None
     if proc.returncode == 0:
         output = json.loads(proc.stdout)
@@ -296,7 +318,7 @@ class GoldenSuite:
     """The checks every standard module's cases get, declared once (Ignition-style).
 
     A test class sets ``CASES`` (inputs with an expected tree under ``golden/``) and
-    ``INVALID`` (inputs that must be refused); ``tests/modules/conftest.py`` parametrizes
+    ``INVALID`` (inputs that must be refused); ``tests/templateconfig/modules/conftest.py`` parametrizes
     ``case`` and ``invalid_case`` from them. Each case gets: the expected tree and
     recorded actions, idempotency, a dry run that plans exactly what a real run writes,
     and, for the invalid ones, an unchanged tree with a message naming key and value.

@@ -31,6 +31,7 @@ import time
 from typing import Dict, List, NamedTuple, Optional
 
 from templateconfig import common
+from templateconfig.platform import detect_generic
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +141,8 @@ def tool_mode() -> str:
     """How the shadow tools reach the root: ``host``, ``chroot`` or ``prefix`` (see above)."""
     if not common.is_sandbox():
         return HOST
-    for directory in ("/usr/sbin", "/sbin"):
-        if os.access(common.root_path(directory + "/useradd"), os.X_OK) and os.geteuid() == 0:
-            return CHROOT
+    if os.geteuid() == 0 and detect_generic().find_command("useradd", ("/usr/sbin", "/sbin")):
+        return CHROOT
     return PREFIX
 
 

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SCRIPTS = REPO / "template.d" / "scripts"
 FIXTURE_ROOTS = Path(__file__).resolve().parent / "fixtures" / "roots"
 DISTROS = ("ol6", "ol7", "ol8", "ol9", "debian12", "ubuntu2204")

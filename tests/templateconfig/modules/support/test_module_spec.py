@@ -1,13 +1,14 @@
-"""templateconfig.modules.base: a module declared once gives enumerate, validation and the contract."""
+"""templateconfig.modules.support.spec: a module declared once gives enumerate, validation
+and the contract."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
 
 import pytest
 
-from templateconfig.modules import validators as v
-from templateconfig.modules.base import Key, ModuleSpec, ValidationError
+from templateconfig.modules.support import validators as v
+from templateconfig.modules.support.spec import Key, ModuleSpec, ValidationError
 
 
 def make_spec():
@@ -102,62 +103,9 @@ def test_contract_function_speaks_json():
     assert json.loads(do_configure('{"com.example.name": "h"}'))["com.example.added"] == "yes"
 
 
-@pytest.mark.parametrize("validator,good,bad", [
-    (v.hostname, ["a", "web-1.example.com", "x" * 63], ["", "-a", "a_b", "x" * 64, ("a." * 127) + "bc"]),
-    (v.boolean, ["True", "false", "yes", "NO"], ["maybe", ""]),
-    (v.ipv4, ["10.0.0.1"], ["10.0.0", "::1", "a.b.c.d"]),
-    (v.netmask, ["255.255.255.0", "24", "/16"], ["33", "255.0.255.0", "x"]),
-    (v.comma_list(v.ipv4), ["1.1.1.1,8.8.8.8", "1.1.1.1 8.8.4.4"], ["", "1.1.1.1,nope"]),
-    (v.mac_address, ["00:16:3e:00:00:01", "00-16-3E-00-00-01"], ["00:16:3e", "zz:16:3e:00:00:01"]),
-    (v.integer(68, 9000), ["1500"], ["67", "9001", "1.5", "-1"]),
-])
-def test_validators(validator, good, bad):
-    for value in good:
-        validator(value)
-    for value in bad:
-        with pytest.raises(ValueError):
-            validator(value)
-
-
-def test_prefix_length():
-    assert v.prefix_length("255.255.255.0") == 24
-    assert v.prefix_length("/20") == 20
-
-
-
-def test_a_module_that_needs_root_plans_only_without_root(tmp_path, monkeypatch, mocker, capsys):
-    """The demo and sandboxes may run as a user: such a module plans and says so.
-
-    os.geteuid is patched: a real unprivileged process cannot run this machine's Python
-    (it lives under /root), so the uid is the one thing mocked here.
-    """
-    from templateconfig import common
-
-    root = tmp_path / "root"
-    (root / "etc").mkdir(parents=True)
-    journal = tmp_path / "journal"
-    monkeypatch.setenv("OVM_TEMPLATE_CONFIG_ROOT", str(root))
-    monkeypatch.setenv("OVM_TEMPLATE_CONFIG_ACTIONS", str(journal))
-    monkeypatch.delenv("OVM_TEMPLATE_CONFIG_DRY_RUN", raising=False)
-    geteuid = mocker.patch("os.geteuid", return_value=1000)
-    spec = ModuleSpec("acct", {"configure": 60}, "Needs root.", needs_root=True)
-
-    @spec.target("configure")
-    def configure(params):
-        common.write_file("/etc/made-by-acct", "x\n")
-
-    try:
-        assert spec.run("configure", {"k": "v"}) == {"k": "v"}
-    finally:
-        common._planned.clear()
-    assert geteuid.called
-    assert "acct: not running as root: planning only (dry run)" in capsys.readouterr().err
-    assert not (root / "etc/made-by-acct").exists()
-    records = [json.loads(line) for line in journal.read_text().splitlines()]
-    assert [(r["op"], r["path"], r["applied"]) for r in records] == [("write", "/etc/made-by-acct", False)]
-
-
-def test_a_module_that_needs_root_acts_as_root(tmp_path, monkeypatch):
+@pytest.fixture
+def guest_root(tmp_path, monkeypatch):
+    """A sandbox root (no journal, plan mode off) and a fresh view of it."""
     from templateconfig import common
 
     root = tmp_path / "root"
@@ -165,6 +113,44 @@ def test_a_module_that_needs_root_acts_as_root(tmp_path, monkeypatch):
     monkeypatch.setenv("OVM_TEMPLATE_CONFIG_ROOT", str(root))
     monkeypatch.delenv("OVM_TEMPLATE_CONFIG_DRY_RUN", raising=False)
     monkeypatch.delenv("OVM_TEMPLATE_CONFIG_ACTIONS", raising=False)
+    common.new_guest()
+    return root
+
+
+def test_a_module_that_needs_root_plans_only_without_root(guest_root, tmp_path, monkeypatch,
+                                                         mocker, capsys):
+    """The demo and sandboxes may run as a user: such a module plans and says so.
+
+    os.geteuid is patched: a real unprivileged process cannot run this machine's Python
+    (it lives under /root), so the uid is the one thing mocked here.
+    """
+    from templateconfig import common
+
+    root = guest_root
+    journal = tmp_path / "journal"
+    monkeypatch.setenv("OVM_TEMPLATE_CONFIG_ACTIONS", str(journal))
+    common.new_guest()
+    geteuid = mocker.patch("os.geteuid", return_value=1000)
+    spec = ModuleSpec("acct", {"configure": 60}, "Needs root.", needs_root=True)
+
+    @spec.target("configure")
+    def configure(params):
+        common.write_file("/etc/made-by-acct", "x\n")
+
+    assert spec.run("configure", {"k": "v"}) == {"k": "v"}
+    assert geteuid.called
+    assert "acct: not running as root: planning only (dry run)" in capsys.readouterr().err
+    assert not (root / "etc/made-by-acct").exists()
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert [(r["op"], r["path"], r["applied"]) for r in records] == [("write", "/etc/made-by-acct", False)]
+    # plan mode was told to the file layer, not written into the environment
+    assert "OVM_TEMPLATE_CONFIG_DRY_RUN" not in os.environ
+
+
+def test_a_module_that_needs_root_acts_as_root(guest_root):
+    from templateconfig import common
+
+    root = guest_root
     spec = ModuleSpec("acct", {"configure": 60}, "Needs root.", needs_root=True)
 
     @spec.target("configure")

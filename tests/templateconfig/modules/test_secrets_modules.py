@@ -1,4 +1,5 @@
-"""Secrets never leave their destination (REFERENCE §7): passwords and private keys.
+"""Secrets never leave their destination: passwords and private keys (never on a command
+line, in a log, or left in clear on disk after use).
 
 The identity modules run on a fixture root with wrappers first on PATH for every tool
 they call: each wrapper snapshots the argument list of every process (``/proc/*/cmdline``)
@@ -58,11 +59,9 @@ class ProcScanner(threading.Thread):
                         pass
 
 
-def test_no_secret_leaves_its_destination(tmp_path):
-    root = fixture_root("ol8", tmp_path / "r")
-    log = tmp_path / "cmdlines.log"
-    make_wrappers(tmp_path / "bin", log)
-    env = {"PATH": "%s:%s" % (tmp_path / "bin", os.environ.get("PATH", ""))}
+def secret_params(tmp_path):
+    """(the secrets, all params): a user's and root's passwords, a user's private key and a
+    host private key (fresh, from the real ssh-keygen), with the keys that go with them."""
     key_file = tmp_path / "k"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key_file)], check=True)
     user_key = key_file.read_text()
@@ -79,37 +78,18 @@ def test_no_secret_leaves_its_destination(tmp_path):
     params.update({"com.oracle.linux.user.name.0": "alice",
                    "com.oracle.linux.ssh.user.0": "alice",
                    "com.oracle.linux.ssh.host-rsa-key-pub": host_pub})
-    scanner = ProcScanner()
-    scanner.start()
-    runs = []
-    try:
-        for module in ("system", "user", "ssh", "authentication"):
-            runs.append(run_module(module, "configure", params, root, extra_env=env))
-    finally:
-        scanner.stop.set()
-        scanner.join()
+    return secrets, params
 
-    def fragments(value):
-        # the whole value and the lines of a key's second half (the private part; its first
-        # lines are a header every key of that type shares): a key quoted in part leaks too
-        lines = [line for line in value.splitlines() if len(line) >= 16 and "-----" not in line]
-        return [value] + lines[len(lines) // 2:]
 
-    cmdlines = log.read_text()
-    for tool in ("useradd", "openssl", "ssh-keygen"):
-        assert "== %s" % tool in cmdlines   # the wrappers did run
-    outputs = []
-    for run in runs:
-        passed_on = {k: v for k, v in run.params.items() if k not in secrets}
-        outputs += [run.stderr, json.dumps(passed_on), json.dumps(run.journal)]
-        assert all(run.params[k] == v for k, v in secrets.items())   # contract: passed on unchanged
-    for key, value in secrets.items():
-        for fragment in fragments(value):
-            assert fragment not in cmdlines, key
-            assert not any(fragment in seen for seen in scanner.seen), key
-            for text in outputs:
-                assert fragment not in text, key
-    # files: passwords nowhere in clear; private keys only in their destination
+def fragments(value):
+    # the whole value and the lines of a key's second half (the private part; its first
+    # lines are a header every key of that type shares): a key quoted in part leaks too
+    lines = [line for line in value.splitlines() if len(line) >= 16 and "-----" not in line]
+    return [value] + lines[len(lines) // 2:]
+
+
+def assert_only_in_destinations(root, secrets):
+    """Files: passwords nowhere in clear; private keys only in their destination."""
     destinations = {
         "com.oracle.linux.ssh.private-key.0": "home/alice/.ssh/id_ed25519",
         "com.oracle.linux.ssh.host-rsa-key": "etc/ssh/ssh_host_rsa_key",
@@ -125,5 +105,38 @@ def test_no_secret_leaves_its_destination(tmp_path):
                 continue
             for fragment in fragments(value):
                 assert fragment not in data, (key, relative)
+
+
+def test_no_secret_leaves_its_destination(tmp_path):
+    root = fixture_root("ol8", tmp_path / "r")
+    log = tmp_path / "cmdlines.log"
+    make_wrappers(tmp_path / "bin", log)
+    env = {"PATH": "%s:%s" % (tmp_path / "bin", os.environ.get("PATH", ""))}
+    secrets, params = secret_params(tmp_path)
+    scanner = ProcScanner()
+    scanner.start()
+    runs = []
+    try:
+        for module in ("system", "user", "ssh", "authentication"):
+            runs.append(run_module(module, "configure", params, root, extra_env=env))
+    finally:
+        scanner.stop.set()
+        scanner.join()
+
+    cmdlines = log.read_text()
+    for tool in ("useradd", "openssl", "ssh-keygen"):
+        assert "== %s" % tool in cmdlines   # the wrappers did run
+    outputs = []
+    for run in runs:
+        passed_on = {k: v for k, v in run.params.items() if k not in secrets}
+        outputs += [run.stderr, json.dumps(passed_on), json.dumps(run.journal)]
+        assert all(run.params[k] == v for k, v in secrets.items())   # contract: passed on unchanged
+    for key, value in secrets.items():
+        for fragment in fragments(value):
+            assert fragment not in cmdlines, key
+            assert not any(fragment in seen for seen in scanner.seen), key
+            for text in outputs:
+                assert fragment not in text, key
+    assert_only_in_destinations(root, secrets)
     shadow = {line.split(":")[0]: line.split(":")[1] for line in (root / "etc/shadow").read_text().splitlines()}
     assert shadow["root"].startswith("$6$") and shadow["alice"].startswith("$6$")
