@@ -11,6 +11,9 @@ This package owns everything about it that the daemon (``ovmd``) and the runner
     and the exit status by which the runner tells the daemon "already configured".
 ``watch``
     the inotify watch with which the console dialog notices that the message path won.
+``machine``
+    the daemon's side: the state machine that decides when the message path runs
+    (waiting for the trigger, the quiet period, the run, its outcome), with its table.
 
 Two paths may configure a freshly cloned guest: the message path (the host sends
 parameters, ``ovmd`` runs ``ovm-template-config --initial-config --input FD configure``)

@@ -14,7 +14,6 @@ import os
 from ..paths import Paths
 from .flag import initial_config_enabled, initial_config_value, sysconfig_files
 
-
 IN_MODIFY = 0x00000002
 IN_CLOSE_WRITE = 0x00000008
 IN_MOVED_FROM = 0x00000040
@@ -48,8 +47,8 @@ class SysconfigWatch:
     :meth:`poll` drains the events and says whether the first boot is over.
 
     It is the ``cancel`` object :func:`templateconfig.console.prompt_params` takes. Create
-    it *before* the first :func:`~ovmd.firstboot.flag.initial_config_enabled` check, so that a change between
-    the check and the first prompt cannot be missed.
+    it *before* the first :func:`~ovmd.firstboot.flag.initial_config_enabled` check, so
+    that a change between the check and the first prompt cannot be missed.
     """
 
     def __init__(self, paths: Paths) -> None:
@@ -77,7 +76,8 @@ class SysconfigWatch:
 
         A flag that is not set at all does not count: a file being rewritten in place (by
         an editor or a shell's ``>``) is empty for a moment, and must not end the dialog.
-        Our own writers (:func:`~ovmd.firstboot.flag.set_initial_config`) replace the file atomically.
+        Our own writers (:func:`~ovmd.firstboot.flag.set_initial_config`) replace the file
+        atomically.
         """
         while True:
             try:

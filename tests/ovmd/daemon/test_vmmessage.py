@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 
+from daemon_helpers import CHANNEL, wait_consumed
 from testlib import bin_path, require_tool
-from daemon_helpers import (CHANNEL, GUEST, dom0, host, ovmd, ovmd_factory,  # noqa: F401
-                            root, wait_consumed)
 
 
 def vmmessage(xenstored, *args, input=None, timeout=60):

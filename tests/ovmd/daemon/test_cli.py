@@ -11,10 +11,9 @@ import subprocess
 import tempfile
 
 import pytest
-
+from daemon_helpers import wait_consumed
 from testlib import bin_path
-from daemon_helpers import (dom0, host, ovmd, ovmd_factory, root,  # noqa: F401
-                            wait_consumed)
+
 from ovmd.control import ControlClient, ControlError
 from ovmd.paths import Paths
 

@@ -1,5 +1,5 @@
-"""Fixtures for the daemon tests: a sandbox guest root, the real ``ovmd`` as a process,
-and the host side (``ovm-vmmessage``'s HostChannel on the dev server's dom0 socket).
+"""Helpers for the daemon tests: the real ``ovmd`` as a process (:class:`Ovmd`; the
+fixtures that make one are in conftest.py), and waiting on XenStore watches.
 
 Nothing here waits with fixed sleeps: readiness comes from ``NOTIFY_SOCKET`` (as under
 systemd), consumption from XenStore watches on the message nodes, process ends from
@@ -17,43 +17,13 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import pytest
+from testlib import bin_path
 
 from ovmd.paths import Paths
-from ovmd.vmmessage import HostChannel
 from ovmd.xenstore import XenStoreClient
-from testlib import bin_path
 
 GUEST = 1
 CHANNEL = "/local/domain/%d/control/oracle-vmapi" % GUEST
-
-
-@pytest.fixture
-def root():
-    """A sandbox guest root with a short path (unix socket paths are limited)."""
-    base = Path(tempfile.mkdtemp(prefix="ovr-", dir="/tmp"))
-    path = base / "root"
-    path.mkdir()
-    try:
-        yield path
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture
-def dom0(xenstored):
-    """A dom0 XenStore connection to the development server."""
-    client = XenStoreClient.open(xenstored.dom0_socket)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-@pytest.fixture
-def host(dom0):
-    """The host end of guest 1's channel."""
-    return HostChannel(dom0, GUEST)
 
 
 class Ovmd:
@@ -123,28 +93,6 @@ class Ovmd:
         if check and result.returncode != 0:
             raise AssertionError("ovmd %s -> %d: %s" % (args, result.returncode, result.stderr))
         return result
-
-
-@pytest.fixture
-def ovmd_factory(root, xenstored):
-    started: List[Ovmd] = []
-
-    def make(extra: List[str] = (), start: bool = True, env=None, root_dir: Path = None) -> Ovmd:
-        daemon = Ovmd(root_dir or root, xenstored.guest_socket(GUEST), extra, env)
-        started.append(daemon)
-        return daemon.start() if start else daemon
-
-    yield make
-    for daemon in started:
-        if daemon.process is not None and daemon.process.poll() is None:
-            daemon.process.kill()
-            daemon.process.wait(10)
-
-
-@pytest.fixture
-def ovmd(ovmd_factory):
-    """A running daemon for guest 1 with an empty sandbox root."""
-    return ovmd_factory()
 
 
 def wait_consumed(client: XenStoreClient, number: int, timeout: float = 60,

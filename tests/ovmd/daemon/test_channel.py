@@ -8,10 +8,9 @@ import subprocess
 import threading
 
 import pytest
-
+from daemon_helpers import CHANNEL, GUEST, to_guest_numbers, wait_consumed
 from testlib import require_tool, start_xenstored
-from daemon_helpers import (CHANNEL, GUEST, dom0, files_containing, host, ovmd,  # noqa: F401
-                            ovmd_factory, root, to_guest_numbers, wait_consumed)
+
 from ovmd.channel import MessageError, check_message, split_value
 from ovmd.vmmessage import HostChannel
 from ovmd.xenstore import XenStoreClient

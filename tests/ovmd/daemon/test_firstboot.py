@@ -7,16 +7,13 @@ import json
 import os
 import signal
 import subprocess
-import textwrap
 import threading
 import time
 from pathlib import Path
 
-import pytest
-
+from daemon_helpers import files_containing, wait_consumed
 from testlib import bin_path
-from daemon_helpers import (dom0, files_containing, host, ovmd_factory, root,  # noqa: F401
-                            wait_consumed)
+
 from ovmd.firstboot.contract import STATUS_KEY
 
 ROOT_PASSWORD = "com.oracle.linux.root-password"
@@ -35,7 +32,8 @@ if [ "$1" = "--enumerate" ]; then echo '[]'; exit 0; fi
 # Records which com.example keys it saw (names only: stdin holds the root password).
 RECORD = """\
 input=$(cat)
-printf '%s\\n' "$input" | grep -o '"com\\.example\\.[a-z0-9.-]*"' | sort > "$OVM_TEMPLATE_CONFIG_ROOT/seen-keys"
+printf '%s\\n' "$input" | grep -o '"com\\.example\\.[a-z0-9.-]*"' | sort \\
+    > "$OVM_TEMPLATE_CONFIG_ROOT/seen-keys"
 echo run >> "$OVM_TEMPLATE_CONFIG_ROOT/record-runs"
 printf '%s\\n' "$input"
 """
@@ -129,9 +127,10 @@ class TestFirstBoot:
             == "INITIAL_CONFIG=no\n"
 
     def test_quiet_period_includes_keys_of_the_same_burst(self, root, ovmd_factory, host):
-        """One client sends the root password in the middle of its burst (REFERENCE §2)."""
+        """One client sends the root password in the middle of its burst
+        (docs/protocol.md)."""
         make_guest(root, [(10, "record", RECORD)])
-        ovmd_factory(["--quiet-period", "1.5"])
+        daemon = ovmd_factory(["--quiet-period", "1.5"])
         host.send([("com.example.a", "1"), (ROOT_PASSWORD, PASSWORD)])
         host.send([("com.example.b", "2")])          # well within the quiet period
         host.send([("com.example.c", "3")])
@@ -139,6 +138,10 @@ class TestFirstBoot:
         assert (root / "seen-keys").read_text().split() == [
             '"com.example.a"', '"com.example.b"', '"com.example.c"']
         assert (root / "record-runs").read_text() == "run\n"
+        # in order: the last message was stored, then the quiet period ended and the run began
+        log = daemon.log_text()
+        assert log.index("com.example.c") < log.index("quiet period over") \
+            < log.index("started ovm-template-config configure")
 
     def test_failure_keeps_initial_config_then_a_new_password_retries(
             self, root, ovmd_factory, host):
