@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_runner.py [--repeat N] [--no-bytecode]
 
-The budget (issue): a ``configure`` run of the eight standard modules spends at most
+The goal: a ``configure`` run of the eight standard modules spends at most
 100 ms on the framework (everything except the modules' own work), and each additional
 no-op Python module at most 5 ms. Figures are printed; nothing is asserted.
 

@@ -1,6 +1,6 @@
 """Parameter descriptors: what a module's ``do_enumerate`` declares about its keys.
 
-A module's enumerate output is a JSON list of descriptors (REFERENCE §5)::
+A module's enumerate output is a JSON list of descriptors (docs/module-contract.md)::
 
     {"key": "com.oracle.linux.network.bootproto.0",
      "description": "Boot protocol of the first interface.",

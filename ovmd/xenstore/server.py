@@ -1,8 +1,8 @@
 """``ovmd-xenstored``: a development XenStore server on unix sockets.
 
 The demo and the tests need a XenStore without Xen. This server keeps the store in
-memory (:mod:`ovmd.xenstore.store` holds the semantics) and speaks the wire protocol of
-REFERENCE §3 on unix sockets laid out under ``--socket-dir DIR``:
+memory (:mod:`ovmd.xenstore.store` holds the semantics) and speaks the wire protocol
+(docs/protocol.md) on unix sockets laid out under ``--socket-dir DIR``:
 
 * ``DIR/socket``: privileged (dom0) connections, as xenstored's own socket; Debian's
   ``xenstore-*`` tools use it with ``XENSTORED_PATH=DIR/socket``;

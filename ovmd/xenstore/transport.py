@@ -7,7 +7,7 @@ in tests.
 
 The file descriptor stays in blocking mode: the client asks ``select.poll`` whether it is
 readable before reading when it must not block, and one read after a readable poll never
-blocks. Quirks of the xenbus device (REFERENCE §3) handled here: a read always asks for at
+blocks. Quirks of the xenbus device (docs/protocol.md) handled here: a read always asks for at
 least one whole message (never a zero length), each request is written with a single
 ``write()``, and an errno from ``write()`` (the kernel answers some failed requests, such
 as a rejected WATCH, that way) becomes a :class:`XenStoreError` with that name.
@@ -81,7 +81,7 @@ class UnixSocketTransport(Transport):
 
     @classmethod
     def connect(cls, path: str) -> "UnixSocketTransport":
-        import socket  # deferred: costs a few ms, and the xenbus transport does not need it
+        import socket  # deferred: the xenbus transport does not need it
 
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:

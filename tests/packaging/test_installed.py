@@ -14,7 +14,7 @@ import pytest
 
 from packaging_helpers import MODULES, TARGETS, debian_root, rpm_root, run
 
-#: configure priorities of the standard modules (REFERENCE §1).
+#: configure priorities of the standard modules, as Oracle's (docs/keys.md).
 CONFIGURE_PRIORITIES = {"selinux": 30, "firewall": 41, "datetime": 50, "network": 50,
                         "system": 60, "user": 60, "ssh": 70, "authentication": 90}
 CHROOT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": "/root"}

@@ -1,6 +1,6 @@
 """Debian's xenstore-utils, an independent real client, against ``ovmd-xenstored``.
 
-The tools reach the privileged socket through ``XENSTORED_PATH`` (REFERENCE §3). Their
+The tools reach the privileged socket through ``XENSTORED_PATH`` (docs/protocol.md). Their
 output and exit codes are libxenstore's view of our server; the watch sequences are the
 events a real toolstack and guest would see.
 """

@@ -2,7 +2,7 @@
 
 The ``xenstored`` fixture (tests/conftest.py) starts the server with guests 1 and 2:
 ``dom0_socket`` is the privileged connection, ``guest_socket(ID)`` acts as guest ID.
-Expected behaviour is XenStore's (REFERENCE §3), not whatever the server happens to do.
+Expected behaviour is XenStore's (docs/protocol.md), not whatever the server happens to do.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """``ovmd-xenstored`` over its sockets, spoken to with raw protocol bytes.
 
 These tests frame requests themselves (ovmd.xenstore.protocol) rather than use our
-client library, so the server is checked against the wire protocol of REFERENCE §3,
+client library, so the server is checked against the wire protocol (docs/protocol.md),
 including what libxenstore does: header and body in separate writes, several requests
 in one write, req_id 0.
 """
