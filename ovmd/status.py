@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
+from .firstboot.flag import initial_config_enabled
 from .paths import Paths
 from .runreport import ModuleStatus, RunStatus, read_report
-from .firstboot.flag import initial_config_enabled
 
 
 class BootStatus:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Optional
 
 #: Exit statuses of a module process (see the module docstring).
 EXIT_OK = 0
@@ -120,7 +121,7 @@ def _parse_argv(argv: list) -> tuple:
     return "run", first
 
 
-def run(do_enumerate, targets: dict, argv: list = None, stdin=None, stdout=None,
+def run(do_enumerate, targets: dict, argv: Optional[list] = None, stdin=None, stdout=None,
         stderr=None) -> int:
     """Carry out one module invocation and return its exit status (see the docstring).
 

@@ -411,7 +411,8 @@ def quote_value(value: str) -> str:
     """A sysconfig value, quoted only when it needs to be."""
     if _SAFE_VALUE.match(value):
         return value
-    return '"%s"' % value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$").replace("`", "\\`")
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return '"%s"' % escaped.replace("$", "\\$").replace("`", "\\`")
 
 
 def parse_sysconfig(text: str) -> Dict[str, str]:
@@ -456,7 +457,8 @@ def edit_sysconfig_text(text: str, updates: Mapping[str, Optional[str]]) -> str:
     return "\n".join(out) + "\n" if out else ""
 
 
-def edit_sysconfig(path: str, updates: Mapping[str, Optional[str]], mode: Optional[int] = None) -> bool:
+def edit_sysconfig(path: str, updates: Mapping[str, Optional[str]],
+                   mode: Optional[int] = None) -> bool:
     """Apply ``updates`` to the guest sysconfig file ``path``; True if it changed."""
     return write_file(path, edit_sysconfig_text(read_file(path) or "", updates), mode=mode)
 

@@ -31,7 +31,12 @@ from typing import IO, Any, Dict, Iterable, List, Mapping, Optional, Sequence, T
 
 from ovmd.secrets import is_secret_key
 from templateconfig.descriptors import (
-    DescriptorError, ModuleParams, check_value, is_applicable, normalize, password_keys,
+    DescriptorError,
+    ModuleParams,
+    check_value,
+    is_applicable,
+    normalize,
+    password_keys,
 )
 from templateconfig.errors import TemplateConfigError
 
@@ -61,7 +66,7 @@ class _Terminal:
     """
 
     def __init__(self, reader: IO[Any], writer: IO[Any], fd: Optional[int],
-                 owned: Sequence[IO[Any]] = ()) -> None:
+                 owned: Sequence[Any] = ()) -> None:
         self.reader, self.writer, self.fd = reader, writer, fd
         self._owned = list(owned)
         self.cancel: Any = None  # fileno() + poll() -> bool, see prompt_params
@@ -74,7 +79,7 @@ class _Terminal:
             return cls(stdin, writer, _tty_fd(stdin))
         fd = _open_terminal(tty_path)
         reader = io.open(fd, "rb", buffering=0, closefd=False)
-        owned: List[IO[Any]] = [reader]
+        owned: List[Any] = [reader]  # what close() closes: streams, then the fd
         if stdout is None:
             stdout = io.open(fd, "w", encoding="utf-8", errors="replace", closefd=False)
             owned.append(stdout)

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 
-from templateconfig.errors import TemplateConfigError
 from ovmd.fsutil import atomic_symlink
 from ovmd.paths import Paths
+from templateconfig.errors import TemplateConfigError
 from templateconfig.header import TARGETS, HeaderError, PluginInfo, parse_header
 
 log = logging.getLogger(__name__)
@@ -235,7 +235,7 @@ def _report(problems: Optional[List[str]], quiet: bool, message: str) -> None:
 
 def _module_links(paths: Paths, name: str, target: Optional[str] = None) -> List[str]:
     """Paths of every entry ``NN<name>`` (any kind, even dangling) in the target dirs."""
-    found = []
+    found: List[str] = []
     for each in ([target] if target else TARGETS):
         directory = paths.target_dir(each)
         try:
@@ -249,7 +249,7 @@ def _module_links(paths: Paths, name: str, target: Optional[str] = None) -> List
 
 def _linked_names(paths: Paths) -> set:
     """Module names of every ``NN<name>`` entry in the target dirs, valid or not."""
-    names = set()
+    names: Set[str] = set()
     for target in TARGETS:
         try:
             entries = os.listdir(paths.target_dir(target))

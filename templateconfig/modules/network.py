@@ -111,9 +111,10 @@ SPEC = ModuleSpec(
         ChoiceKey(BOOTPROTO, "Boot protocol of interface {n}: dhcp or static.", depends=DEVICE,
                   choices=["dhcp", "static"], aliases=("none",)),
         Key(IPADDR, "IPv4 address of interface {n}.", requires=_STATIC, validate=validators.ipv4),
-        Key(NETMASK, "Netmask of interface {n} (255.255.255.0, or a prefix length such as 24).", requires=_STATIC,
-            validate=validators.netmask),
-        Key(GATEWAY, "Default gateway of interface {n}.", requires=_STATIC, validate=validators.ipv4),
+        Key(NETMASK, "Netmask of interface {n} (255.255.255.0, or a prefix length such as 24).",
+            requires=_STATIC, validate=validators.netmask),
+        Key(GATEWAY, "Default gateway of interface {n}.", requires=_STATIC,
+            validate=validators.ipv4),
         Key(DNS_SERVERS, "DNS servers of interface {n}, comma-separated.", requires=_STATIC,
             validate=validators.comma_list(validators.ip_address)),
         Key(DNS_SEARCH, "DNS search domains of interface {n}, comma-separated.", hidden=True,
@@ -213,9 +214,9 @@ def parse_interfaces(params: Dict[str, str]) -> List[Interface]:
         get = lambda pattern: params.get(_key(pattern, n))  # noqa: E731
         device, hwaddr = get(DEVICE), get(HWADDR)
         if not device and not hwaddr:
+            settings = sorted(k for k in params if SPEC.indices({k: ""}, *INTERFACE_KEYS) == [n])
             problems.append("%s: missing: interface %d has settings (%s) but neither %s nor %s"
-                            % (_key(DEVICE, n), n, ", ".join(sorted(
-                                k for k in params if SPEC.indices({k: ""}, *INTERFACE_KEYS) == [n])),
+                            % (_key(DEVICE, n), n, ", ".join(settings),
                                _key(DEVICE, n), _key(HWADDR, n)))
             continue
         bootproto = (get(BOOTPROTO) or ("static" if get(IPADDR) else "dhcp")).strip().lower()
@@ -236,7 +237,8 @@ def parse_interfaces(params: Dict[str, str]) -> List[Interface]:
         else:
             ignored = [_key(p, n) for p in STATIC_ONLY if get(p)]
             if ignored:
-                log.warning("network: %s ignored: %s is dhcp", ", ".join(ignored), _key(BOOTPROTO, n))
+                log.warning("network: %s ignored: %s is dhcp", ", ".join(ignored),
+                            _key(BOOTPROTO, n))
         iface.search = validators.split_list(get(DNS_SEARCH) or "")
         interfaces.append(iface)
     _check_duplicates(interfaces, problems)
@@ -293,7 +295,7 @@ def hosts_text(text: str, entries: List[str], hostname: Optional[str],
     return apply_managed(text, "network", lines, disable=disable)
 
 
-# --- targets ---------------------------------------------------------------------------------------
+# --- targets ---------------------------------------------------------------------------
 
 @SPEC.target("configure")
 def configure(params: Dict[str, str]) -> Optional[Dict[str, str]]:

@@ -26,7 +26,11 @@ from typing import Dict, List, Optional, Tuple
 from templateconfig import common
 from templateconfig.modules.support import accounts
 from templateconfig.modules.support.spec import Key, ModuleSpec, ValidationError
-from templateconfig.modules.support.state import forget_generated, generated_this_boot, mark_generated
+from templateconfig.modules.support.state import (
+    forget_generated,
+    generated_this_boot,
+    mark_generated,
+)
 from templateconfig.platform import detect
 
 log = logging.getLogger(__name__)
@@ -203,7 +207,7 @@ def configure_host_keys(params: Dict[str, str]) -> None:
         mark_generated("ssh-host-keys")
 
 
-# --- users' files -----------------------------------------------------------------------------------
+# --- users' files -----------------------------------------------------------------------
 
 def resolve_in_root(path: str) -> str:
     """``path`` with every symlink resolved *inside the root* (absolute links stay in it)."""
@@ -241,7 +245,8 @@ def user_ssh_dir(pw: accounts.Passwd) -> str:
     home = pw.home
     if not home.startswith("/") or posixpath.normpath(home) != home.rstrip("/") or \
             ".." in home.split("/"):
-        raise UnsafePath("user %s: home directory %r is not a plain absolute path" % (pw.name, home))
+        raise UnsafePath("user %s: home directory %r is not a plain absolute path"
+                         % (pw.name, home))
     real_home = resolve_in_root(home)
     ssh_dir = resolve_in_root(home.rstrip("/") + "/.ssh")
     inside = real_home.rstrip("/") + "/"
@@ -330,7 +335,8 @@ def _check(params: Dict[str, str]) -> List[int]:
             problems.append("%s is missing: %s alone cannot be installed" % (private, public))
     indices = SPEC.indices(params, *("%s%s.{n}" % (P, f) for f in USER_FIELDS))
     for n in indices:
-        if params.get("%sprivate-key-type.%d" % (P, n)) and not params.get("%sprivate-key.%d" % (P, n)):
+        if params.get("%sprivate-key-type.%d" % (P, n)) \
+                and not params.get("%sprivate-key.%d" % (P, n)):
             problems.append("%sprivate-key-type.%d is set but %sprivate-key.%d is missing"
                             % (P, n, P, n))
     if problems:
@@ -361,6 +367,7 @@ def cleanup(params: Dict[str, str]) -> Optional[Dict[str, str]]:
         real = common.root_path(ssh_dir)
         if os.path.isdir(real):
             for name in sorted(os.listdir(real)):
-                if not os.path.isdir(os.path.join(real, name)) or os.path.islink(os.path.join(real, name)):
+                entry = os.path.join(real, name)
+                if not os.path.isdir(entry) or os.path.islink(entry):
                     common.remove_file(ssh_dir + "/" + name, secret=True)
     return None

@@ -21,7 +21,11 @@ from typing import Dict, Optional
 
 from templateconfig import common
 from templateconfig.modules.support.spec import ModuleSpec
-from templateconfig.modules.support.state import forget_generated, generated_this_boot, mark_generated
+from templateconfig.modules.support.state import (
+    forget_generated,
+    generated_this_boot,
+    mark_generated,
+)
 from templateconfig.platform import detect_generic
 
 log = logging.getLogger(__name__)

@@ -124,7 +124,8 @@ class Platform:
         return common.exists(path)
 
     def find_command(self, name: str,
-                     dirs: Sequence[str] = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")) -> Optional[str]:
+                     dirs: Sequence[str] = ("/usr/sbin", "/usr/bin", "/sbin", "/bin"),
+                     ) -> Optional[str]:
         """The guest path of the executable command ``name`` under the root, or None."""
         for directory in dirs:
             path = "%s/%s" % (directory, name)

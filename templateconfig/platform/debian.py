@@ -35,7 +35,8 @@ class DebianPlatform(GuestPlatform):
         if self.networkmanager_installed():
             return KeyfileStack()
         raise UnsupportedPlatform("%s: found neither /etc/netplan, /etc/network/interfaces nor "
-                                  "NetworkManager under %s" % (self.release.pretty_name, common.root()))
+                                  "NetworkManager under %s"
+                                  % (self.release.pretty_name, common.root()))
 
     # --- time --------------------------------------------------------------------------------
     def localtime_target(self, zone: str) -> str:
@@ -72,7 +73,8 @@ class DebianPlatform(GuestPlatform):
     def firewall_services(self) -> List[str]:
         if self.has(UFW_CONF):
             return ["ufw"]
-        if self.has("/usr/lib/systemd/system/nftables.service") or self.has("/lib/systemd/system/nftables.service"):
+        if self.has("/usr/lib/systemd/system/nftables.service") \
+                or self.has("/lib/systemd/system/nftables.service"):
             return ["nftables"]
         return []
 

@@ -174,7 +174,8 @@ class ModuleState:
         self._files, self._services = {}, {}
 
 
-def pending_params(spec: ModuleSpec, params: Mapping[str, str]) -> Optional[Tuple[ModuleState, str]]:
+def pending_params(spec: ModuleSpec,
+                   params: Mapping[str, str]) -> Optional[Tuple[ModuleState, str]]:
     """(state, fingerprint) when ``spec``'s own params differ from those last applied
     successfully; None when there are none, or they were applied already (a later boot
     with the same keys changes nothing: the clock is never set back)."""
