@@ -191,7 +191,9 @@ class TestExitStatus:
         assert "  5  another run of the same root held the run lock" in proc.stdout
 
     def test_cli_defaults_match_the_framework(self):
-        from templateconfig import ovm_template_config, runlock, runner
+        from templateconfig import ovm_template_config
+        from templateconfig.run import lock as runlock
+        from templateconfig.run import runner
         assert ovm_template_config.DEFAULT_TIMEOUT == runner.DEFAULT_TIMEOUT
         assert ovm_template_config.DEFAULT_LOCK_TIMEOUT == runlock.DEFAULT_LOCK_TIMEOUT
 

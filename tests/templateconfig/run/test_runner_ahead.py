@@ -14,7 +14,7 @@ import subprocess
 import time
 
 from runner_helpers import OVM_TEMPLATE_CONFIG, add_python_module, guest
-from templateconfig.runner import run_target
+from templateconfig.run.runner import run_target
 from test_runner import VIEW_BODY
 
 

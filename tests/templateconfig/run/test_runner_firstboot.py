@@ -18,7 +18,7 @@ import time
 import pytest
 
 from runner_helpers import OVM_TEMPLATE_CONFIG, add_python_module, guest, run_cli
-from templateconfig.runlock import RunLock, lock_path
+from templateconfig.run.lock import RunLock, lock_path
 
 TIMEOUT = 30.0
 PASSWORD_KEY = "com.example.admin-password"

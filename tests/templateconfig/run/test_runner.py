@@ -14,8 +14,8 @@ import pytest
 
 from runner_helpers import (add_python_module, add_script, add_shell_module, guest,
                             tree_hashes)
-from templateconfig.runner import (Runner, RunnerError, ValidationError, is_python_script,
-                                   run_target)
+from templateconfig.run.runner import Runner, RunnerError, ValidationError, run_target
+from templateconfig.run.scripts import is_python_script
 
 
 @pytest.fixture(params=["fork", "fresh"])
@@ -352,7 +352,7 @@ class TestEnumerateCache:
         return len(path.read_text()) if path.exists() else 0
 
     def test_unchanged_scripts_are_enumerated_once(self, tmp_path, fork):
-        from templateconfig.report import enumerate_cache_path
+        from templateconfig.run.enumcache import enumerate_cache_path
         paths = self.build(tmp_path)
         params = {"com.example.mode": "on"}
         assert run_target(paths, "configure", params, fork=fork).ok
@@ -381,7 +381,7 @@ class TestEnumerateCache:
         assert self.count("enumerations") == 2
 
     def test_dry_runs_and_refused_params_write_no_cache(self, tmp_path):
-        from templateconfig.report import enumerate_cache_path
+        from templateconfig.run.enumcache import enumerate_cache_path
         paths = self.build(tmp_path)
         with pytest.raises(ValidationError):
             run_target(paths, "configure", {})
