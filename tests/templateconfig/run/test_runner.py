@@ -13,7 +13,7 @@ import shutil
 import pytest
 
 from runner_helpers import (add_python_module, add_script, add_shell_module, guest,
-                            tree_hashes)
+                            tree_hashes, wait_readable)
 from templateconfig.run.runner import Runner, RunnerError, ValidationError, run_target
 from templateconfig.run.scripts import is_python_script
 
@@ -144,18 +144,32 @@ class TestFailures:
 
     def test_timeout_kills_the_modules_children_too(self, tmp_path, fork):
         paths = guest(tmp_path)
-        marker = tmp_path / "grandchild-alive"
+        alive = tmp_path / "alive"
+        os.mkfifo(alive)
+        # the module and the process it starts hold the FIFO open for writing while they
+        # live; the module says "spawned" once its child runs
         add_python_module(paths, "spawner", 10, '''\
             import subprocess, time
-            subprocess.Popen(["/bin/sh", "-c", "sleep 2; touch %s"])
+            fifo = open(%r, "w")
+            subprocess.Popen(["/bin/sh", "-c", "exec sleep 60"], stdout=fifo)
+            fifo.write("spawned\\n")
+            fifo.flush()
             time.sleep(60)
-            ''' % marker)
-        result = run_target(paths, "configure", {}, fork=fork, timeout=0.5)
-        assert "timed out" in result.outcomes[0].error
-        assert result.outcomes[0].seconds < 5
-        import time
-        time.sleep(2.5)
-        assert not marker.exists()  # the whole process group was killed
+            ''' % str(alive))
+        reader = os.open(alive, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            result = run_target(paths, "configure", {}, fork=fork, timeout=2)
+            assert "timed out" in result.outcomes[0].error
+            said = b""
+            while True:  # end of file: every writer is gone
+                assert wait_readable(reader), "a process the module started outlived it"
+                chunk = os.read(reader, 100)
+                if not chunk:
+                    break
+                said += chunk
+        finally:
+            os.close(reader)
+        assert said == b"spawned\n"  # the whole process group was killed
 
 
 class TestValidation:
