@@ -17,8 +17,12 @@ import time
 
 import pytest
 
+from ovmd.firstboot.contract import EXIT_ALREADY_CONFIGURED
+from ovmd.firstboot.flag import initial_config_value
 from runner_helpers import (OVM_TEMPLATE_CONFIG, TIMEOUT, add_python_module, guest, ran,
                             recording_module, run_cli)
+from templateconfig.run.firstboot import AlreadyConfigured, FirstBootRun, NothingToDo, StoodDown
+from templateconfig.run.runner import Runner
 
 PASSWORD_KEY = "com.example.admin-password"
 SECRET = "Sw0rdfish-console-9"
@@ -96,6 +100,38 @@ class TestInitialConfig:
         assert proc.returncode == 1
         assert "INITIAL_CONFIG=yes" in read(paths.sysconfig_initial_config)
         assert "INITIAL_CONFIG=yes" in read(paths.sysconfig_ovmd)
+
+
+class TestFirstBootRun:
+    """``FirstBootRun.run`` in-process: what each state of the flag does to a run."""
+
+    @pytest.mark.parametrize("flag, console, dry_run, expected", [
+        ("yes", False, False, ("ran", "no", ["recorder run=first-boot"])),
+        ("yes", True, False, ("ran", "no", ["recorder run=first-boot"])),
+        # a dry run changes no flag (and skips a module that cannot plan)
+        ("yes", False, True, ("ran", "yes", [])),
+        ("no", False, False, (AlreadyConfigured, "no", [])),
+        ("no", True, False, (StoodDown, "no", [])),
+        ("no", False, True, (AlreadyConfigured, "no", [])),
+        ("no", True, True, (AlreadyConfigured, "no", [])),
+    ])
+    def test_the_run_happens_only_while_the_guest_waits_for_it(self, tmp_path, flag, console,
+                                                                dry_run, expected):
+        paths = guest(tmp_path)
+        recording_module(paths, tmp_path)
+        set_flag(paths, initial=flag)
+        first_boot = FirstBootRun(paths, console=console, dry_run=dry_run)
+        runner = Runner(paths, "configure", dry_run=dry_run)
+        try:
+            result = first_boot.run(runner, {"run": "first-boot"})
+            outcome = "ran" if result.ok else "failed"
+        except (AlreadyConfigured, StoodDown) as exc:
+            outcome = type(exc)
+        assert (outcome, initial_config_value(paths), ran(tmp_path)) == expected
+
+    def test_the_exit_statuses_are_the_contracts(self):
+        assert AlreadyConfigured().exit_status == EXIT_ALREADY_CONFIGURED == 4
+        assert StoodDown().exit_status == NothingToDo().exit_status == 0
 
 
 # --- the console dialog -----------------------------------------------------------------------
