@@ -223,12 +223,16 @@ def console_guest(tmp_path):
     return paths
 
 
+def first_boot_dialog(console, paths):
+    """The console dialog of ovm-template-initial-config.service, on a pty."""
+    return console(["--root", paths.root, "--console-input", "--initial-config", "configure"])
+
+
 class TestConsoleRace:
     def test_the_dialog_stands_down_when_the_message_path_configures_first(self, tmp_path,
                                                                           console):
         paths = console_guest(tmp_path)
-        dialog = console(["--root", paths.root, "--console-input", "--initial-config",
-                          "configure"])
+        dialog = first_boot_dialog(console, paths)
         dialog.expect("com.example.name")
         dialog.expect("Value (required): ")
         dialog.type("console-host")
@@ -247,8 +251,7 @@ class TestConsoleRace:
     def test_a_change_that_keeps_the_flag_yes_does_not_stop_the_dialog(self, tmp_path,
                                                                        console):
         paths = console_guest(tmp_path)
-        dialog = console(["--root", paths.root, "--console-input", "--initial-config",
-                          "configure"])
+        dialog = first_boot_dialog(console, paths)
         dialog.expect("Value (required): ")
         # another file in /etc/sysconfig changes, and the flag file is rewritten as yes
         with open(os.path.join(os.path.dirname(paths.sysconfig_ovmd), "network"), "w") as handle:
@@ -266,8 +269,7 @@ class TestConsoleRace:
     def test_the_dialog_completing_first_configures_and_the_message_path_stands_down(
             self, tmp_path, console):
         paths = console_guest(tmp_path)
-        dialog = console(["--root", paths.root, "--console-input", "--initial-config",
-                          "configure"])
+        dialog = first_boot_dialog(console, paths)
         dialog.expect("Value (required): ")
         dialog.type("console-host")
         dialog.expect("Password: ")
@@ -288,8 +290,7 @@ class TestConsoleRace:
     def test_already_configured_exits_0_without_a_question(self, tmp_path, console):
         paths = console_guest(tmp_path)
         set_flag(paths, ovmd="no", initial="no")
-        dialog = console(["--root", paths.root, "--console-input", "--initial-config",
-                          "configure"])
+        dialog = first_boot_dialog(console, paths)
         assert dialog.finish() == 0
         assert "already configured; nothing to do" in dialog.transcript
         assert "com.example.name" not in dialog.transcript
