@@ -290,47 +290,64 @@ def _parse(argv: List[str]) -> Union[Arguments, int]:
 def _command(args: Arguments) -> int:
     """Run (or enumerate) as ``args`` say; the exit status documented in ``--help``."""
     from ovmd.paths import Paths
-    from templateconfig.run.firstboot import FirstBootOver, FirstBootRun
-    from templateconfig.run.lock import LockError
-    from templateconfig.run.params import DaemonUnreachable, ParamsError
-    from templateconfig.run.runner import Runner, RunnerError
+    from templateconfig.run.runner import Runner
 
     assert args.target, "the parsing refused a command line without TARGET"
     paths = Paths(args.root)
     listing = args.enumerate or args.human_readable
-    first_boot = (FirstBootRun(paths, console=args.console_input, dry_run=args.dry_run)
-                  if args.initial_config else None)
+    first_boot = None
     try:
-        if first_boot is not None and args.console_input and not listing:
-            first_boot.begin()
+        if args.initial_config:
+            from templateconfig.run.firstboot import FirstBootRun
+            first_boot = FirstBootRun(paths, console=args.console_input, dry_run=args.dry_run)
+            if args.console_input and not listing:
+                first_boot.begin()
         runner = Runner(paths, args.target, timeout=args.timeout, dry_run=args.dry_run,
                         only=args.script, lock_timeout=args.lock_timeout)
         runner.on_lock_wait = functools.partial(_say_lock_wait, args.lock_timeout)
         if listing:
             return _enumerate(runner, args)
         result = _run(runner, args, paths, first_boot)
-    except FirstBootOver as exc:
-        stream = sys.stdout if exc.exit_status == EXIT_OK else sys.stderr
-        stream.write("ovm-template-config: %s\n" % exc)
-        return exc.exit_status
-    except LockError as exc:
-        sys.stderr.write("ovm-template-config: %s\n" % exc)
-        return EXIT_LOCK_TIMEOUT
-    except (RunnerError, ParamsError) as exc:  # a ValidationError too: nothing was run
-        sys.stderr.write("ovm-template-config: %s\n" % exc)
-        return EXIT_USAGE
-    except DaemonUnreachable as exc:
-        sys.stderr.write("ovm-template-config: cannot get the params from ovmd: %s\n" % exc)
-        return EXIT_NO_DAEMON
     except KeyboardInterrupt:
         sys.stderr.write("ovm-template-config: interrupted\n")
         return EXIT_INTERRUPTED
+    except Exception as exc:
+        code = _stopped(exc)
+        if code is None:
+            raise
+        return code
     finally:
         if first_boot is not None:
             first_boot.stop_watching()
     for problem in runner.problems:
         sys.stderr.write("ovm-template-config: warning: %s\n" % problem)
     return _finish(runner, result, args)
+
+
+def _stopped(exc: Exception) -> Optional[int]:
+    """Say why the command stopped before or instead of a run; its exit status (None: not
+    an error of ours, to be raised on). The error classes are imported here, where one of
+    them was raised, not on every run's start-up."""
+    from templateconfig.run.firstboot import FirstBootOver
+    from templateconfig.run.lock import LockError
+    from templateconfig.run.params import DaemonUnreachable, ParamsError
+    from templateconfig.run.runner import RunnerError
+
+    if isinstance(exc, FirstBootOver):
+        stream = sys.stdout if exc.exit_status == EXIT_OK else sys.stderr
+        stream.write("ovm-template-config: %s\n" % exc)
+        return exc.exit_status
+    if isinstance(exc, DaemonUnreachable):
+        sys.stderr.write("ovm-template-config: cannot get the params from ovmd: %s\n" % exc)
+        return EXIT_NO_DAEMON
+    codes = ((LockError, EXIT_LOCK_TIMEOUT),
+             (RunnerError, EXIT_USAGE),  # a ValidationError too: nothing was run
+             (ParamsError, EXIT_USAGE))
+    for kind, code in codes:
+        if isinstance(exc, kind):
+            sys.stderr.write("ovm-template-config: %s\n" % exc)
+            return code
+    return None
 
 
 def _run(runner: Runner, args: Arguments, paths: Paths,

@@ -17,7 +17,8 @@ What a run does (docs/module-contract.md):
 One file per job:
 
 ``contract``   what the command line, the runner and module processes share (cheap)
-``runner``     the orchestration: order, enumerate, validate, run, resume, skip, interrupt
+``runner``     a target's modules, their descriptors, validation, the run lock, the run
+``steps``      one run, step by step: start, resume, skip, run, finish, interrupted
 ``scripts``    a module script: its record, its interpreter line
 ``preload``    what the runner imports once so that forked module processes need not
 ``launcher``   the parent side of module processes: start, feed, collect, kill, reap
