@@ -1,5 +1,5 @@
 """The runner: a target's modules, their descriptors, the validation of the params and the
-run lock; :meth:`Runner.run` then hands over to :class:`templateconfig.run.steps.TargetRun`,
+run lock; :meth:`Runner.run` then hands over to :class:`templateconfig.run.steps.Run`,
 which runs the modules step by step (start, resume, skip, run, finish, interrupted).
 
 A module's descriptors come from the enumerate cache when its script is unchanged
@@ -305,29 +305,31 @@ class Runner:
 
     def run(self, params: Mapping[str, Any],
             on_module: Optional[Callable[[ModuleOutcome], None]] = None) -> RunResult:
-        """Validate, then run every module; see the package docstring.
+        """Validate, then run every module (:mod:`templateconfig.run.steps`).
 
         Unless in dry-run mode, the run holds the run lock of the root
         (:meth:`run_lock`) from after the validation to the end, waiting up to
         ``lock_timeout`` for another run to finish
         (:class:`templateconfig.run.lock.LockTimeout`).
         """
-        from templateconfig.run.steps import TargetRun
-
         params = dict(params)
         self.validate(params)
         if self.dry_run:
-            run = TargetRun(self, params, on_module)
-            self._secrets = run.secrets
-            return run.execute()
+            return self._execute(params, on_module)
         with self.run_lock():
             try:
                 self.enumerate_cache().save()
             except OSError as exc:
                 log.info("cannot write the enumerate cache: %s", exc)
-            run = TargetRun(self, params, on_module)
-            self._secrets = run.secrets
-            return run.execute()
+            return self._execute(params, on_module)
+
+    def _execute(self, params: Dict[str, Any],
+                 on_module: Optional[Callable[[ModuleOutcome], None]]) -> RunResult:
+        from templateconfig.run.steps import Run
+
+        run = Run(self, params, on_module)
+        self._secrets = run.secrets
+        return run.execute()
 
     def module_env(self, journal: str) -> Dict[str, str]:
         """The environment of one module process, whose actions go to ``journal``."""

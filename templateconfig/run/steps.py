@@ -66,7 +66,7 @@ class SecretValues:
         return iter(self.values)
 
 
-class TargetRun:
+class Run:
     """One run of a target's modules, from start to finish (the steps are in the module
     docstring). Created and executed by :meth:`Runner.run`, after validation (and under
     the run lock: it opens the run log)."""
