@@ -180,7 +180,8 @@ class TestValidation:
 
     @pytest.mark.parametrize("params, message", [
         ({}, "com.example.mode is required"),
-        ({"com.example.mode": "sideways"}, "com.example.mode is 'sideways', which is not one of: on, off"),
+        ({"com.example.mode": "sideways"},
+         "com.example.mode is 'sideways', which is not one of: on, off"),
     ])
     def test_invalid_params_fail_up_front_and_touch_nothing(self, tmp_path, params, message):
         paths = guest(tmp_path)
@@ -262,7 +263,8 @@ class TestForkMatchesFreshInterpreter:
     def build(self, tmp_path):
         paths = guest(tmp_path)
         add_python_module(paths, "viewer", 10, VIEW_BODY)
-        add_python_module(paths, "exits", 20, 'sys.stderr.write("bye\\n")\nsys.exit("fatal: %s" % params["k"])')
+        add_python_module(paths, "exits", 20,
+                          'sys.stderr.write("bye\\n")\nsys.exit("fatal: %s" % params["k"])')
         add_python_module(paths, "crashes", 30, 'params["x"] = 1 / 0')
         add_python_module(paths, "atexit", 40, '''\
             import atexit

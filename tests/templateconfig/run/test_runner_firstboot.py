@@ -159,7 +159,8 @@ class ConsoleOnPty:
         ready, _, _ = select.select([self.master], [], [], max(0.0, deadline - time.monotonic()))
         if not ready:
             return False
-        self.transcript += os.read(self.master, 4096).decode("utf-8", "replace").replace("\r\n", "\n")
+        text = os.read(self.master, 4096).decode("utf-8", "replace")
+        self.transcript += text.replace("\r\n", "\n")
         return True
 
     def expect(self, text):
