@@ -36,11 +36,9 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from ovmd import fsutil
 from ovmd.paths import ROOT_ENV, join_root
 from templateconfig.errors import TemplateConfigError
+from templateconfig.run.contract import ACTIONS_ENV, DRY_RUN_ENV
 
 log = logging.getLogger(__name__)
-
-DRY_RUN_ENV = "OVM_TEMPLATE_CONFIG_DRY_RUN"
-ACTIONS_ENV = "OVM_TEMPLATE_CONFIG_ACTIONS"
 
 
 class CommandError(TemplateConfigError):
