@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # shadow-utils and ssh-keygen, groff/man (man pages) and systemd-analyze (units).
 DEBIAN_PACKAGES := xenstore-utils rpm debootstrap passwd openssh-client openssl tzdata groff-base man-db systemd
 
-.PHONY: all test demo debian-deps venv clean dist install rpm print-version
+.PHONY: all test lint demo debian-deps venv clean dist install rpm print-version
 
 all: test
 
@@ -25,7 +25,13 @@ venv: $(STAMP)
 debian-deps:
 	@scripts/install-debian-deps $(DEBIAN_PACKAGES)
 
-test: $(STAMP) debian-deps
+# Lint and types first: ruff (pyflakes, pycodestyle, import order) over the code, the
+# scripts, the benchmarks and the tests; mypy over the two packages (pyproject.toml).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check ovmd templateconfig scripts bench tests
+	$(VENV)/bin/mypy
+
+test: lint debian-deps
 	$(PY) -m pytest tests
 
 demo: $(STAMP) debian-deps

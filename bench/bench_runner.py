@@ -21,7 +21,8 @@ it is overhead; "per extra module" is (16 - 8) / 8.
 
 Part 2, the eight standard modules (selinux ... authentication) on a fresh copy of the
 Oracle Linux 9 fixture root (``tests/templateconfig/modules/fixtures/roots/ol9``,
-registered with ``ovm-chkconfig --add``) with the demo's messages (``scripts/demo.py``'s MESSAGES). Each
+registered with ``ovm-chkconfig --add``) with the demo's messages (``scripts/demo.py``'s
+MESSAGES). Each
 repetition configures a fresh copy (copied outside the timing) and measures
 
 * total: the wall time of the whole ``ovm-template-config --root R --stdin --json

@@ -11,7 +11,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from packaging_helpers import MODULES, TARGETS, debian_root, rpm_root, run
 
 #: configure priorities of the standard modules, as Oracle's (docs/keys.md).

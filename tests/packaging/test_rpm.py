@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from packaging_helpers import MODULES, REPO, TARGETS, rpm_files, rpm_scripts, run
 
 SYSCONF = "/etc"

@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from testlib import REPO
 
 import templateconfig
 from ovmd import __version__
-from testlib import REPO
 
 MAN_PAGES = sorted((REPO / "packaging" / "man").glob("*.8"))
 

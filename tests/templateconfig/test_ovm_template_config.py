@@ -14,9 +14,16 @@ import subprocess
 import time
 
 import pytest
-
-from runner_helpers import (OVM_TEMPLATE_CONFIG, add_python_module, add_shell_module,
-                            all_text_under, guest, run_cli, tree_hashes, wait_readable)
+from runner_helpers import (
+    OVM_TEMPLATE_CONFIG,
+    add_python_module,
+    add_shell_module,
+    all_text_under,
+    guest,
+    run_cli,
+    tree_hashes,
+    wait_readable,
+)
 
 PASSWORD = "Tr0ub4dor&3-hunter2"
 SECRET_KEY = "com.example.admin-password"  # a password by its name and its descriptor

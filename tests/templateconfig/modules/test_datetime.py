@@ -5,9 +5,7 @@ Module scripts run as real processes on copies of the fixture roots (see conftes
 """
 from __future__ import annotations
 
-import pytest
-
-from module_helpers import (Case, CleanupSuite, enumerate_module, run_module)
+from module_helpers import Case, CleanupSuite, enumerate_module, run_module
 
 D = "com.oracle.linux.datetime."
 

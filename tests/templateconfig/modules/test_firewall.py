@@ -6,9 +6,7 @@ start/stop and SysV ``chkconfig``/``service`` are recorded, not run, under a san
 """
 from __future__ import annotations
 
-import pytest
-
-from module_helpers import (Case, GoldenSuite, enumerate_module, run_module, tree)
+from module_helpers import Case, GoldenSuite, enumerate_module, run_module, tree
 
 F = "com.oracle.linux.network.firewall"
 

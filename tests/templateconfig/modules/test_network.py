@@ -13,9 +13,18 @@ import types
 from typing import Optional
 
 import pytest
-
-from module_helpers import (Case, CleanupSuite, SCRIPTS, assert_dry_run_matches, assert_golden,
-                            assert_idempotent, enumerate_module, run_module, start_module, tree)
+from module_helpers import (
+    SCRIPTS,
+    Case,
+    CleanupSuite,
+    assert_dry_run_matches,
+    assert_golden,
+    assert_idempotent,
+    enumerate_module,
+    run_module,
+    start_module,
+    tree,
+)
 
 P = "com.oracle.linux.network."
 

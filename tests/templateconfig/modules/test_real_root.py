@@ -12,7 +12,6 @@ import os
 import subprocess
 
 import pytest
-
 from identity_helpers import extract_debian_root, run_module, verify_password
 from testlib import IN_CI, require_tool
 

@@ -6,8 +6,8 @@ import os
 import subprocess
 
 import pytest
-
 from identity_helpers import SCRIPTS, fixture_root, run_module, tree
+
 from templateconfig.modules.ssh import SPEC
 
 P = "com.oracle.linux.ssh."

@@ -11,8 +11,17 @@ import json
 import os
 import subprocess
 
-from runner_helpers import (OVM_TEMPLATE_CONFIG, TIMEOUT, add_python_module, guest, ran,
-                            recording_module, run_cli, wait_readable)
+from runner_helpers import (
+    OVM_TEMPLATE_CONFIG,
+    TIMEOUT,
+    add_python_module,
+    guest,
+    ran,
+    recording_module,
+    run_cli,
+    wait_readable,
+)
+
 from templateconfig.run.lock import RunLock, lock_path
 
 

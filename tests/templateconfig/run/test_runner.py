@@ -11,9 +11,15 @@ import os
 import shutil
 
 import pytest
+from runner_helpers import (
+    add_python_module,
+    add_script,
+    add_shell_module,
+    guest,
+    tree_hashes,
+    wait_readable,
+)
 
-from runner_helpers import (add_python_module, add_script, add_shell_module, guest,
-                            tree_hashes, wait_readable)
 from templateconfig.run.runner import Runner, RunnerError, ValidationError, run_target
 from templateconfig.run.scripts import is_python_script
 

@@ -14,8 +14,9 @@ import subprocess
 import time
 
 from runner_helpers import OVM_TEMPLATE_CONFIG, add_python_module, guest
-from templateconfig.run.runner import run_target
 from test_runner import VIEW_BODY
+
+from templateconfig.run.runner import run_target
 
 
 def _children(pid: int) -> list:

@@ -16,11 +16,18 @@ import termios
 import time
 
 import pytest
+from runner_helpers import (
+    OVM_TEMPLATE_CONFIG,
+    TIMEOUT,
+    add_python_module,
+    guest,
+    ran,
+    recording_module,
+    run_cli,
+)
 
 from ovmd.firstboot.contract import EXIT_ALREADY_CONFIGURED
 from ovmd.firstboot.flag import initial_config_value
-from runner_helpers import (OVM_TEMPLATE_CONFIG, TIMEOUT, add_python_module, guest, ran,
-                            recording_module, run_cli)
 from templateconfig.run.firstboot import AlreadyConfigured, FirstBootRun, NothingToDo, StoodDown
 from templateconfig.run.runner import Runner
 
@@ -306,8 +313,9 @@ class TestPrefillFromOvmd:
         import tempfile
         from pathlib import Path
 
-        from ovmd.paths import Paths
         from testlib import bin_path, start_xenstored
+
+        from ovmd.paths import Paths
 
         base = Path(tempfile.mkdtemp(prefix="ovr-", dir="/tmp"))  # short: socket paths
         xenstored = daemon = None
