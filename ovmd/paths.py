@@ -90,6 +90,12 @@ class Paths:
     def pid_file(self) -> str:
         return os.path.join(self.run_dir, "ovmd.pid")
 
+    @property
+    def runners_dir(self) -> str:
+        """Volatile, root-only: one directory per ``ovm-template-config`` process (its
+        module process groups, what its modules prepared), removed when it ends."""
+        return os.path.join(self.run_dir, "runners")
+
     # --- framework ----------------------------------------------------------------
     @property
     def template_d(self) -> str:
@@ -111,6 +117,11 @@ class Paths:
     def report_file(self) -> str:
         """JSON report of the last (or current) run, read by ``ovmd --status``."""
         return os.path.join(self.report_dir, "last-run.json")
+
+    @property
+    def applied_file(self) -> str:
+        """Per target and module, digests of the params its last successful run took."""
+        return os.path.join(self.report_dir, "applied-params.json")
 
     @property
     def run_state_file(self) -> str:

@@ -1,12 +1,14 @@
 """The run report: the JSON record of the last (or current) run, ``Paths.report_file``.
 
 Rewritten atomically (mode 0600) at every module transition, every error text redacted;
-``ovmd --status`` reads it (:func:`ovmd.runreport.read_report`). Format in
+``ovmd --status`` reads it (:func:`ovmd.runreport.read_report`, which also tells from the
+runner's pid written in it whether a ``running`` run's runner was killed). Format in
 docs/formats.md; the status values are :class:`ovmd.runreport.RunStatus` and
 :class:`ovmd.runreport.ModuleStatus`.
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -79,7 +81,8 @@ class RunReport:
             if entry.get("actions"):
                 entry["actions"] = [redact(a, secrets) for a in entry["actions"]]
             modules.append(entry)
-        return {"target": self.target, "status": self.status, "started": self.started,
+        return {"target": self.target, "status": self.status, "pid": os.getpid(),
+                "started": self.started,
                 "finished": self.finished, "modules": modules,
                 "changed_keys": list(self.changed_keys)}
 

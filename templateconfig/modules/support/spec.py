@@ -8,7 +8,9 @@ under ``template.d/scripts/<name>`` only calls ``SPEC.main()``.
 
 A handler takes the params (a dict of key -> string) and returns a dict of keys it adds
 or changes (or ``None``); :meth:`ModuleSpec.run` merges them into the output, so the
-runner can send them back to the host.
+runner can send them back to the host. A module may also register a *preparer* for a
+target (:meth:`ModuleSpec.prepare`): work that needs no params, which the runner starts
+before the params arrive (the header then says ``prepare: TARGET``).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from templateconfig.common import TemplateConfigError, guest
 
 Validator = Callable[[str], None]
 Handler = Callable[[Dict[str, str]], Optional[Mapping[str, str]]]
+Preparer = Callable[[], None]
 
 
 class ValidationError(TemplateConfigError):
@@ -135,6 +138,7 @@ class ModuleSpec:
         self.keys = list(keys)
         self.enumerate_count = enumerate_count
         self.handlers: Dict[str, Handler] = {}
+        self.preparers: Dict[str, Preparer] = {}
 
     # --- declaration -------------------------------------------------------------------
     def target(self, name: str) -> Callable[[Handler], Handler]:
@@ -147,11 +151,26 @@ class ModuleSpec:
             return func
         return register
 
+    def prepare(self, name: str) -> Callable[[Preparer], Preparer]:
+        """Decorator registering the preparer of target ``name``: called, without params,
+        by ``SCRIPT --prepare TARGET`` (see :mod:`templateconfig.cli`)."""
+        if name not in self.targets:
+            raise ValueError("module %s does not declare target %r" % (self.name, name))
+
+        def register(func: Preparer) -> Preparer:
+            self.preparers[name] = func
+            return func
+        return register
+
     def header(self) -> str:
         """The ``### BEGIN PLUGIN INFO`` block for this module (tests compare scripts with it)."""
+        from templateconfig.run.contract import PREPARE_FIELD
+
         lines = ["### BEGIN PLUGIN INFO", "# name: %s" % self.name]
         for target, priority in self.targets.items():
             lines.append("# %s: %d" % (target, priority))
+        if self.preparers:
+            lines.append("# %s: %s" % (PREPARE_FIELD, " ".join(self.preparers)))
         lines.append("# description: %s" % self.description)
         lines.append("### END PLUGIN INFO")
         return "\n".join(lines)
@@ -243,4 +262,4 @@ class ModuleSpec:
         functions = {t: self._contract_function(t) for t in self.targets}
         if argv is not None:
             sys.argv = [sys.argv[0]] + list(argv)
-        cli.main(self.do_enumerate, functions)
+        cli.main(self.do_enumerate, functions, prepare=self.preparers)
