@@ -34,15 +34,18 @@ class HostLink:
     """The XenStore connection, the intake of host messages and the outbox.
 
     ``on_stored(keys)`` is called after each batch of messages was stored, with the keys of
-    its parameters (none for a batch of events only).
+    its parameters (none for a batch of events only); then ``on_event(names)`` for each
+    ``VMAPIEvent`` of the batch, with the names of its bits.
     """
 
     def __init__(self, loop: EventLoop, cache: ParamCache, xenstore_path: Optional[str],
-                 on_stored: Callable[[List[str]], None]) -> None:
+                 on_stored: Callable[[List[str]], None],
+                 on_event: Optional[Callable[[List[str]], None]] = None) -> None:
         self.loop = loop
         self.cache = cache
         self.xenstore_path = xenstore_path
         self.on_stored = on_stored
+        self.on_event = on_event
         self.client: Any = None
         self.channel: Optional[MessageChannel] = None
         self.outbox: Deque[Tuple[str, str]] = deque()
@@ -146,9 +149,10 @@ class HostLink:
 
     def _store(self, messages: List[Message]) -> None:
         params = []
+        events = []
         for message in messages:
             if message.is_event:
-                self._record_event(message)
+                events.append(self._record_event(message))
             else:
                 params.append((message.key, message.value))
         self.cache.update(params)  # durable before the caller deletes the nodes
@@ -157,8 +161,11 @@ class HostLink:
             log.info("stored %d parameter(s) from the host%s", len(keys),
                      ": " + ", ".join(keys) if len(keys) <= 8 else "")
         self.on_stored(keys)
+        for names in events:  # after the params: an event acts on what came before it
+            if self.on_event is not None:
+                self.on_event(names)
 
-    def _record_event(self, message: Message) -> None:
+    def _record_event(self, message: Message) -> List[str]:
         names: List[str] = []
         value = message.value.strip()
         bits = int(value, 0) if value.isdigit() or value.startswith("0x") else None
@@ -167,6 +174,7 @@ class HostLink:
         entry = {"time": time.time(), "event": value[:64], "names": names}
         self.events.append(entry)
         log.info("host event %s%s", value[:64], " (%s)" % ", ".join(names) if names else "")
+        return names
 
     # --- outbox -------------------------------------------------------------------------
     def send(self, key: str, value: str) -> Optional[str]:

@@ -1,5 +1,13 @@
 """The runner slot: at most one ``ovm-template-config`` run at a time, and what its end
-means (ok or failed, why, the params a first-boot run returned, the answer to ``-s``)."""
+means (ok or failed, why, the params a first-boot run returned, the answer to ``-s``).
+
+While the guest waits for its first boot, a first-boot runner *stands by*: started
+before the host's params come, it does everything that needs no params (its modules'
+prepare work such as the SSH host keys, its imports, the enumeration) and waits for
+them on its input pipe, so that when the quiet period ends only the modules' own work
+remains. It holds no lock and changes nothing until it has its params; stood down
+(SIGTERM, or the daemon's end) it leaves nothing behind.
+"""
 from __future__ import annotations
 
 import logging
@@ -8,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from ..cache import ParamCache
 from ..control import EXIT_FAILURE, EXIT_OK
 from ..firstboot.contract import EXIT_ALREADY_CONFIGURED
-from ..firstboot.machine import Event
+from ..firstboot.machine import CONFIGURE, Event
 from ..paths import Paths
 from ..runreport import ModuleStatus, RunStatus, read_report
 from ..secrets import is_secret_key, redact
@@ -46,19 +54,62 @@ class RunSlot:
         self.cache = cache
         self.on_finished = on_finished
         self.current: Optional[TargetRun] = None
+        #: the first-boot runner waiting for its params, if one stands by
+        self.standby: Optional[TargetRun] = None
+        #: the run that ended last (what it was given: see :meth:`params_newer`)
+        self.last: Optional[TargetRun] = None
 
-    def start(self, target: str, first_boot: bool = False) -> TargetRun:
-        """Start ``target`` with the cached params; a run that cannot even start ends
-        (``on_finished``) before this returns."""
-        run = TargetRun(self.paths, target, self.cache.as_dict(), self.loop,
-                        initial_config=first_boot)
+    def start(self, target: str, first_boot: bool = False,
+              changed_only: bool = False) -> TargetRun:
+        """Start ``target`` with the cached params (a first-boot run: the runner that
+        stands by, if there is one); a run that cannot even start ends (``on_finished``)
+        before this returns."""
+        standby, self.standby = self.standby, None
+        if first_boot and target == CONFIGURE and standby is not None and standby.standing_by:
+            run = standby
+            run.feed(self.cache.as_dict())
+        else:
+            if standby is not None:
+                standby.stand_down()
+            run = TargetRun(self.paths, target, self.cache.as_dict(), self.loop,
+                            initial_config=first_boot, changed_only=changed_only)
         self.current = run
         if run.finished:  # could not even start
             self._finish(run)
         return run
 
+    def stand_by(self) -> None:
+        """Have a first-boot runner stand by (unless one does, or a run is going)."""
+        if self.standby is None and self.current is None:
+            self.standby = TargetRun(self.paths, CONFIGURE, None, self.loop,
+                                     initial_config=True)
+            if self.standby.finished:
+                log.warning("cannot start a first-boot runner ahead: %s", self.standby.error)
+                self.standby = None
+
+    def stand_down(self) -> None:
+        """No first-boot run is coming (the guest is configured, the daemon stops)."""
+        standby, self.standby = self.standby, None
+        if standby is not None:
+            standby.stand_down()
+
+    def params_newer(self) -> bool:
+        """The cache holds a param the last run was not given (added or changed), not
+        counting the params it returned."""
+        run = self.last
+        if run is None:
+            return False
+        returned = run.result_params() or {}
+        return any(run.params.get(key) != value and returned.get(key) != value
+                   for key, value in self.cache.items())
+
     def child_exited(self) -> None:
         """SIGCHLD: collect the run if it was ours that exited."""
+        standby = self.standby
+        if standby is not None and standby.check_exit():
+            log.warning("the first-boot runner that stood by exited (status %s) before "
+                        "its params came; the run will start afresh", standby.returncode)
+            self.standby = None
         run = self.current
         if run is not None and run.check_exit():
             self._finish(run)
@@ -67,6 +118,7 @@ class RunSlot:
         if self.current is not run:
             return
         self.current = None
+        self.last = run
         self.on_finished(self._result(run))
 
     def _result(self, run: TargetRun) -> RunResult:
@@ -99,6 +151,9 @@ def run_error(run: TargetRun, report: Optional[Dict[str, Any]]) -> str:
         return "; ".join("module %s failed: %s" % (m.get("name"),
                                                   str(m.get("error") or "").strip()[:300])
                          for m in failed)
+    error = (report or {}).get("error")
+    if error:  # a runner killed between two modules
+        return str(error)
     if run.returncode not in (0, None):
         return "%s exited with status %s" % (RUNNER, run.returncode)
     return ""

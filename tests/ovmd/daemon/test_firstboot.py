@@ -141,7 +141,7 @@ class TestFirstBoot:
         # in order: the last message was stored, then the quiet period ended and the run began
         log = daemon.log_text()
         assert log.index("com.example.c") < log.index("quiet period over") \
-            < log.index("started ovm-template-config configure")
+            < log.index("running ovm-template-config --initial-config configure")
 
     def test_failure_keeps_initial_config_then_a_new_password_retries(
             self, root, ovmd_factory, host):
