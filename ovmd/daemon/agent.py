@@ -21,7 +21,12 @@ from ..cache import ParamCache
 from ..channel import MessageError, check_message
 from ..control import ControlServer
 from ..firstboot.contract import TRIGGER_KEY
-from ..firstboot.flag import initial_config_enabled, mark_configured, quiet_period
+from ..firstboot.flag import (
+    initial_config_enabled,
+    initial_config_state,
+    mark_configured,
+    quiet_period,
+)
 from ..firstboot.machine import CONFIGURE, FirstBootMachine
 from ..paths import Paths
 from ..secrets import RedactingFilter
@@ -68,7 +73,7 @@ class Daemon:
         self.loop.on_signals((signal.SIGTERM, signal.SIGINT), self._terminate)
         self.loop.on_signals((signal.SIGHUP,), self._reopen_logs)
         self.loop.on_signals((signal.SIGCHLD,), self.runs.child_exited)
-        self._read_quiet_period()
+        self._read_quiet_period(starting=True)
         self.cache.load()
         self._watch_flag()
         self.control = ControlServer(self.paths.control_socket, self.requests.handle,
@@ -93,16 +98,18 @@ class Daemon:
         log.info("reopened logs")
         self._read_quiet_period()
 
-    def _read_quiet_period(self) -> None:
+    def _read_quiet_period(self, starting: bool = False) -> None:
         """The quiet period: ``--quiet-period``, else QUIET_PERIOD in the sysconfig file
         (read at start and on SIGHUP), else the default."""
         seconds = self.quiet_period_option
+        source = "--quiet-period"
         if seconds is None:
             seconds, problem = quiet_period(self.paths)
+            source = self.paths.sysconfig_ovmd
             if problem:
                 log.warning("%s", problem)
-        if seconds != self.first_boot.quiet_period:
-            log.info("quiet period %g s", seconds)
+        if starting or seconds != self.first_boot.quiet_period:
+            log.info("quiet period %g s (%s)", seconds, source)
         self.first_boot.quiet_period = seconds
 
     def _watch_flag(self) -> None:
@@ -118,12 +125,14 @@ class Daemon:
         self.loop.add_reader(self.flag_watch, self._flag_changed)
 
     def _flag_changed(self, _mask: int) -> None:
+        """Something changed in the flag's directory: if INITIAL_CONFIG turned from yes
+        to an explicit no (not a file caught half rewritten), the console dialog (or an
+        operator) configured the guest."""
         assert self.flag_watch is not None
-        self.flag_watch.poll()  # drains; the flag is read below
-        was, self.initial_config = self.initial_config, initial_config_enabled(self.paths)
-        if was and not self.initial_config:
+        turned_no = self.flag_watch.poll()
+        if turned_no and self.initial_config:
             self._feed(self.first_boot.flag_turned_no)
-        elif was != self.initial_config:
+        elif initial_config_state(self.paths) is True and not self.initial_config:
             self._feed(None)
 
     def _feed(self, event: Optional[Callable[..., None]], *args: Any) -> None:
@@ -132,7 +141,9 @@ class Daemon:
         one may be needed."""
         if event is not None:
             event(*args)
-        self.initial_config = initial_config_enabled(self.paths)
+        state = initial_config_state(self.paths)
+        if state is not None:
+            self.initial_config = state
         if self.initial_config:
             self.runs.stand_by()
         else:

@@ -46,3 +46,24 @@ def test_the_shipped_default_is_at_most_a_tenth_of_a_second():
                            "sysconfig", "ovmd")
     with open(shipped) as handle:
         assert "QUIET_PERIOD=%g\n" % DEFAULT_QUIET_PERIOD in handle.read()
+
+
+@pytest.mark.parametrize("text, state", [
+    ("INITIAL_CONFIG=yes\n", True),
+    ("INITIAL_CONFIG=no\n", False),
+    ("INITIAL_CONFIG=FALSE\n", False),
+    ("INITIAL_CONFIG=0\n", False),
+    ("# first boot\n", None),              # not set
+    ("# first boot\nINITIAL_CONFIG=", None),  # caught half rewritten in place
+    ("INITIAL_CONFIG=n", None),
+    ("INITIAL_CONFIG=maybe\n", None),
+])
+def test_only_an_explicit_no_says_the_guest_was_configured(tmp_path, text, state):
+    """What the daemon and the console dialog take as "first boot is over"."""
+    from ovmd.firstboot.flag import initial_config_state
+
+    paths = Paths(str(tmp_path))
+    os.makedirs(os.path.dirname(paths.sysconfig_ovmd))
+    with open(paths.sysconfig_ovmd, "w") as handle:
+        handle.write(text)
+    assert initial_config_state(paths) is state
