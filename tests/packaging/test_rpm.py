@@ -164,12 +164,14 @@ def _tree(root: Path):
     return tree
 
 
-def test_make_install_matches_the_rpms(rpms, tmp_path):
+def test_make_install_matches_the_rpms(debian_rpms, tmp_path):
+    """`make install` with its defaults on this Debian machine puts the packages in
+    Debian's dist-packages, where the debian_rpms build puts them too."""
     dest = tmp_path / "destdir"
     run(["make", "-s", "-C", str(REPO), "install", "DESTDIR=%s" % dest], timeout=120)
     installed = _tree(dest)
     packaged = {}
-    for path in rpms.values():
+    for path in debian_rpms.values():
         for name, mode in rpm_files(path).items():
             if name.startswith("/usr/share/man/") and name.endswith(".gz"):
                 name = name[:-3]
