@@ -12,7 +12,7 @@ Layout of one run (SUFFIX = pid + random, so parallel runs never collide):
     netns ovmg-SUFFIX (the guest's)         netns ovmp-SUFFIX (the peer: "the LAN")
       eth0  <-- veth -->  peer0  192.0.2.1/24, 192.0.2.2/24 (gateway, NTP addresses)
       eth1  <-- veth -->  peer1  198.51.100.1/24
-    dnsmasq --port=0 (DHCP only) on peer0 and peer1; a DNS-only dnsmasq on 192.0.2.53/.54
+    dnsmasq --port=0 (DHCP only) on peer0 and peer1; a DNS-only dnsmasq on 192.0.2.53/.54/.63
 """
 from __future__ import annotations
 
@@ -30,11 +30,12 @@ from typing import Dict, List, Optional
 
 from packaging_helpers import run
 
-PEER_ADDRESSES = {"peer0": ["192.0.2.1/24", "192.0.2.2/24", "192.0.2.53/24", "192.0.2.54/24"],
+PEER_ADDRESSES = {"peer0": ["192.0.2.1/24", "192.0.2.2/24", "192.0.2.53/24", "192.0.2.54/24",
+                            "192.0.2.63/24"],
                   "peer1": ["198.51.100.1/24"]}
-#: The LAN's DNS servers: a dnsmasq with no upstream, so every query is answered at once
-#: (REFUSED) instead of timing out.
-DNS_ADDRESSES = ("192.0.2.53", "192.0.2.54")
+#: The LAN's DNS servers (.63 the template's, .53/.54 the ones the host requests): a
+#: dnsmasq with no upstream, so every query is answered at once instead of timing out.
+DNS_ADDRESSES = ("192.0.2.53", "192.0.2.54", "192.0.2.63")
 #: DHCP on both links: eth1 is configured for DHCP, the template uses DHCP on eth0 too.
 DHCP_RANGE = ("198.51.100.50", "198.51.100.60")
 TEMPLATE_DHCP_RANGE = ("192.0.2.100", "192.0.2.110")

@@ -136,7 +136,7 @@ def prepare_template(root: Path, debs) -> None:
     (root / "etc/hostname").write_text("ovm-template\n")
     (root / "etc/network/interfaces").write_text(TEMPLATE_INTERFACES)
     # debootstrap copied this machine's resolver; the template uses its LAN's.
-    (root / "etc/resolv.conf").write_text("nameserver 192.0.2.53\n")
+    (root / "etc/resolv.conf").write_text("nameserver 192.0.2.63\n")
     for unit, text in (("ovmd.service", OVMD_DROPIN), ("chrony.service", CHRONY_DROPIN)):
         dropin = root / "etc/systemd/system" / (unit + ".d")
         dropin.mkdir(parents=True, exist_ok=True)
