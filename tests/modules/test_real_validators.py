@@ -16,7 +16,6 @@ with mode 0600, and the EL modes are asserted separately.
 from __future__ import annotations
 
 import glob
-import grp
 import os
 import re
 import shutil

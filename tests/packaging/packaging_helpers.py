@@ -35,6 +35,14 @@ RPM_DBPATH = "/var/lib/rpm"
 
 
 
+def framework_sources():
+    """(path relative to the repository, whether it is a standard module's own file) of
+    every templateconfig/*.py: the framework package holds all but the module files."""
+    for source in sorted((REPO / "templateconfig").rglob("*.py")):
+        relative = source.relative_to(REPO)
+        yield relative, relative.parent.name == "modules" and source.stem in MODULES
+
+
 def links(root: Path, target: str) -> Dict[str, str]:
     """The registry of one target in ``root``: link name (``70ssh``) -> link target."""
     directory = root / "etc/template.d" / ("%s.d" % target)

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from packaging_helpers import (CONFIGURE_PRIORITIES, MODULES, REPO, TARGETS, debian_boot_root,
-                               deb_field, deb_files, deb_script, dpkg_in_root, in_root, links,
-                               require_tool, run)
+                               deb_field, deb_files, deb_script, dpkg_in_root, framework_sources,
+                               in_root, links, require_tool, run)
 
 SITELIB = "/usr/lib/python3/dist-packages"
 UNITDIR = "/lib/systemd/system"
@@ -100,10 +100,9 @@ def test_framework_package_files(debs):
     files = deb_files(debs["ovm-template-config"])
     for command in ("ovm-template-config", "ovm-chkconfig"):
         assert files["/usr/bin/%s" % command] == "-rwxr-xr-x"
-    for source in sorted((REPO / "templateconfig").rglob("*.py")):
-        relative = source.relative_to(REPO)
+    for relative, is_module in framework_sources():
         name = "%s/%s" % (SITELIB, relative)
-        if relative.parent.name == "modules" and source.stem in MODULES:
+        if is_module:
             assert name not in files, "%s belongs to its module's package" % name
         else:
             assert files.get(name) == "-rw-r--r--", name

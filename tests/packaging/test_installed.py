@@ -6,9 +6,7 @@ installed packages: what a guest does on ``yum install``.
 """
 from __future__ import annotations
 
-import os
 import subprocess
-from pathlib import Path
 
 import pytest
 

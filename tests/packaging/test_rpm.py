@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from packaging_helpers import MODULES, REPO, TARGETS, rpm_files, rpm_scripts, run
+from packaging_helpers import (MODULES, REPO, TARGETS, framework_sources, rpm_files,
+                               rpm_scripts, run)
 
 SYSCONF = "/etc"
 COMMANDS_OVMD = ("ovmd", "ovm-vmmessage", "ovmd-xenstored")
@@ -76,15 +77,13 @@ def test_framework_package_files(rpms):
     sitelib = sitelib_of(files)
     for command in COMMANDS_FRAMEWORK:
         assert files["/usr/bin/%s" % command] == "-rwxr-xr-x"
-    modules = set(MODULES)
-    for source in sorted((REPO / "templateconfig").rglob("*.py")):
-        relative = source.relative_to(REPO)
+    for relative, is_module in framework_sources():
         name = "%s/%s" % (sitelib, relative)
-        if relative.parent.name == "modules" and source.stem in modules:
+        if is_module:
             assert name not in files, "%s belongs to its module's package" % name
         else:
             assert files.get(name) == "-rw-r--r--", name
-            compiled = "%s/%s/__pycache__/%s.%s.pyc" % (sitelib, relative.parent, source.stem,
+            compiled = "%s/%s/__pycache__/%s.%s.pyc" % (sitelib, relative.parent, relative.stem,
                                                        BUILD_CACHE_TAG)
             assert files.get(compiled) == "-rw-r--r--", compiled
     assert files["%s/templateconfig/sdk.py" % sitelib] == "-rw-r--r--"
