@@ -147,6 +147,7 @@ def guest_diagnostics(guest: BootedGuest) -> str:
     parts = []
     for argv in (["systemctl", "--failed", "--no-legend"], ["ovmd", "--status"],
                  ["systemctl", "list-jobs", "--no-legend"],
+                 ["tail", "-n", "25", "/var/log/ovm-template-config.log"],
                  ["journalctl", "-b", "--no-pager", "-n", "40", "-u", "ovmd", "-u",
                   "ovmd-initial-config-wait", "-u", "ssh", "-u", "chrony", "-u",
                   "ovm-template-initial-config", "-u", "networking"]):
