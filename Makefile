@@ -52,7 +52,7 @@ $(DIST): FORCE
 	@echo "wrote $@"
 
 # Put files where the RPM puts them (the spec runs the same script). The Python
-# packages go where the target python3 searches (scripts/python-sitelib: Debian's
+# packages go where the target python3 searches (scripts/python-sitelib.py: Debian's
 # /usr/lib/python3/dist-packages, EL's site-packages); SITELIB=DIR overrides it.
 install:
 	DESTDIR=$(DESTDIR) $(if $(SITELIB),SITELIB=$(SITELIB)) sh scripts/install-tree

@@ -303,7 +303,7 @@ def test_make_install_sitelib_override(tmp_path):
 ])
 def test_python_sitelib_follows_debians_site(python, prefix, expected):
     minor = int(run([python, "-c", "import sys; print(sys.version_info[1])"]).stdout)
-    out = run([python, str(REPO / "scripts/python-sitelib"), prefix]).stdout.strip()
+    out = run([python, str(REPO / "scripts/python-sitelib.py"), prefix]).stdout.strip()
     assert out == (expected % minor if "%d" in expected else expected)
     searched = run([python, "-c", "import sys; print('\\n'.join(sys.path))"]).stdout.split()
     assert out in searched

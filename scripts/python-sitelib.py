@@ -7,6 +7,8 @@ Linux's and Fedora's python3 search. Debian's and Ubuntu's search
 /usr/local/lib/python3.X/dist-packages. So: the first candidate the interpreter's own
 site module lists, else posix_prefix's purelib.
 """
+from __future__ import annotations
+
 import site
 import sys
 import sysconfig
