@@ -18,7 +18,7 @@ DEBIAN_PACKAGES := xenstore-utils rpm debootstrap passwd openssh-client openssl 
 	systemd-container iproute2 dnsmasq-base sshpass openssh-server \
 	chrony ifupdown netplan.io network-manager nftables
 
-.PHONY: all test demo debian-deps venv clean dist install rpm deb
+.PHONY: all test lint demo debian-deps venv clean dist install rpm deb print-version
 
 all: test
 
@@ -33,14 +33,23 @@ venv: $(STAMP)
 debian-deps:
 	@scripts/install-debian-deps $(DEBIAN_PACKAGES)
 
-test: $(STAMP) debian-deps
+# Lint and types first: ruff (pyflakes, pycodestyle, import order) over the code, the
+# scripts, the benchmarks and the tests; mypy over the two packages (pyproject.toml).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check ovmd templateconfig scripts bench tests
+	$(VENV)/bin/mypy
+
+test: lint debian-deps
 	$(PY) -m pytest tests
 
 demo: $(STAMP) debian-deps
 	$(PY) scripts/demo.py
 
-VERSION := $(shell sed -n 's/^VERSION = "\(.*\)"/\1/p' setup.py)
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' ovmd/__init__.py)
 DIST := dist/ovmd-$(VERSION).tar.gz
+
+print-version:
+	@echo $(VERSION)
 
 # The source tarball the RPM builds from: the files git tracks, plus any new ones it
 # does not ignore, under ovmd-VERSION/.

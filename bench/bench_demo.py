@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""How long `make demo` takes end to end (its budget: under 10 s), over a few runs.
+"""How long `make demo` takes end to end (goal: under 10 s), over a few runs.
 
 Usage: .venv/bin/python bench/bench_demo.py [RUNS]
 """
@@ -26,7 +26,7 @@ def main() -> int:
             print("demo failed: %s" % proc.stderr.strip(), file=sys.stderr)
             return 1
     print("make demo (scripts/demo.py), %d runs: min %.2f s, median %.2f s, max %.2f s "
-          "(budget 10 s)" % (runs, min(times), statistics.median(times), max(times)))
+          "(goal: under 10 s)" % (runs, min(times), statistics.median(times), max(times)))
     return 0
 
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_runner.py [--repeat N] [--no-bytecode]
 
-The budget (issue): a ``configure`` run of the eight standard modules spends at most
+The goal: a ``configure`` run of the eight standard modules spends at most
 100 ms on the framework (everything except the modules' own work), and each additional
 no-op Python module at most 5 ms. Figures are printed; nothing is asserted.
 
@@ -20,8 +20,9 @@ a first boot whose template never ran the modules). No-op modules do no work, so
 it is overhead; "per extra module" is (16 - 8) / 8.
 
 Part 2, the eight standard modules (selinux ... authentication) on a fresh copy of the
-Oracle Linux 9 fixture root (``tests/modules/fixtures/roots/ol9``, registered with
-``ovm-chkconfig --add``) with the demo's messages (``scripts/demo.py``'s MESSAGES). Each
+Oracle Linux 9 fixture root (``tests/templateconfig/modules/fixtures/roots/ol9``,
+registered with ``ovm-chkconfig --add``) with the demo's messages (``scripts/demo.py``'s
+MESSAGES). Each
 repetition configures a fresh copy (copied outside the timing) and measures
 
 * total: the wall time of the whole ``ovm-template-config --root R --stdin --json
@@ -95,7 +96,7 @@ PARAMS = {"com.oracle.linux.root-password": "bench-password",
 
 STANDARD = ["selinux", "firewall", "datetime", "network", "system", "user", "ssh",
             "authentication"]
-OL9 = os.path.join(REPO, "tests", "modules", "fixtures", "roots", "ol9")
+OL9 = os.path.join(REPO, "tests", "templateconfig", "modules", "fixtures", "roots", "ol9")
 BIN = os.path.dirname(sys.executable)
 
 
@@ -187,7 +188,7 @@ def time_cli(roots: Dict[int, str], env: Dict[str, str],
 
 
 def time_runner(paths, fork: bool, repeat: int) -> Tuple[float, float]:
-    from templateconfig.runner import Runner
+    from templateconfig.run.runner import Runner
 
     Runner(paths, "configure", fork=fork).run(PARAMS)  # warm-up
     samples = []
@@ -220,7 +221,8 @@ def probe_work(root: str, params_file: str) -> None:
     """
     from ovmd.paths import ROOT_ENV, Paths
     from templateconfig import registry
-    from templateconfig.runner import ACTIONS_ENV, preload
+    from templateconfig.run.contract import ACTIONS_ENV
+    from templateconfig.run.preload import preload
 
     with open(params_file) as handle:
         params = json.load(handle)
@@ -261,6 +263,8 @@ def probe_work(root: str, params_file: str) -> None:
 
 
 def bench_standard(workdir: str, env: Dict[str, str], repeat: int) -> Dict[str, object]:
+    from ovmd.runreport import ModuleStatus
+
     template = os.path.join(workdir, "ol9-template")
     build_standard(template)
     messages = demo_messages()
@@ -299,7 +303,7 @@ def bench_standard(workdir: str, env: Dict[str, str], repeat: int) -> Dict[str, 
             shutil.copy2(cache, cache_dir)
         elapsed, proc = run_command(root, messages, env, json_report=True)
         report = json.loads(proc.stdout)
-        bad = [m["name"] for m in report["modules"] if m["status"] != "ok"]
+        bad = [m["name"] for m in report["modules"] if m["status"] != ModuleStatus.OK]
         if bad:
             raise SystemExit("modules failed in the benchmark: %s" % bad)
         totals.append(elapsed)

@@ -1,4 +1,4 @@
-"""Oracle VM's host<->guest message channel, directly on XenStore (REFERENCE §2).
+"""Oracle VM's host<->guest message channel, directly on XenStore (docs/protocol.md).
 
 Oracle's UEK driver ``ovmapi`` implements this channel in the kernel; we speak the same
 node layout from user space, so no kernel module is needed::
@@ -35,7 +35,7 @@ MAX_KEY_BYTES = 256
 MAX_VALUE_BYTES = 8192
 #: Reserved key: carries an event, not a parameter.
 EVENT_KEY = "VMAPIEvent"
-#: Oracle's event bits (REFERENCE §2).
+#: Oracle's event bits (the value of a ``VMAPIEvent`` message is their sum).
 EVENTS = {
     "snapshot": 0x1, "migrate": 0x2, "shutdown": 0x4, "reconfig": 0x8,
     "ip-address": 0x10, "user": 0x20, "new-param": 0x40, "system": 0x80,

@@ -1,15 +1,24 @@
 """The ``ovmd`` command: Oracle's flags, the daemon, and the client of a running daemon.
 
 Shell scripts call ``ovmd -g KEY`` often during boot, so the common client flags
-(``-g -l -p -r -x -e``, optionally after ``--root DIR``) go through a tiny hand-written
-dispatcher that imports nothing but ``ovmd.paths`` and ``ovmd.control`` (which uses
-``_socket``, not ``socket``): no argparse, json or logging. Everything else, ``--help``
-included, goes through argparse in :func:`full_main`.
+(the requests marked ``fast`` in :data:`ovmd.control.REQUESTS`: ``-g -l -p -r -x -e``,
+optionally after ``--root DIR``) go through a tiny hand-written dispatcher that imports
+nothing but ``ovmd.paths`` and ``ovmd.control`` (which uses ``_socket``, not ``socket``):
+no argparse, json or logging. Everything else, ``--help`` included, goes through
+argparse in :func:`full_main`. Both take the request flags from the one table,
+:data:`~ovmd.control.REQUESTS`, and the fast path accepts only command lines that
+argparse reads the same way.
 """
 from __future__ import annotations
 
 import os
 import sys
+
+from .control import REQUESTS, ControlClient, ControlError, Request
+
+TYPE_CHECKING = False  # typing costs start-up time; type checkers read this as True
+if TYPE_CHECKING:
+    import argparse
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -17,18 +26,12 @@ EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3
 EXIT_PERMISSION = 4
 
-_FAST_ACTIONS = {
-    "-g": "get", "--get-param": "get",
-    "-r": "delete", "--delete-param": "delete",
-    "-e": "event", "--event": "event",
-    "-p": "set", "--set-param": "set",
-    "-l": "list", "--list-params": "list",
-    "-x": "clear", "--delete-params": "clear",
-}
-_NO_ARGUMENT = ("list", "clear")
+#: flag -> request, for the requests the fast path handles
+_FAST_ACTIONS = {flag: request for request in REQUESTS if request.fast
+                 for flag in request.flags}
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     fast = _fast_parse(args)
     if fast is None:
@@ -37,51 +40,47 @@ def main(argv=None) -> int:
     return _call_daemon(root, request)
 
 
-def _fast_parse(args):
-    """(root, request) for the common client flags, or None to use argparse."""
+def _fast_parse(args: list[str]) -> tuple[str, list[str]] | None:
+    """(root, request) for the common client flags, or None to use argparse.
+
+    A separate argument starting with ``-`` is left to argparse, which may read it as an
+    option (``-g -x`` is a usage error there, not a request for the key ``-x``).
+    """
     root = os.environ.get("OVM_TEMPLATE_CONFIG_ROOT") or "/"
-    request = None
+    request: list[str] | None = None
     index = 0
     while index < len(args):
-        arg = args[index]
-        value = None
+        arg, value = args[index], None
+        index += 1
         if arg.startswith("--") and "=" in arg:
             arg, value = arg.split("=", 1)
-        if arg == "--root":
-            if value is None:
-                if index + 1 >= len(args):
-                    return None
-                index += 1
-                value = args[index]
-            root = value
-        elif arg in _FAST_ACTIONS and request is None:
-            action = _FAST_ACTIONS[arg]
-            if action in _NO_ARGUMENT:
-                if value is not None:
-                    return None
-                request = [action]
-            else:
-                if value is None:
-                    if index + 1 >= len(args) or args[index + 1] == "--":
-                        return None
-                    index += 1
-                    value = args[index]
-                if action == "set":
-                    if "=" not in value:
-                        return None  # argparse path prints the proper error
-                    request = ["set"] + value.split("=", 1)
-                else:
-                    request = [action, value]
-        else:
+        action = _FAST_ACTIONS.get(arg)
+        if arg != "--root" and (action is None or request is not None):
             return None
-        index += 1
+        if action is not None and action.metavar is None:
+            if value is not None:
+                return None
+            request = [action.name]
+            continue
+        if value is None:
+            if index >= len(args) or args[index].startswith("-"):
+                return None
+            value = args[index]
+            index += 1
+        if action is None:
+            root = value
+        elif not action.pair:
+            request = [action.name, value]
+        elif "=" in value:
+            request = [action.name] + value.split("=", 1)
+        else:
+            return None  # KEY alone: argparse's path reads the value from stdin
     if request is None:
         return None
     return root, request
 
 
-def _call_daemon(root: str, request, timeout=None) -> int:
-    from .control import ControlClient, ControlError
+def _call_daemon(root: str, request: list[str], timeout: float | None = None) -> int:
     from .paths import Paths
 
     client = ControlClient(Paths(root).control_socket, timeout=timeout)
@@ -132,7 +131,7 @@ delay is --quiet-period).
 """
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     import argparse
 
     from . import __version__
@@ -142,25 +141,14 @@ def build_parser():
         "XenStore, caches them, and runs first-boot configuration.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = parser.add_mutually_exclusive_group()
-    actions.add_argument("-p", "--set-param", metavar="KEY=VALUE", action="append",
-                         help="store KEY=VALUE in the cache and send it to the host; "
-                              "with KEY alone the value is read from stdin (keeps a "
-                              "secret off the command line)")
-    actions.add_argument("-g", "--get-param", metavar="KEY", help="print a cached value")
-    actions.add_argument("-r", "--delete-param", metavar="KEY", help="delete a cached key")
-    actions.add_argument("-x", "--delete-params", action="store_true",
-                         help="delete every cached key (secrets included)")
-    actions.add_argument("-l", "--list-params", action="store_true",
-                         help="print the cache as JSON lines, sorted by key")
-    actions.add_argument("-e", "--event", metavar="EVENT",
-                         help="send an event to the host (snapshot, migrate, shutdown, "
-                         "reconfig, ip-address, user, new-param, system, or a number)")
-    actions.add_argument("-s", "--script", metavar="TARGET",
-                         help="run an ovm-template-config target with the cached params "
-                         "(e.g. cleanup) and report each module's result")
-    actions.add_argument("--status", action="store_true",
-                         help="first-boot status: not-started, waiting-for-params, "
-                         "running, done, failed")
+    for request in REQUESTS:
+        if not request.flags:
+            continue
+        if request.metavar is None:
+            actions.add_argument(*request.flags, action="store_true", help=request.help)
+        else:
+            actions.add_argument(*request.flags, metavar=request.metavar, help=request.help,
+                                 action="append" if request.repeat else "store")
     actions.add_argument("--enable-initial-config", action="store_true",
                          help="set INITIAL_CONFIG=yes (run configure on the next boot)")
     actions.add_argument("--disable-initial-config", action="store_true",
@@ -192,41 +180,48 @@ def build_parser():
     return parser
 
 
-def full_main(args) -> int:
+def client_requests(options: argparse.Namespace) -> list[list[str]]:
+    """The requests to send to the daemon for the request flags argparse found (none
+    for ``--status``, which has its own client, nor for a daemon command line)."""
+    for request in REQUESTS:
+        if not request.flags or request.name == "status":
+            continue
+        value = getattr(options, request.dest)
+        if value is None or value is False:
+            continue
+        if request.metavar is None:
+            return [[request.name]]
+        return [_request_line(request, item) for item in (value if request.repeat else [value])]
+    return []
+
+
+def _request_line(request: Request, value: str) -> list[str]:
+    if not request.pair:
+        return [request.name, value]
+    if "=" in value:
+        return [request.name] + value.split("=", 1)
+    # -p KEY: the value comes from stdin, so a secret stays off the command line
+    text = sys.stdin.read()
+    return [request.name, value, text[:-1] if text.endswith("\n") else text]
+
+
+def full_main(args: list[str]) -> int:
     parser = build_parser()
     options = parser.parse_args(args)
     root = options.root
     if root not in ("", "/"):
         os.environ["OVM_TEMPLATE_CONFIG_ROOT"] = os.path.abspath(root)
-    if options.set_param:
+    requests = client_requests(options)
+    if requests:
         code = EXIT_OK
-        for item in options.set_param:
-            if "=" in item:
-                key, value = item.split("=", 1)
-            else:
-                # -p KEY: the value comes from stdin, so a secret stays off the command line
-                key, value = item, sys.stdin.read()
-                if value.endswith("\n"):
-                    value = value[:-1]
-            code = max(code, _call_daemon(root, ["set", key, value]))
+        for request in requests:
+            code = max(code, _call_daemon(root, request))
         return code
-    if options.get_param is not None:
-        return _call_daemon(root, ["get", options.get_param])
-    if options.delete_param is not None:
-        return _call_daemon(root, ["delete", options.delete_param])
-    if options.delete_params:
-        return _call_daemon(root, ["clear"])
-    if options.list_params:
-        return _call_daemon(root, ["list"])
-    if options.event is not None:
-        return _call_daemon(root, ["event", options.event])
-    if options.script is not None:
-        return _call_daemon(root, ["script", options.script])
     if options.status:
         return _status(root, options.json, options.wait)
     if options.enable_initial_config or options.disable_initial_config:
+        from .firstboot.flag import set_initial_config
         from .paths import Paths
-        from .sysconfig import set_initial_config
 
         files = set_initial_config(Paths(root), bool(options.enable_initial_config))
         print("INITIAL_CONFIG=%s in %s" % ("yes" if options.enable_initial_config else "no",
@@ -238,7 +233,6 @@ def full_main(args) -> int:
 
 
 def _status(root: str, as_json: bool, wait: bool) -> int:
-    from .control import ControlClient, ControlError
     from .paths import Paths
 
     paths = Paths(root)
@@ -264,7 +258,7 @@ def _status(root: str, as_json: bool, wait: bool) -> int:
     return code
 
 
-def run_daemon(options) -> int:
+def run_daemon(options: argparse.Namespace) -> int:
     from .daemon import Daemon, DaemonError, LogSetup, PidFile, check_no_ovmapi
     from .paths import Paths
     from .secrets import RedactingFilter

@@ -12,11 +12,14 @@ module, only ``_socket``)::
 
 The daemon may answer later (``--status --wait``, ``-s TARGET``): the client simply
 blocks in ``recv`` until the answer arrives; nothing polls.
+
+:data:`REQUESTS` is the one table of requests: the ``ovmd`` command line (argparse and
+its fast path) and the daemon's dispatch all come from it (docs/command-lines.md).
 """
 from __future__ import annotations
 
-import os
 import _socket
+import os
 
 #: Exit codes shared by the daemon's answers and the CLI.
 EXIT_OK = 0
@@ -24,6 +27,75 @@ EXIT_FAILURE = 1          # key not found, run failed, request refused
 EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3      # no daemon listening on the control socket
 EXIT_PERMISSION = 4       # the control socket or its peer is not trusted
+
+
+class Request:
+    """One request the daemon answers, and the ``ovmd`` flags that send it.
+
+    ``args`` is how many arguments the daemon takes, ``(least, most)`` (``most`` None:
+    any number). ``metavar`` names the flag's one argument; a flag without one takes
+    none. ``fast``: plain command lines with this flag skip argparse (see
+    :mod:`ovmd.cli`). ``pair``: the argument is ``KEY=VALUE``, sent as two arguments.
+    ``repeat``: the flag may be given more than once, one request each.
+    """
+
+    __slots__ = ("name", "flags", "args", "metavar", "help", "fast", "pair", "repeat")
+
+    def __init__(self, name: str, flags: tuple[str, ...] = (),
+                 args: tuple[int, int | None] = (0, 0), metavar: str | None = None,
+                 help: str = "", fast: bool = False, pair: bool = False,
+                 repeat: bool = False) -> None:
+        self.name = name
+        self.flags = flags
+        self.args = args
+        self.metavar = metavar
+        self.help = help
+        self.fast = fast
+        self.pair = pair
+        self.repeat = repeat
+
+    @property
+    def dest(self) -> str:
+        """The argparse attribute of the flag (``--get-param`` -> ``get_param``)."""
+        return self.flags[-1].lstrip("-").replace("-", "_")
+
+    def arity_ok(self, count: int) -> bool:
+        least, most = self.args
+        return count >= least and (most is None or count <= most)
+
+    def __repr__(self) -> str:
+        return "Request(%r)" % self.name
+
+
+#: Every request, in ``ovmd --help`` order.
+REQUESTS = (
+    Request("set", ("-p", "--set-param"), (1, 2), "KEY=VALUE", fast=True, pair=True,
+            repeat=True,
+            help="store KEY=VALUE in the cache and send it to the host; with KEY alone the "
+                 "value is read from stdin (keeps a secret off the command line)"),
+    Request("get", ("-g", "--get-param"), (1, 1), "KEY", fast=True,
+            help="print a cached value"),
+    Request("delete", ("-r", "--delete-param"), (1, 1), "KEY", fast=True,
+            help="delete a cached key"),
+    Request("clear", ("-x", "--delete-params"), fast=True,
+            help="delete every cached key (secrets included)"),
+    Request("list", ("-l", "--list-params"), fast=True,
+            help="print the cache as JSON lines, sorted by key"),
+    Request("event", ("-e", "--event"), (1, 1), "EVENT", fast=True,
+            help="send an event to the host (snapshot, migrate, shutdown, reconfig, "
+                 "ip-address, user, new-param, system, or a number)"),
+    Request("script", ("-s", "--script"), (1, 1), "TARGET",
+            help="run an ovm-template-config target with the cached params (e.g. cleanup) "
+                 "and report each module's result"),
+    Request("status", ("--status",), (0, None),
+            help="first-boot status: not-started, waiting-for-params, running, done, failed"),
+    Request("ping"),
+)
+
+#: Request name or flag (Oracle's flags are accepted as names too: ``call("-l")``) ->
+#: :class:`Request`.
+REQUEST_NAMES = {name: request for request in REQUESTS
+                 for name in (request.name,) + request.flags}
 
 
 class ControlError(Exception):
@@ -131,7 +203,6 @@ class ControlClient:
 
 
 # --- server side (imported by the daemon only) --------------------------------------
-
 
 
 class ControlConnection:

@@ -1,8 +1,8 @@
 """Which parameters are secrets, and redaction of secret values from text.
 
 Secrets (passwords, private keys) must never reach a log, a report, a process argument,
-an exception message or a file other than their destination (REFERENCE §7). Redaction
-happens in one place: :class:`RedactingFilter` is installed by the logging set-up and the
+an exception message or a file other than their destination. Redaction happens in one
+place: :class:`RedactingFilter` is installed by the logging set-up and the
 report writer calls :func:`redact`; call sites do not redact by hand.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import logging
 import re
 from typing import Iterable, Set
 
-#: Keys that carry secrets in the standard modules (REFERENCE §6), plus any key whose
+#: Keys that carry secrets in the standard modules (docs/keys.md), plus any key whose
 #: name says it is a password or a private key (third-party modules use their prefixes).
 _SECRET_KEY = re.compile(
     r"""(

@@ -8,30 +8,22 @@ has not arrived yet or the quiet period is still running), ``running``, ``done``
 """
 from __future__ import annotations
 
-import json
 from typing import Any, Dict, Optional
 
-from .fsutil import read_text
+from .firstboot.flag import initial_config_enabled
 from .paths import Paths
-from .sysconfig import initial_config_enabled
-
-NOT_STARTED = "not-started"
-WAITING = "waiting-for-params"
-RUNNING = "running"
-DONE = "done"
-FAILED = "failed"
-FINAL_STATES = (NOT_STARTED, DONE, FAILED)
+from .runreport import ModuleStatus, RunStatus, read_report
 
 
-def read_report(paths: Paths) -> Optional[Dict[str, Any]]:
-    text = read_text(paths.report_file)
-    if not text:
-        return None
-    try:
-        report = json.loads(text)
-    except ValueError:
-        return None
-    return report if isinstance(report, dict) else None
+class BootStatus:
+    """What ``ovmd --status`` says about first boot."""
+
+    NOT_STARTED = "not-started"
+    WAITING = "waiting-for-params"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    FINAL = (NOT_STARTED, DONE, FAILED)
 
 
 def compute_status(paths: Paths, daemon: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -41,25 +33,26 @@ def compute_status(paths: Paths, daemon: Optional[Dict[str, Any]] = None) -> Dic
     report = read_report(paths)
     configure_report = report if report and report.get("target") == "configure" else None
     if daemon and daemon.get("running_target") == "configure":
-        state = RUNNING
-    elif configure_report and configure_report.get("status") == "failed" and enabled:
-        state = FAILED
-    elif daemon and daemon.get("last_result") == FAILED and enabled:
-        state = FAILED
+        state = BootStatus.RUNNING
+    elif configure_report and configure_report.get("status") == RunStatus.FAILED and enabled:
+        state = BootStatus.FAILED
+    elif daemon and daemon.get("last_result") == BootStatus.FAILED and enabled:
+        state = BootStatus.FAILED
     elif enabled:
-        state = WAITING if daemon else (RUNNING if configure_report and
-                                        configure_report.get("status") == "running"
-                                        else NOT_STARTED)
-    elif configure_report and configure_report.get("status") == "done":
-        state = DONE
-    elif configure_report and configure_report.get("status") == "failed":
-        state = FAILED
-    elif daemon and daemon.get("last_result") == DONE:
-        state = DONE
+        state = BootStatus.WAITING if daemon else (
+            BootStatus.RUNNING if configure_report
+            and configure_report.get("status") == RunStatus.RUNNING else BootStatus.NOT_STARTED)
+    elif configure_report and configure_report.get("status") == RunStatus.DONE:
+        state = BootStatus.DONE
+    elif configure_report and configure_report.get("status") == RunStatus.FAILED:
+        state = BootStatus.FAILED
+    elif daemon and daemon.get("last_result") == BootStatus.DONE:
+        state = BootStatus.DONE
     else:
-        state = NOT_STARTED
+        state = BootStatus.NOT_STARTED
     modules = (configure_report or {}).get("modules") or []
-    degraded = state == DONE and any(m.get("status") == "failed" for m in modules)
+    degraded = state == BootStatus.DONE and any(m.get("status") == ModuleStatus.FAILED
+                                                for m in modules)
     return {
         "status": state,
         "degraded": degraded,
@@ -71,7 +64,7 @@ def compute_status(paths: Paths, daemon: Optional[Dict[str, Any]] = None) -> Dic
 
 
 def exit_code(status: Dict[str, Any]) -> int:
-    if status["status"] == FAILED:
+    if status["status"] == BootStatus.FAILED:
         return 1
     if status.get("degraded"):
         return 2

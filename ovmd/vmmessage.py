@@ -18,8 +18,18 @@ import time
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from . import __version__
-from .channel import (CHANNEL_DIR, FROM_GUEST, LAST_WRITE, TO_GUEST, MessageError,
-                      box_path, check_message, read_counter, read_message, write_message)
+from .channel import (
+    CHANNEL_DIR,
+    FROM_GUEST,
+    LAST_WRITE,
+    TO_GUEST,
+    MessageError,
+    box_path,
+    check_message,
+    read_counter,
+    read_message,
+    write_message,
+)
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -144,7 +154,7 @@ def read_batch(stream) -> Iterable[Tuple[str, str]]:
             continue
         try:
             item = json.loads(line)
-        except ValueError as err:
+        except json.JSONDecodeError as err:
             raise VmMessageError("line %d is not JSON: %s" % (number, err.msg)) from None
         if not isinstance(item, dict):
             raise VmMessageError("line %d is not a JSON object" % number)

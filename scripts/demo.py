@@ -29,12 +29,13 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from ovmd.firstboot.contract import STATUS_DONE, STATUS_KEY
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-TEMPLATE = REPO / "tests" / "modules" / "fixtures" / "roots" / "ol9"
+TEMPLATE = REPO / "tests" / "templateconfig" / "modules" / "fixtures" / "roots" / "ol9"
 MODULES = ["selinux", "firewall", "datetime", "network", "system", "user", "ssh", "authentication"]
 DOMID = 7
-STATUS_KEY = "com.oracle.linux.ovmd.initial-config-status"
 # A throw-away demo key, generated for this repository; it grants access to nothing.
 DEMO_PUBKEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFy0D0z6sYzQ1xV8XbqfQe3oPj0m5p0JrGfW3kqV9d1N "
                "alice@demo")
@@ -92,7 +93,8 @@ class Demo:
         return str(BIN / name)
 
     def run(self, argv: List[str], stdin: Optional[str] = None, check: bool = True) -> str:
-        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=self.timeout)
+        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True,
+                              timeout=self.timeout)
         if check and proc.returncode != 0:
             raise RuntimeError("%s failed (%d): %s" % (" ".join(argv[:3]), proc.returncode,
                                                          proc.stderr.strip()))
@@ -161,7 +163,8 @@ class Demo:
 
     # --- report -----------------------------------------------------------------------------------
     def status(self) -> dict:
-        out = self.run([self.tool("ovmd"), "--root", str(self.root), "--status", "--json"], check=False)
+        out = self.run([self.tool("ovmd"), "--root", str(self.root), "--status", "--json"],
+                       check=False)
         return json.loads(out) if out.strip() else {}
 
     def print_modules(self, status: dict) -> None:
@@ -193,13 +196,14 @@ class Demo:
         for path in changed:
             old, new = before.get(path), after.get(path)
             if new is not None and _looks_secret(path):
-                print("--- /%s: changed (secret: mode %o, content not shown)" % (path, new[0] & 0o7777))
+                print("--- /%s: changed (secret: mode %o, content not shown)"
+                      % (path, new[0] & 0o7777))
                 continue
             old_text = _text(old)
             new_text = _text(new)
             if old_text is None or new_text is None:
-                print("--- /%s: %s (binary or special file)" % (path, "created" if old is None else
-                                                                  "removed" if new is None else "changed"))
+                what = "created" if old is None else "removed" if new is None else "changed"
+                print("--- /%s: %s (binary or special file)" % (path, what))
                 continue
             sys.stdout.writelines(difflib.unified_diff(
                 old_text.splitlines(True), new_text.splitlines(True),
@@ -227,7 +231,7 @@ class Demo:
         self.print_sent_back()
         self.stop()
         self.say("done: first boot %s; every process stopped" % result)
-        return 0 if result == "done" else 1
+        return 0 if result == STATUS_DONE else 1
 
     def stop(self) -> None:
         for proc in reversed(self.processes):
@@ -253,7 +257,8 @@ def _looks_secret(path: str) -> bool:
     name = os.path.basename(path)
     if name.endswith(".pub"):
         return False
-    return name in ("shadow", "gshadow", "shadow-", "gshadow-") or name.endswith("_key") or name.startswith("id_")
+    return (name in ("shadow", "gshadow", "shadow-", "gshadow-") or name.endswith("_key")
+            or name.startswith("id_"))
 
 
 def _text(entry: Optional[Tuple[int, Optional[bytes]]]) -> Optional[str]:

@@ -1,2 +1,4 @@
 """templateconfig: Oracle VM's template configuration framework and its module API."""
-__version__ = "0.1.0"
+from ovmd import __version__
+
+__all__ = ["__version__"]

@@ -15,6 +15,9 @@ The environment a module process gets from the runner:
     a file to which each change is appended as one JSON object per line; the runner
     turns it into the dry-run plan and the run report (format in the README).
 
+The three make up :class:`GuestFiles`, the process's view of the guest (:func:`guest`),
+which also holds what plan mode "wrote" so far.
+
 Commands that change the *running* system (``system_cmd``: reload a service, set the
 clock, setenforce) run only when the root is ``/``; under another root they are recorded
 as not applied, since a sandbox root has no running system to change.
@@ -28,16 +31,14 @@ import os
 import re
 import shlex
 import subprocess
-import tempfile
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from ovmd import fsutil
 from ovmd.paths import ROOT_ENV, join_root
 from templateconfig.errors import TemplateConfigError
+from templateconfig.run.contract import ACTIONS_ENV, DRY_RUN_ENV
 
 log = logging.getLogger(__name__)
-
-DRY_RUN_ENV = "OVM_TEMPLATE_CONFIG_DRY_RUN"
-ACTIONS_ENV = "OVM_TEMPLATE_CONFIG_ACTIONS"
 
 
 class CommandError(TemplateConfigError):
@@ -52,11 +53,76 @@ class CommandError(TemplateConfigError):
             " ".join(shlex.quote(a) for a in self.argv), returncode, detail))
 
 
-# --- the environment ----------------------------------------------------------------
+# --- the environment: the guest as this process sees it --------------------------------
+
+class GuestFiles:
+    """The guest as one module process sees it: the root every path is joined to,
+    whether this is plan mode, the journal changes are appended to, and, in plan mode,
+    what the process "wrote" so far (``planned``: guest path -> content, None for
+    removed), so that later reads see the planned content.
+
+    :func:`guest` makes it from the environment the runner gives a module process;
+    a test gets a fresh one with :func:`new_guest` after setting the environment.
+    """
+
+    def __init__(self, root: str = "/", dry_run: bool = False,
+                 journal: Optional[str] = None) -> None:
+        self.root = root or "/"
+        self.dry_run = dry_run
+        self.journal = journal or None
+        self.planned: Dict[str, Optional[bytes]] = {}
+        #: the environment values this view was made from (see :func:`guest`)
+        self.source: Optional[Tuple[str, str, str]] = None
+
+    @classmethod
+    def from_environ(cls) -> GuestFiles:
+        source = _environ_source()
+        view = cls(source[0], source[1] not in ("", "0"), source[2])
+        view.source = source
+        return view
+
+    def plan_only(self) -> None:
+        """Plan mode from now on: record what would change, change nothing. A module
+        whose tools need root, run without root, decides this itself (see
+        :meth:`templateconfig.modules.support.spec.ModuleSpec.run`)."""
+        self.dry_run = True
+
+    def __repr__(self) -> str:
+        return "GuestFiles(root=%r, dry_run=%r, journal=%r)" % (self.root, self.dry_run,
+                                                               self.journal)
+
+
+def _environ_source() -> Tuple[str, str, str]:
+    environ = os.environ
+    return (environ.get(ROOT_ENV, ""), environ.get(DRY_RUN_ENV, ""),
+            environ.get(ACTIONS_ENV, ""))
+
+
+_guest: Optional[GuestFiles] = None
+
+
+def guest() -> GuestFiles:
+    """This process's view of the guest, made from its environment on first use
+    (``OVM_TEMPLATE_CONFIG_ROOT``, ``_DRY_RUN``, ``_ACTIONS``), and made afresh when
+    those change (a forked module process gets its environment after the runner's
+    imports)."""
+    global _guest
+    if _guest is None or _guest.source != _environ_source():
+        _guest = GuestFiles.from_environ()
+    return _guest
+
+
+def new_guest() -> GuestFiles:
+    """A fresh view of the guest from the current environment (nothing planned yet),
+    made this process's view."""
+    global _guest
+    _guest = GuestFiles.from_environ()
+    return _guest
+
 
 def root() -> str:
     """The guest root every path is joined to (``/`` unless ``--root`` was given)."""
-    return os.environ.get(ROOT_ENV) or "/"
+    return guest().root
 
 
 def is_sandbox() -> bool:
@@ -66,7 +132,7 @@ def is_sandbox() -> bool:
 
 def dry_run() -> bool:
     """True in plan mode: record what would change, change nothing."""
-    return os.environ.get(DRY_RUN_ENV, "") not in ("", "0")
+    return guest().dry_run
 
 
 def root_path(path: str) -> str:
@@ -87,7 +153,7 @@ def _encode(data: Optional[bytes]) -> Tuple[Optional[str], str]:
 
 def record(op: str, **fields) -> None:
     """Append one change to the journal named by ``OVM_TEMPLATE_CONFIG_ACTIONS``."""
-    journal = os.environ.get(ACTIONS_ENV)
+    journal = guest().journal
     if not journal:
         return
     entry = {"op": op}
@@ -168,14 +234,11 @@ def system_cmd(argv: Sequence[str], success_return_code: Iterable[int] = (0,),
 
 # --- files ------------------------------------------------------------------------------------
 
-# In plan mode, what this process "wrote", so that later reads see the planned content.
-_planned: Dict[str, Optional[bytes]] = {}
-
-
 def read_bytes(path: str) -> Optional[bytes]:
     """Content of the guest file ``path`` (as planned, in plan mode), ``None`` if absent."""
-    if path in _planned:
-        return _planned[path]
+    planned = guest().planned
+    if path in planned:
+        return planned[path]
     try:
         with open(root_path(path), "rb") as handle:
             return handle.read()
@@ -192,76 +255,19 @@ def read_file(path: str) -> Optional[str]:
 
 
 def exists(path: str) -> bool:
-    if path in _planned:
-        return _planned[path] is not None
+    planned = guest().planned
+    if path in planned:
+        return planned[path] is not None
     return os.path.lexists(root_path(path))
-
-
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _copy_selinux_context(source: str, dest: str) -> None:
-    try:
-        context = os.getxattr(source, "security.selinux")
-    except OSError:
-        return
-    try:
-        os.setxattr(dest, "security.selinux", context)
-    except OSError as exc:
-        log.debug("could not copy the SELinux context to %s: %s", dest, exc)
 
 
 def atomic_write(real_path: str, data: bytes, mode: Optional[int] = None,
                  uid: Optional[int] = None, gid: Optional[int] = None) -> None:
-    """Write ``data`` to the real path ``real_path`` atomically and durably.
-
-    Temp file in the same directory, fsync, rename, fsync the directory. An existing
-    file's mode, owner and SELinux context are kept unless ``mode``/``uid``/``gid`` say
-    otherwise; a new file gets ``mode`` (default 0644).
-    """
-    directory = os.path.dirname(real_path) or "."
-    try:
-        current = os.lstat(real_path)
-    except FileNotFoundError:
-        current = None
-    fd, temp = tempfile.mkstemp(prefix=".%s." % os.path.basename(real_path), dir=directory)
-    try:
-        if mode is None:
-            mode = (current.st_mode & 0o7777) if current is not None else 0o644
-        os.fchmod(fd, mode)
-        if uid is not None or gid is not None or current is not None:
-            want_uid = uid if uid is not None else (current.st_uid if current else -1)
-            want_gid = gid if gid is not None else (current.st_gid if current else -1)
-            try:
-                os.fchown(fd, want_uid, want_gid)
-            except PermissionError:
-                if uid is not None or gid is not None:
-                    raise
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        if current is not None:
-            _copy_selinux_context(real_path, temp)
-        os.rename(temp, real_path)
-        temp = None
-        _fsync_dir(directory)
-    finally:
-        if fd >= 0:
-            os.close(fd)
-        if temp is not None:
-            try:
-                os.unlink(temp)
-            except FileNotFoundError:
-                pass
+    """Write ``data`` to the real (already rooted) path ``real_path`` atomically and
+    durably (:func:`ovmd.fsutil.atomic_write`): an existing file's mode, owner and
+    SELinux context are kept unless ``mode``/``uid``/``gid`` say otherwise; a new file
+    gets ``mode`` (default 0644). Parent directories must exist."""
+    fsutil.atomic_write(real_path, data, mode, uid=uid, gid=gid, make_dirs=None)
 
 
 def ensure_dir(path: str, mode: int = 0o755, uid: Optional[int] = None,
@@ -296,17 +302,18 @@ def write_file(path: str, content, mode: Optional[int] = None, uid: Optional[int
     the journal (private keys, shadow entries).
     """
     data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
+    view = guest()
     old = read_bytes(path)
     real = root_path(path)
     same_meta = True
-    if old is not None and not dry_run() and path not in _planned:
+    if old is not None and not view.dry_run and path not in view.planned:
         st = os.stat(real)
         same_meta = ((mode is None or (st.st_mode & 0o7777) == mode)
                      and (uid is None or st.st_uid == uid) and (gid is None or st.st_gid == gid))
     if old == data and same_meta:
         return False
-    if dry_run():
-        _planned[path] = data
+    if view.dry_run:
+        view.planned[path] = data
         _record_file("write", path, old, data, mode, secret, applied=False)
         return True
     ensure_dir(os.path.dirname(path) or "/")
@@ -321,15 +328,16 @@ def remove_file(path: str, secret: bool = False) -> bool:
     real = root_path(path)
     if old is None and not os.path.islink(real):
         return False
-    if dry_run():
-        _planned[path] = None
+    view = guest()
+    if view.dry_run:
+        view.planned[path] = None
         _record_file("remove", path, old, None, None, secret, applied=False)
         return True
     try:
         os.unlink(real)
     except FileNotFoundError:
         return False
-    _fsync_dir(os.path.dirname(real))
+    fsutil.fsync_dir(os.path.dirname(real))
     _record_file("remove", path, old, None, None, secret, applied=True)
     return True
 
@@ -376,11 +384,7 @@ def symlink(path: str, target: str) -> bool:
         record("symlink", path=path, target=target, applied=False)
         return True
     ensure_dir(os.path.dirname(path) or "/")
-    temp = real + ".ovm-tmp"
-    if os.path.lexists(temp):
-        os.unlink(temp)
-    os.symlink(target, temp)
-    os.rename(temp, real)
+    fsutil.atomic_symlink(target, real)
     record("symlink", path=path, target=target, applied=True)
     return True
 
@@ -405,7 +409,8 @@ def quote_value(value: str) -> str:
     """A sysconfig value, quoted only when it needs to be."""
     if _SAFE_VALUE.match(value):
         return value
-    return '"%s"' % value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$").replace("`", "\\`")
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return '"%s"' % escaped.replace("$", "\\$").replace("`", "\\`")
 
 
 def parse_sysconfig(text: str) -> Dict[str, str]:
@@ -437,10 +442,11 @@ def edit_sysconfig_text(text: str, updates: Mapping[str, Optional[str]]) -> str:
         match = _ASSIGNMENT.match(line)
         if match and match.group(1) in updates:
             name = match.group(1)
-            if name in seen or updates[name] is None:
+            value = updates[name]
+            if name in seen or value is None:
                 continue
             seen.add(name)
-            out.append("%s=%s" % (name, quote_value(updates[name])))
+            out.append("%s=%s" % (name, quote_value(value)))
         else:
             out.append(line)
     for name, value in updates.items():
@@ -449,7 +455,8 @@ def edit_sysconfig_text(text: str, updates: Mapping[str, Optional[str]]) -> str:
     return "\n".join(out) + "\n" if out else ""
 
 
-def edit_sysconfig(path: str, updates: Mapping[str, Optional[str]], mode: Optional[int] = None) -> bool:
+def edit_sysconfig(path: str, updates: Mapping[str, Optional[str]],
+                   mode: Optional[int] = None) -> bool:
     """Apply ``updates`` to the guest sysconfig file ``path``; True if it changed."""
     return write_file(path, edit_sysconfig_text(read_file(path) or "", updates), mode=mode)
 
@@ -473,14 +480,9 @@ class ServiceControl:
 
     @classmethod
     def detect(cls) -> str:
-        for candidate in ("/usr/lib/systemd/systemd", "/lib/systemd/systemd",
-                          "/usr/lib/systemd/system", "/etc/systemd/system"):
-            if os.path.exists(root_path(candidate)):
-                return cls.SYSTEMD
-        for candidate in ("/sbin/chkconfig", "/usr/sbin/chkconfig"):
-            if os.path.exists(root_path(candidate)):
-                return cls.CHKCONFIG
-        return cls.UPDATE_RC if os.path.exists(root_path("/usr/sbin/update-rc.d")) else cls.CHKCONFIG
+        """The guest's init system; the platform decides (:mod:`templateconfig.platform`)."""
+        from templateconfig.platform.base import detect_init_system
+        return detect_init_system()
 
     def _persistent(self, argv: List[str]) -> None:
         # Persistent: made on the root itself. Under a sandbox root with a systemd guest,
@@ -542,7 +544,8 @@ def service_control() -> ServiceControl:
 
 
 __all__ = [
-    "TemplateConfigError", "CommandError", "root", "root_path", "is_sandbox", "dry_run",
+    "TemplateConfigError", "CommandError", "GuestFiles", "guest", "new_guest", "root",
+    "root_path", "is_sandbox", "dry_run",
     "record", "run_cmd", "shell_cmd", "query_cmd", "system_cmd", "read_bytes", "read_file",
     "exists", "atomic_write", "ensure_dir", "write_file", "remove_file", "set_metadata",
     "symlink",

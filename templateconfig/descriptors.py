@@ -1,6 +1,6 @@
 """Parameter descriptors: what a module's ``do_enumerate`` declares about its keys.
 
-A module's enumerate output is a JSON list of descriptors (REFERENCE §5)::
+A module's enumerate output is a JSON list of descriptors (docs/module-contract.md)::
 
     {"key": "com.oracle.linux.network.bootproto.0",
      "description": "Boot protocol of the first interface.",
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from ovmd.secrets import is_secret_key
 from templateconfig.errors import TemplateConfigError
@@ -223,7 +223,8 @@ def _shown(value: str, limit: int = 40) -> str:
     return repr(value)
 
 
-def check_value(desc: Mapping[str, Any], value: Optional[str], secret: bool = False) -> Optional[str]:
+def check_value(desc: Mapping[str, Any], value: Optional[str],
+                secret: bool = False) -> Optional[str]:
     """What is wrong with ``value`` for the (normalized) ``desc``, or None if it is fine.
 
     ``value`` None or "" means "not given". Shared by validation and the console prompts.
@@ -313,15 +314,15 @@ def format_human_readable(enumeration: Sequence[Tuple[int, str, List[dict]]],
     indent, detail = "  ", "      "
     rows_by_module = []
     for priority, name, descs in enumeration:
-        rows = []
+        rows: List[Tuple[Dict[str, Any], Optional[str]]] = []
         for index, raw in enumerate(descs or ()):
             try:
                 rows.append((normalize(raw, name), None))
             except DescriptorError as exc:
                 key = raw.get("key") if isinstance(raw, Mapping) else None
                 label = key if isinstance(key, str) and key else "<descriptor %d>" % (index + 1)
-                problem = exc.problem if not exc.field else "%r: %s" % (exc.field, exc.problem)
-                rows.append(({"key": label}, problem))
+                reason = exc.problem if not exc.field else "%r: %s" % (exc.field, exc.problem)
+                rows.append(({"key": label}, reason))
         rows_by_module.append((priority, name, rows))
 
     keys = [row["key"] for _, _, rows in rows_by_module for row, _ in rows]

@@ -48,7 +48,7 @@ import os
 import stat
 import xml.etree.ElementTree as ET
 import xml.parsers.expat
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from templateconfig.errors import TemplateConfigError
 
@@ -174,7 +174,7 @@ def _read_from_iso(source: io.BufferedReader, path: str) -> bytes:
             pass
 
 
-def _root_files(iso) -> Iterator[Tuple[str, object, str]]:
+def _root_files(iso) -> Iterator[Tuple[str, Any, str]]:
     """(path keyword, record, name) for files in the ISO's root, Joliet, Rock Ridge, ISO."""
     facades: List[str] = []
     if iso.has_joliet():

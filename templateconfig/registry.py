@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 
-from templateconfig.errors import TemplateConfigError
+from ovmd.fsutil import atomic_symlink
 from ovmd.paths import Paths
+from templateconfig.errors import TemplateConfigError
 from templateconfig.header import TARGETS, HeaderError, PluginInfo, parse_header
 
 log = logging.getLogger(__name__)
@@ -234,7 +235,7 @@ def _report(problems: Optional[List[str]], quiet: bool, message: str) -> None:
 
 def _module_links(paths: Paths, name: str, target: Optional[str] = None) -> List[str]:
     """Paths of every entry ``NN<name>`` (any kind, even dangling) in the target dirs."""
-    found = []
+    found: List[str] = []
     for each in ([target] if target else TARGETS):
         directory = paths.target_dir(each)
         try:
@@ -248,7 +249,7 @@ def _module_links(paths: Paths, name: str, target: Optional[str] = None) -> List
 
 def _linked_names(paths: Paths) -> set:
     """Module names of every ``NN<name>`` entry in the target dirs, valid or not."""
-    names = set()
+    names: Set[str] = set()
     for target in TARGETS:
         try:
             entries = os.listdir(paths.target_dir(target))
@@ -273,12 +274,7 @@ def _enable(paths: Paths, target: str, name: str, priority: int) -> None:
         if os.path.islink(wanted) and os.readlink(wanted) == destination:
             return
         os.makedirs(directory, exist_ok=True)
-        temporary = os.path.join(directory, ".%s.tmp%d" % (link_name(priority, name),
-                                                           os.getpid()))
-        if os.path.lexists(temporary):
-            os.unlink(temporary)
-        os.symlink(destination, temporary)
-        os.replace(temporary, wanted)
+        atomic_symlink(destination, wanted)
     except OSError as exc:
         raise RegistryError("cannot enable %s for %s: %s: %s"
                             % (name, target, wanted, exc.strerror or exc)) from exc

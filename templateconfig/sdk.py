@@ -29,7 +29,7 @@ from templateconfig.errors import TemplateConfigError
 
 #: A module name: what ``ovm-chkconfig`` and RPM package names accept without quoting.
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]*\Z")
-#: A reverse-DNS key prefix such as ``com.example`` (REFERENCE §2: vendors use their own).
+#: A reverse-DNS key prefix such as ``com.example``: each vendor keys its own (docs/keys.md).
 VENDOR_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]*(\.[a-z0-9][a-z0-9-]*)+\Z")
 #: Names of the standard modules: a third-party module must not take one of them.
 STANDARD_MODULES = ("selinux", "firewall", "datetime", "network", "system", "user", "ssh",

@@ -1,7 +1,7 @@
 """Fixtures shared by the whole suite.
 
 Under ``CI=true`` a skipped test is turned into a failure: a real peer that is missing
-on CI is a broken set-up, not a reason to pass (DEVELOPERS.md, "Two commands").
+on CI is a broken set-up, not a reason to pass (CI runs ``make test`` with ``CI=true``).
 Helpers live in ``testlib.py``; the names are re-exported here for older imports.
 """
 from __future__ import annotations
@@ -11,9 +11,14 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from testlib import (  # noqa: F401  (re-exported)
-    BIN, IN_CI, REPO, DevXenStore, bin_path, require_tool, start_xenstored,
+    BIN,
+    IN_CI,
+    REPO,
+    DevXenStore,
+    bin_path,
+    require_tool,
+    start_xenstored,
 )
 
 

@@ -1,6 +1,6 @@
 """`make demo`, the main job: a template configured end to end, nothing left behind.
 
-Its time budget (under 10 s) is a figure, printed by `bench/bench_demo.py`, not asserted.
+How long it takes is a figure printed by `bench/bench_demo.py`, never asserted here.
 """
 from __future__ import annotations
 

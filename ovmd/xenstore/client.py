@@ -226,7 +226,7 @@ class XenStoreClient:
         while True:
             packets = self._read_packets(deadline)
             if packets is None:
-                raise self._fail("no reply to request type %d within %g s"
+                raise self._fail("no reply to request type %d within %s s"
                                  % (op, self.request_timeout))
             reply = self._ingest(packets, op, req_id)
             if reply is not None:
@@ -326,7 +326,8 @@ class XenStoreClient:
         self.request(Op.WATCH, _path_payload(path, watch=True) + join_strings(_check_token(token)))
 
     def unwatch(self, path: str, token: str) -> None:
-        self.request(Op.UNWATCH, _path_payload(path, watch=True) + join_strings(_check_token(token)))
+        self.request(Op.UNWATCH,
+                     _path_payload(path, watch=True) + join_strings(_check_token(token)))
 
     def pending_events(self) -> List[WatchEvent]:
         """Events already received (queued during requests), without reading."""

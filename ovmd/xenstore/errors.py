@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno as _errno
 import os
 
-#: Every error name a XenStore server may send (REFERENCE §3), in xenstored's order.
+#: Every error name a XenStore server may send, in xenstored's order (docs/protocol.md).
 ERROR_NAMES = (
     "EINVAL", "EACCES", "EEXIST", "EISDIR", "ENOENT", "ENOMEM", "ENOSPC", "EIO",
     "ENOTEMPTY", "ENOSYS", "EROFS", "EBUSY", "EAGAIN", "EISCONN", "E2BIG", "EPERM",
@@ -21,7 +21,7 @@ class XenStoreError(OSError):
 
     def __init__(self, name: str, detail: str = "") -> None:
         if name not in ERROR_NAMES:
-            name = "EINVAL"  # REFERENCE §3: an unknown name is treated as EINVAL
+            name = "EINVAL"  # an unknown name is treated as EINVAL, as libxenstore does
         self.name = name
         self.detail = detail
         code = getattr(_errno, name, _errno.EINVAL)

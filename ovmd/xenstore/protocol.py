@@ -1,7 +1,7 @@
 """XenStore wire format: message types, framing, string payloads and path rules.
 
 This module is pure (no I/O) so that the client, the development server and the tests
-share one definition of the protocol (REFERENCE §3). A message is a 16-byte header of
+share one definition of the protocol (docs/protocol.md). A message is a 16-byte header of
 four host-order ``uint32`` (type, req_id, tx_id, len) followed by ``len`` payload bytes,
 at most 4096.
 """

@@ -1,8 +1,8 @@
 """``ovmd-xenstored``: a development XenStore server on unix sockets.
 
 The demo and the tests need a XenStore without Xen. This server keeps the store in
-memory (:mod:`ovmd.xenstore.store` holds the semantics) and speaks the wire protocol of
-REFERENCE §3 on unix sockets laid out under ``--socket-dir DIR``:
+memory (:mod:`ovmd.xenstore.store` holds the semantics) and speaks the wire protocol
+(docs/protocol.md) on unix sockets laid out under ``--socket-dir DIR``:
 
 * ``DIR/socket``: privileged (dom0) connections, as xenstored's own socket; Debian's
   ``xenstore-*`` tools use it with ``XENSTORED_PATH=DIR/socket``;
@@ -361,7 +361,8 @@ def _describe(packet: Packet) -> str:
 class DevXenStoreServer(StoreListener):
     """The sockets of ``ovmd-xenstored`` around a :class:`Store`."""
 
-    def __init__(self, socket_dir: Path, domains: Optional[Dict[int, Optional[str]]] = None) -> None:
+    def __init__(self, socket_dir: Path,
+                 domains: Optional[Dict[int, Optional[str]]] = None) -> None:
         self.socket_dir = Path(socket_dir)
         self.store = Store(self)
         self.handler = RequestHandler(self.store)
@@ -442,6 +443,7 @@ class DevXenStoreServer(StoreListener):
 
     def install_signal_handlers(self) -> None:
         """Stop on SIGTERM and SIGINT; the wake-up socket interrupts the select."""
+        assert self._wakeup_w is not None, "start() first"
         signal.set_wakeup_fd(self._wakeup_w.fileno(), warn_on_full_buffer=False)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
@@ -459,6 +461,7 @@ class DevXenStoreServer(StoreListener):
                 pass
 
     def _on_wakeup(self, mask: int) -> None:
+        assert self._wakeup_r is not None
         try:
             while self._wakeup_r.recv(4096):
                 pass

@@ -245,6 +245,7 @@ class _View:
         it gets a new generation. In a transaction, the first change works on a copy."""
         tx = self.tx
         store = self.store
+        node: Optional[Node]
         if tx is None:
             store._preserve(path, True)
             node = store.nodes[path]
@@ -254,7 +255,10 @@ class _View:
             if path in changes:  # already the transaction's own
                 node = changes[path]
             else:  # copy the snapshot's
-                node = changes[path] = tx.base_get(store.nodes, path).copy()
+                base = tx.base_get(store.nodes, path)
+                assert base is not None, "modify() of a node that does not exist"
+                node = changes[path] = base.copy()
+        assert node is not None, "modify() of a node that was removed"
         node.generation = store.next_generation()
         return node
 
@@ -299,7 +303,8 @@ class Store:
                                (INTRODUCE_DOMAIN, ()), (RELEASE_DOMAIN, ())):
             self.nodes[path] = Node(b"", DOM0_ONLY, children, self.next_generation())
         self.nodes["/local/domain/0/domid"] = Node(b"0", DOM0_ONLY, (), self.next_generation())
-        self.nodes["/local/domain/0/name"] = Node(b"Domain-0", DOM0_ONLY, (), self.next_generation())
+        self.nodes["/local/domain/0/name"] = Node(b"Domain-0", DOM0_ONLY, (),
+                                                  self.next_generation())
         self._toolstack = Session(0, True, lambda path, token: None)
 
     def next_generation(self) -> int:
@@ -312,12 +317,14 @@ class Store:
         otherwise it is being replaced or removed, and can be kept as it is)."""
         if not self._open:
             return
-        saved = missing = object()
+        looked_up = False
+        saved: Optional[Node] = None
         for tx in list(self._open):
             if not tx.is_open:
                 del self._open[tx]
             elif path not in tx.before:
-                if saved is missing:
+                if not looked_up:
+                    looked_up = True
                     saved = self.nodes.get(path)
                     if copy and saved is not None:
                         saved = saved.copy()

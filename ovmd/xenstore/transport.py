@@ -7,7 +7,7 @@ in tests.
 
 The file descriptor stays in blocking mode: the client asks ``select.poll`` whether it is
 readable before reading when it must not block, and one read after a readable poll never
-blocks. Quirks of the xenbus device (REFERENCE §3) handled here: a read always asks for at
+blocks. Quirks of the xenbus device (docs/protocol.md) handled here: a read always asks for at
 least one whole message (never a zero length), each request is written with a single
 ``write()``, and an errno from ``write()`` (the kernel answers some failed requests, such
 as a rejected WATCH, that way) becomes a :class:`XenStoreError` with that name.
@@ -18,7 +18,7 @@ import errno
 import logging
 import os
 import stat
-from typing import List, Optional, Tuple
+from typing import List, Mapping, Optional, Tuple
 
 from .errors import ERROR_NAMES, ConnectionClosedError, XenStoreError
 from .protocol import HEADER_SIZE, MAX_PAYLOAD
@@ -81,14 +81,15 @@ class UnixSocketTransport(Transport):
 
     @classmethod
     def connect(cls, path: str) -> "UnixSocketTransport":
-        import socket  # deferred: costs a few ms, and the xenbus transport does not need it
+        import socket  # deferred: the xenbus transport does not need it
 
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(path)
         except OSError as exc:
             sock.close()
-            raise ConnectionClosedError("cannot connect to xenstored at %s: %s" % (path, exc)) from exc
+            raise ConnectionClosedError("cannot connect to xenstored at %s: %s"
+                                        % (path, exc)) from exc
         return cls(sock, path)
 
     def fileno(self) -> int:
@@ -173,14 +174,13 @@ def open_path(path: str) -> Transport:
         "%s is neither a unix socket nor a character device (the xenbus device)" % path)
 
 
-def candidate_paths(environ: Optional[dict] = None) -> List[str]:
+def candidate_paths(environ: Optional[Mapping[str, str]] = None) -> List[str]:
     """Where :func:`open_default` looks, in order.
 
     ``$XENSTORED_PATH`` alone when it is set (as libxenstore does: an explicit choice must
     not silently fall back to the real server); else the default socket, then the device.
     """
-    environ = os.environ if environ is None else environ
-    explicit = environ.get("XENSTORED_PATH")
+    explicit = (os.environ if environ is None else environ).get("XENSTORED_PATH")
     if explicit:
         return [explicit]
     return [DEFAULT_SOCKET, XENBUS_DEVICE]

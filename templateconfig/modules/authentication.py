@@ -5,15 +5,15 @@ configure target, so this module runs last (priority 90). The password goes to
 ``chpasswd`` on stdin, never on a command line nor into a file other than
 ``/etc/shadow`` (as a hash); a value that already is a crypt hash (``$6$...``,
 ``$y$...``) is stored as given (``chpasswd -e``). See
-:mod:`templateconfig.modules.accounts` for how a sandbox root is reached.
+:mod:`templateconfig.modules.support.accounts` for how a sandbox root is reached.
 """
 from __future__ import annotations
 
 import logging
 from typing import Dict, Optional
 
-from templateconfig.modules import accounts
-from templateconfig.modules.base import Key, ModuleSpec
+from templateconfig.modules.support import accounts
+from templateconfig.modules.support.spec import Key, ModuleSpec
 
 log = logging.getLogger(__name__)
 

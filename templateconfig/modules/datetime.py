@@ -18,9 +18,9 @@ import re
 from typing import Dict, Optional
 
 from templateconfig import common
-from templateconfig.modules import validators
-from templateconfig.modules.base import Key, ModuleSpec
-from templateconfig.modules.state import ModuleState, pending_params
+from templateconfig.modules.support import validators
+from templateconfig.modules.support.spec import Key, ModuleSpec
+from templateconfig.modules.support.state import ModuleState, pending_params
 from templateconfig.platform import detect
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,8 @@ def parse_datetime(value: str) -> _dt.datetime:
     if not match:
         raise ValueError("expected year-month-day-hour-minute-second, e.g. 2011-4-7-9-2-42")
     try:
-        return _dt.datetime(*(int(part) for part in match.groups()))
+        year, month, day, hour, minute, second = (int(part) for part in match.groups())
+        return _dt.datetime(year, month, day, hour, minute, second)
     except ValueError as exc:
         raise ValueError("no such date or time (%s)" % exc) from None
 
@@ -134,7 +135,7 @@ def configure(params: Dict[str, str]) -> Optional[Dict[str, str]]:
     if ntp is not None and sync is not None:
         platform.set_service(state, sync.service, ntp)
     elif sync is not None and (servers or local):
-        common.service_control().restart(sync.service)
+        platform.service_control().restart(sync.service)
     state.mark_applied(digest)
     return None
 

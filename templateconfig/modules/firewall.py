@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Dict, Optional
 
-from templateconfig.modules import validators
-from templateconfig.modules.base import Key, ModuleSpec
+from templateconfig.modules.support import validators
+from templateconfig.modules.support.spec import Key, ModuleSpec
 from templateconfig.platform import detect
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ address; the module waits a bounded time for a NIC that has not appeared yet). E
 (dotted or prefix length), gateway, MTU, DNS servers and search domains.
 
 The files written depend on the guest's network stack, chosen by the platform
-(ifcfg, NetworkManager keyfile, ifupdown, netplan: ``templateconfig.platform.netstack``);
+(ifcfg, NetworkManager keyfile, ifupdown, netplan: ``templateconfig.platform.network``);
 the change is activated on a running system. Applied once: a later boot with the same
 params does nothing; new or changed keys apply again. ``cleanup`` restores every file
 configure changed and removes those it created.
@@ -23,11 +23,11 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 from templateconfig import common
-from templateconfig.modules import validators
-from templateconfig.modules.base import Key, ModuleSpec, ValidationError
-from templateconfig.modules.state import ModuleState, pending_params
+from templateconfig.modules.support import validators
+from templateconfig.modules.support.spec import Key, ModuleSpec, ValidationError
+from templateconfig.modules.support.state import ModuleState, pending_params
 from templateconfig.platform import detect
-from templateconfig.platform.netstack import Interface
+from templateconfig.platform.network import Interface
 from templateconfig.platform.textedit import apply_managed
 
 log = logging.getLogger(__name__)
@@ -111,9 +111,10 @@ SPEC = ModuleSpec(
         ChoiceKey(BOOTPROTO, "Boot protocol of interface {n}: dhcp or static.", depends=DEVICE,
                   choices=["dhcp", "static"], aliases=("none",)),
         Key(IPADDR, "IPv4 address of interface {n}.", requires=_STATIC, validate=validators.ipv4),
-        Key(NETMASK, "Netmask of interface {n} (255.255.255.0, or a prefix length such as 24).", requires=_STATIC,
-            validate=validators.netmask),
-        Key(GATEWAY, "Default gateway of interface {n}.", requires=_STATIC, validate=validators.ipv4),
+        Key(NETMASK, "Netmask of interface {n} (255.255.255.0, or a prefix length such as 24).",
+            requires=_STATIC, validate=validators.netmask),
+        Key(GATEWAY, "Default gateway of interface {n}.", requires=_STATIC,
+            validate=validators.ipv4),
         Key(DNS_SERVERS, "DNS servers of interface {n}, comma-separated.", requires=_STATIC,
             validate=validators.comma_list(validators.ip_address)),
         Key(DNS_SEARCH, "DNS search domains of interface {n}, comma-separated.", hidden=True,
@@ -213,15 +214,16 @@ def parse_interfaces(params: Dict[str, str]) -> List[Interface]:
         get = lambda pattern: params.get(_key(pattern, n))  # noqa: E731
         device, hwaddr = get(DEVICE), get(HWADDR)
         if not device and not hwaddr:
+            settings = sorted(k for k in params if SPEC.indices({k: ""}, *INTERFACE_KEYS) == [n])
             problems.append("%s: missing: interface %d has settings (%s) but neither %s nor %s"
-                            % (_key(DEVICE, n), n, ", ".join(sorted(
-                                k for k in params if SPEC.indices({k: ""}, *INTERFACE_KEYS) == [n])),
+                            % (_key(DEVICE, n), n, ", ".join(settings),
                                _key(DEVICE, n), _key(HWADDR, n)))
             continue
         bootproto = (get(BOOTPROTO) or ("static" if get(IPADDR) else "dhcp")).strip().lower()
+        mtu, onboot, netmask = get(MTU), get(ONBOOT), get(NETMASK)
         iface = Interface(index=n, device=device or "", hwaddr=hwaddr.strip() if hwaddr else None,
-                          mtu=int(get(MTU)) if get(MTU) else None,
-                          onboot=validators.is_true(get(ONBOOT)) if get(ONBOOT) else True,
+                          mtu=int(mtu) if mtu else None,
+                          onboot=validators.is_true(onboot) if onboot else True,
                           bootproto=bootproto)
         if iface.static:
             for pattern in (IPADDR, NETMASK):
@@ -229,13 +231,14 @@ def parse_interfaces(params: Dict[str, str]) -> List[Interface]:
                     problems.append("%s: missing: required when %s is %r"
                                     % (_key(pattern, n), _key(BOOTPROTO, n), bootproto))
             iface.ipaddr = (get(IPADDR) or "").strip() or None
-            iface.prefix = validators.prefix_length(get(NETMASK)) if get(NETMASK) else None
+            iface.prefix = validators.prefix_length(netmask) if netmask else None
             iface.gateway = (get(GATEWAY) or "").strip() or None
             iface.dns = validators.split_list(get(DNS_SERVERS) or "")
         else:
             ignored = [_key(p, n) for p in STATIC_ONLY if get(p)]
             if ignored:
-                log.warning("network: %s ignored: %s is dhcp", ", ".join(ignored), _key(BOOTPROTO, n))
+                log.warning("network: %s ignored: %s is dhcp", ", ".join(ignored),
+                            _key(BOOTPROTO, n))
         iface.search = validators.split_list(get(DNS_SEARCH) or "")
         interfaces.append(iface)
     _check_duplicates(interfaces, problems)
@@ -261,7 +264,7 @@ def resolve_devices(interfaces: List[Interface]) -> Dict[str, str]:
     problems: List[str] = []
     wait = _wait_seconds()
     for iface in interfaces:
-        if iface.device:
+        if iface.device or iface.hwaddr is None:  # (parse_interfaces gave it one or the other)
             continue
         name = find_device_by_mac(iface.hwaddr, wait)
         if name is None:
@@ -292,7 +295,7 @@ def hosts_text(text: str, entries: List[str], hostname: Optional[str],
     return apply_managed(text, "network", lines, disable=disable)
 
 
-# --- targets ---------------------------------------------------------------------------------------
+# --- targets ---------------------------------------------------------------------------
 
 @SPEC.target("configure")
 def configure(params: Dict[str, str]) -> Optional[Dict[str, str]]:

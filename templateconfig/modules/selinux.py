@@ -12,7 +12,7 @@ import logging
 from typing import Dict, Optional
 
 from templateconfig import common
-from templateconfig.modules.base import Key, ModuleSpec
+from templateconfig.modules.support.spec import Key, ModuleSpec
 from templateconfig.platform import detect
 
 log = logging.getLogger(__name__)

@@ -3,8 +3,8 @@
 Clones of one template must not share SSH host keys (anyone holding one clone's key could
 impersonate every other). ``configure`` installs the host keys the host supplied and
 generates fresh ones for every other type the guest's ``sshd`` uses (its ``HostKey``
-lines, including ``Include``d files, else the defaults of its OpenSSH version); fresh
-keys are made once per boot (see :func:`templateconfig.modules.system.generated_this_boot`),
+lines, including ``Include``d files, else the platform's defaults for its release); fresh
+keys are made once per boot (see :func:`templateconfig.modules.support.state.generated_this_boot`),
 so a retried configure keeps them. Per user N it writes ``authorized_keys``,
 ``known_hosts`` and a private key into ``~/.ssh`` with sshd's required owner and modes,
 refusing any path that leaves the user's home (a symlinked ``~/.ssh``, ``..``).
@@ -24,9 +24,13 @@ import re
 from typing import Dict, List, Optional, Tuple
 
 from templateconfig import common
-from templateconfig.modules import accounts
-from templateconfig.modules.base import Key, ModuleSpec, ValidationError
-from templateconfig.modules.system import forget_generated, generated_this_boot, mark_generated
+from templateconfig.modules.support import accounts
+from templateconfig.modules.support.spec import Key, ModuleSpec, ValidationError
+from templateconfig.modules.support.state import (
+    forget_generated,
+    generated_this_boot,
+    mark_generated,
+)
 from templateconfig.platform import detect
 
 log = logging.getLogger(__name__)
@@ -130,22 +134,6 @@ def _config_lines(path: str, depth: int = 0) -> List[str]:
     return lines
 
 
-def default_host_key_types() -> List[str]:
-    """The types sshd uses without HostKey lines (no rsa1 ever; DSA gone on new releases)."""
-    platform = detect()
-    release = platform.release
-    if platform.family == "rhel":
-        if platform.major and platform.major <= 6:
-            return ["rsa", "dsa"]
-        if platform.major == 7:
-            return ["rsa", "dsa", "ecdsa", "ed25519"]
-        return ["rsa", "ecdsa", "ed25519"]
-    if (release.id == "debian" and 0 < platform.major < 12) or \
-            (release.id == "ubuntu" and 0 < platform.major < 22):
-        return ["rsa", "dsa", "ecdsa", "ed25519"]
-    return ["rsa", "ecdsa", "ed25519"]
-
-
 def used_host_keys() -> Dict[str, str]:
     """Type -> guest path of each host key the guest's sshd uses (rsa1 never)."""
     used: Dict[str, str] = {}
@@ -159,16 +147,18 @@ def used_host_keys() -> Dict[str, str]:
             elif key_type != "rsa1":
                 used.setdefault(key_type, path)
     if not used:
-        used = {t: "%s/%s" % (SSH_DIR, HOST_KEY_FILES[t]) for t in default_host_key_types()}
+        used = {t: "%s/%s" % (SSH_DIR, HOST_KEY_FILES[t])
+                for t in detect().default_host_key_types()}
     return used
 
 
 def _private_key_mode() -> Tuple[int, Optional[int]]:
-    """(mode, gid) of host private keys: 0640 root:ssh_keys on EL guests with that group."""
-    if detect().family == "rhel":
-        gid = accounts.group_gid("ssh_keys")
-        if gid is not None:
-            return 0o640, gid
+    """(mode, gid) of host private keys: 0640 root:GROUP where the platform names a group
+    that may read them and the guest has it (EL's ``ssh_keys``), else 0600 root:root."""
+    group = detect().ssh_host_key_group
+    gid = accounts.group_gid(group) if group else None
+    if gid is not None:
+        return 0o640, gid
     return 0o600, 0
 
 
@@ -217,7 +207,7 @@ def configure_host_keys(params: Dict[str, str]) -> None:
         mark_generated("ssh-host-keys")
 
 
-# --- users' files -----------------------------------------------------------------------------------
+# --- users' files -----------------------------------------------------------------------
 
 def resolve_in_root(path: str) -> str:
     """``path`` with every symlink resolved *inside the root* (absolute links stay in it)."""
@@ -255,7 +245,8 @@ def user_ssh_dir(pw: accounts.Passwd) -> str:
     home = pw.home
     if not home.startswith("/") or posixpath.normpath(home) != home.rstrip("/") or \
             ".." in home.split("/"):
-        raise UnsafePath("user %s: home directory %r is not a plain absolute path" % (pw.name, home))
+        raise UnsafePath("user %s: home directory %r is not a plain absolute path"
+                         % (pw.name, home))
     real_home = resolve_in_root(home)
     ssh_dir = resolve_in_root(home.rstrip("/") + "/.ssh")
     inside = real_home.rstrip("/") + "/"
@@ -288,9 +279,9 @@ def key_type_of(private: str) -> str:
         blob = base64.b64decode(body + "=" * (-len(body) % 4))
     except ValueError:
         blob = b""
-    for marker, key_type in ((b"ssh-ed25519", "ed25519"), (b"ecdsa-sha2", "ecdsa"),
-                             (b"ssh-dss", "dsa"), (b"ssh-rsa", "rsa")):
-        if marker in blob[:200]:
+    for blob_marker, key_type in ((b"ssh-ed25519", "ed25519"), (b"ecdsa-sha2", "ecdsa"),
+                                  (b"ssh-dss", "dsa"), (b"ssh-rsa", "rsa")):
+        if blob_marker in blob[:200]:
             return key_type
     return "rsa"
 
@@ -300,7 +291,9 @@ def plan_user(params: Dict[str, str], n: int) -> Optional[Tuple[accounts.Passwd,
 
     Raises before anything is changed when the user is missing or a path is unsafe.
     """
-    get = lambda field: params.get("%s%s.%d" % (P, field, n))  # noqa: E731
+    def get(field: str) -> Optional[str]:
+        return params.get("%s%s.%d" % (P, field, n))
+
     name = get("user") or "root"
     pw = accounts.user(name)
     if pw is None:
@@ -311,13 +304,14 @@ def plan_user(params: Dict[str, str], n: int) -> Optional[Tuple[accounts.Passwd,
                                     % (P, n, name, common.root().rstrip("/")))
     ssh_dir = user_ssh_dir(pw)
     files = []
-    if get("authorized-keys") is not None:
-        files.append(("authorized_keys", _with_newline(get("authorized-keys")), 0o600, False))
-    if get("private-key"):
-        key_type = get("private-key-type") or key_type_of(get("private-key"))
-        files.append((IDENTITY_FILES[key_type], _with_newline(get("private-key")), 0o600, True))
-    if get("known-hosts") is not None:
-        files.append(("known_hosts", _with_newline(get("known-hosts")), 0o644, False))
+    authorized, private, known = get("authorized-keys"), get("private-key"), get("known-hosts")
+    if authorized is not None:
+        files.append(("authorized_keys", _with_newline(authorized), 0o600, False))
+    if private:
+        key_type = get("private-key-type") or key_type_of(private)
+        files.append((IDENTITY_FILES[key_type], _with_newline(private), 0o600, True))
+    if known is not None:
+        files.append(("known_hosts", _with_newline(known), 0o644, False))
     return pw, ssh_dir, [(_user_file(ssh_dir, f, name), c, m, s) for f, c, m, s in files]
 
 
@@ -341,7 +335,8 @@ def _check(params: Dict[str, str]) -> List[int]:
             problems.append("%s is missing: %s alone cannot be installed" % (private, public))
     indices = SPEC.indices(params, *("%s%s.{n}" % (P, f) for f in USER_FIELDS))
     for n in indices:
-        if params.get("%sprivate-key-type.%d" % (P, n)) and not params.get("%sprivate-key.%d" % (P, n)):
+        if params.get("%sprivate-key-type.%d" % (P, n)) \
+                and not params.get("%sprivate-key.%d" % (P, n)):
             problems.append("%sprivate-key-type.%d is set but %sprivate-key.%d is missing"
                             % (P, n, P, n))
     if problems:
@@ -372,6 +367,7 @@ def cleanup(params: Dict[str, str]) -> Optional[Dict[str, str]]:
         real = common.root_path(ssh_dir)
         if os.path.isdir(real):
             for name in sorted(os.listdir(real)):
-                if not os.path.isdir(os.path.join(real, name)) or os.path.islink(os.path.join(real, name)):
+                entry = os.path.join(real, name)
+                if not os.path.isdir(entry) or os.path.islink(entry):
                     common.remove_file(ssh_dir + "/" + name, secret=True)
     return None

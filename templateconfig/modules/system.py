@@ -8,20 +8,25 @@ removes the others so that two clones differ; ``cleanup`` prepares a template fo
 sealing: an empty ``/etc/machine-id`` (systemd fills it on first boot) and no rules,
 registrations or random seed.
 
-Idempotent within one boot: the identity is generated once per boot (stamp with the
-kernel's boot id under ``/var/lib/ovm-template-config``), so a configure retried after a
-later module failed keeps it, while a clone, booted separately, always gets a new one.
+Idempotent within one boot: the identity is generated once per boot (a stamp with the
+kernel's boot id, :func:`templateconfig.modules.support.state.generated_this_boot`), so
+a configure retried after a later module failed keeps it, while a clone, booted
+separately, always gets a new one.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Dict, Optional
 
 from templateconfig import common
-from templateconfig.modules.base import ModuleSpec
-from templateconfig.modules.state import STATE_DIR
+from templateconfig.modules.support.spec import ModuleSpec
+from templateconfig.modules.support.state import (
+    forget_generated,
+    generated_this_boot,
+    mark_generated,
+)
+from templateconfig.platform import detect_generic
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +41,6 @@ CLONE_STATE = (
 )
 #: Also removed when sealing (not at configure: the running system rewrites it at shutdown).
 SEAL_ONLY = ("/var/lib/systemd/random-seed",)
-BOOT_ID = "/proc/sys/kernel/random/boot_id"
 
 SPEC = ModuleSpec(
     "system", {"configure": 60, "cleanup": 60},
@@ -44,48 +48,7 @@ SPEC = ModuleSpec(
     "registration).")
 
 
-# --- once per boot ---------------------------------------------------------------------------
-
-def boot_id() -> str:
-    """The running kernel's boot id ("" if unknown): it changes on every boot."""
-    try:
-        with open(BOOT_ID) as handle:
-            return handle.read().strip()
-    except OSError:
-        return ""
-
-
-def _stamp_path(name: str) -> str:
-    return "%s/%s.generated" % (STATE_DIR, name)
-
-
-def generated_this_boot(name: str) -> bool:
-    """Whether ``name`` (an identity part) was already generated during this boot."""
-    text = common.read_file(_stamp_path(name))
-    current = boot_id()
-    if not text or not current:
-        return False
-    try:
-        return json.loads(text).get("boot_id") == current
-    except ValueError:
-        return False
-
-
-def mark_generated(name: str) -> None:
-    """Record, after success, that ``name`` was generated during this boot."""
-    common.write_file(_stamp_path(name), json.dumps({"boot_id": boot_id()}) + "\n", mode=0o644)
-
-
-def forget_generated(name: str) -> None:
-    common.remove_file(_stamp_path(name))
-
-
 # --- the machine id ----------------------------------------------------------------------------
-
-def _uses_machine_id() -> bool:
-    """systemd guests (EL7+, Debian 8+) read /etc/machine-id; EL6 has only D-Bus's."""
-    return common.exists(MACHINE_ID) or common.ServiceControl.detect() == common.ServiceControl.SYSTEMD
-
 
 def _dbus_is_file() -> bool:
     real = common.root_path(DBUS_MACHINE_ID)
@@ -93,8 +56,8 @@ def _dbus_is_file() -> bool:
 
 
 def _random_uuid_hex() -> str:
-    """``uuid.uuid4().hex``, without importing :mod:`uuid` (which imports :mod:`platform`:
-    2-3 ms of every run's start-up, since the runner preloads what modules import)."""
+    """``uuid.uuid4().hex``, without importing :mod:`uuid` (which imports :mod:`platform`,
+    a cost every run's start-up would pay, since the runner preloads what modules import)."""
     raw = bytearray(os.urandom(16))
     raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
     raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
@@ -103,7 +66,7 @@ def _random_uuid_hex() -> str:
 
 def new_machine_id() -> None:
     machine_id = _random_uuid_hex() + "\n"
-    if _uses_machine_id():
+    if detect_generic().uses_machine_id():
         common.write_file(MACHINE_ID, machine_id, mode=0o444)
     if _dbus_is_file():
         common.write_file(DBUS_MACHINE_ID, machine_id, mode=0o644)

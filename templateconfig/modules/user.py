@@ -3,7 +3,7 @@
 A template carries no accounts for the people who will use its clones; the host sends
 them here. Groups are added and modified before users (a user may name a new group) and
 deleted after them (a group may be some user's primary group until that user goes). All
-changes go through the guest's shadow tools (see :mod:`templateconfig.modules.accounts`
+changes go through the guest's shadow tools (see :mod:`templateconfig.modules.support.accounts`
 for how they reach a sandbox root) and are idempotent: adding an existing user brings
 its uid and groups in line instead, deleting a missing one does nothing, a rename that
 already happened is recognised. Passwords go to ``chpasswd`` on stdin; a crypt hash is
@@ -15,8 +15,8 @@ import logging
 from typing import Dict, List, Optional, Set
 
 from templateconfig import common
-from templateconfig.modules import accounts, validators
-from templateconfig.modules.base import Key, ModuleSpec, ValidationError
+from templateconfig.modules.support import accounts, validators
+from templateconfig.modules.support.spec import Key, ModuleSpec, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class Entry:
     def __init__(self, prefix: str, n: int, params: Dict[str, str]) -> None:
         self.prefix, self.n = prefix, n
         get = lambda field: params.get("%s%s.%d" % (prefix, field, n))  # noqa: E731
-        self.name = get("name")
+        self.name = get("name") or ""   # checked by _check before anything is applied
         self.action = get("action") or "add"
         self.id = get("uid") if prefix == U else get("gid")
         self.new_name = get("new-name")

@@ -1,9 +1,10 @@
 """Release detection (``/etc/os-release`` and the older release files) and the base class."""
 from __future__ import annotations
 
+import os
 import re
 import shlex
-from typing import List, NamedTuple, Optional
+from typing import List, NamedTuple, Optional, Sequence
 
 from templateconfig import common
 
@@ -85,6 +86,24 @@ def read_os_release() -> OsRelease:
     return OsRelease("", [], "", "unknown (no /etc/os-release under %s)" % common.root(), "")
 
 
+SYSTEMD = common.ServiceControl.SYSTEMD
+CHKCONFIG = common.ServiceControl.CHKCONFIG
+UPDATE_RC = common.ServiceControl.UPDATE_RC
+
+
+def detect_init_system() -> str:
+    """The init system of the guest under the root, from its files: ``systemd``,
+    ``chkconfig`` (SysV, EL5/6) or ``update-rc.d`` (SysV, Debian)."""
+    for candidate in ("/usr/lib/systemd/systemd", "/lib/systemd/systemd",
+                      "/usr/lib/systemd/system", "/etc/systemd/system"):
+        if os.path.exists(common.root_path(candidate)):
+            return SYSTEMD
+    for candidate in ("/sbin/chkconfig", "/usr/sbin/chkconfig"):
+        if os.path.exists(common.root_path(candidate)):
+            return CHKCONFIG
+    return UPDATE_RC if os.path.exists(common.root_path("/usr/sbin/update-rc.d")) else CHKCONFIG
+
+
 class Platform:
     """Behaviour shared by every family; subclasses override what differs."""
 
@@ -104,10 +123,22 @@ class Platform:
         """Whether the guest has ``path`` (a file, command or directory) under the root."""
         return common.exists(path)
 
-    def find_command(self, name: str, dirs=("/usr/sbin", "/usr/bin", "/sbin", "/bin")) -> Optional[str]:
-        """The guest path of command ``name`` under the root, or None."""
+    def find_command(self, name: str,
+                     dirs: Sequence[str] = ("/usr/sbin", "/usr/bin", "/sbin", "/bin"),
+                     ) -> Optional[str]:
+        """The guest path of the executable command ``name`` under the root, or None."""
         for directory in dirs:
             path = "%s/%s" % (directory, name)
-            if common.exists(path):
+            if os.access(common.root_path(path), os.X_OK):
                 return path
         return None
+
+    @property
+    def init_system(self) -> str:
+        """``systemd``, ``chkconfig`` or ``update-rc.d`` (see :func:`detect_init_system`)."""
+        return detect_init_system()
+
+    def uses_machine_id(self) -> bool:
+        """Whether the guest reads ``/etc/machine-id``: systemd guests (EL7+, Debian 8+)
+        do; EL6 has only D-Bus's."""
+        return common.exists("/etc/machine-id") or self.init_system == SYSTEMD

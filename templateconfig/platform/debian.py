@@ -7,6 +7,7 @@
   ``conf.d``/``sources.d`` drop-ins, else ntpd/ntpsec, else systemd-timesyncd.
 - firewall: ufw (``ENABLED`` in ``/etc/ufw/ufw.conf`` and the service) where installed,
   else the ``nftables`` service.
+- ssh: sshd's default host keys include DSA before Debian 12 and Ubuntu 22.04.
 """
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from typing import List, Optional
 
 from templateconfig import common
 from templateconfig.platform.base import UnsupportedPlatform
-from templateconfig.platform.guest import GuestPlatform
-from templateconfig.platform.netstack import IfupdownStack, KeyfileStack, NetplanStack, NetworkStack
+from templateconfig.platform.guest import FileChanges, GuestPlatform
+from templateconfig.platform.network import IfupdownStack, KeyfileStack, NetplanStack, NetworkStack
 from templateconfig.platform.timesync import Chrony, Ntpd, TimeSync, Timesyncd
 
 UFW_CONF = "/etc/ufw/ufw.conf"
@@ -34,13 +35,14 @@ class DebianPlatform(GuestPlatform):
         if self.networkmanager_installed():
             return KeyfileStack()
         raise UnsupportedPlatform("%s: found neither /etc/netplan, /etc/network/interfaces nor "
-                                  "NetworkManager under %s" % (self.release.pretty_name, common.root()))
+                                  "NetworkManager under %s"
+                                  % (self.release.pretty_name, common.root()))
 
     # --- time --------------------------------------------------------------------------------
     def localtime_target(self, zone: str) -> str:
         return self.zoneinfo_path(zone)
 
-    def set_timezone(self, files, zone: str) -> None:
+    def set_timezone(self, files: FileChanges, zone: str) -> None:
         super().set_timezone(files, zone)
         files.write_file("/etc/timezone", zone + "\n")
 
@@ -57,11 +59,22 @@ class DebianPlatform(GuestPlatform):
             return Timesyncd()
         return None
 
+    # --- SSH ----------------------------------------------------------------------------------
+    #: The first release (by distro id) whose sshd makes no DSA host key by default.
+    _NO_DSA_FROM = {"debian": 12, "ubuntu": 22}
+
+    def default_host_key_types(self) -> List[str]:
+        first = self._NO_DSA_FROM.get(self.release.id)
+        if first is not None and 0 < self.major < first:
+            return ["rsa", "dsa", "ecdsa", "ed25519"]
+        return super().default_host_key_types()
+
     # --- firewall ------------------------------------------------------------------------------
     def firewall_services(self) -> List[str]:
         if self.has(UFW_CONF):
             return ["ufw"]
-        if self.has("/usr/lib/systemd/system/nftables.service") or self.has("/lib/systemd/system/nftables.service"):
+        if self.has("/usr/lib/systemd/system/nftables.service") \
+                or self.has("/lib/systemd/system/nftables.service"):
             return ["nftables"]
         return []
 

@@ -1,27 +1,43 @@
 """What the standard modules ask of a platform, with the behaviour most guests share.
 
-:class:`GuestPlatform` is the interface the network, datetime, firewall and selinux
-modules call; ``rhel.py`` and ``debian.py`` override what differs. Methods that change
-files take ``files``, an object with ``write_file``/``symlink``/``remove_file``/
-``edit_sysconfig``/``remember_service`` (:class:`templateconfig.modules.state.ModuleState`,
-which saves the originals for cleanup); every change goes through
-:mod:`templateconfig.common`, so ``--root`` and ``--dry-run`` hold.
+:class:`GuestPlatform` is the interface the standard modules call; ``rhel.py`` and
+``debian.py`` override what differs. Methods that change files take ``files``, a
+:class:`FileChanges` (:class:`templateconfig.modules.support.state.ModuleState`, which
+saves the originals for cleanup); every change goes through :mod:`templateconfig.common`,
+so ``--root`` and ``--dry-run`` hold.
 """
 from __future__ import annotations
 
 import glob
 import logging
 import os
-from typing import List, Optional
+from typing import List, Mapping, Optional, Protocol, Union
 
 from templateconfig import common
-from templateconfig.platform.base import Platform
-from templateconfig.platform.netstack import NetworkStack
+from templateconfig.platform.base import SYSTEMD, Platform
+from templateconfig.platform.network import NetworkStack
 from templateconfig.platform.timesync import TimeSync
 
 log = logging.getLogger(__name__)
 
 ZONEINFO = "/usr/share/zoneinfo"
+
+
+class FileChanges(Protocol):
+    """The file operations a platform method is given: those of
+    :mod:`templateconfig.common`, with the original of each path saved before it changes."""
+
+    def write_file(self, path: str, content: Union[str, bytes],
+                   mode: Optional[int] = None) -> bool: ...
+
+    def symlink(self, path: str, target: str) -> bool: ...
+
+    def remove_file(self, path: str) -> bool: ...
+
+    def edit_sysconfig(self, path: str, updates: Mapping[str, Optional[str]],
+                       mode: Optional[int] = None) -> bool: ...
+
+    def remember_service(self, name: str, enabled: Optional[bool]) -> None: ...
 
 
 class GuestPlatform(Platform):
@@ -33,11 +49,11 @@ class GuestPlatform(Platform):
 
     # --- services -------------------------------------------------------------------------
     def service_control(self) -> common.ServiceControl:
-        return common.service_control()
+        return common.ServiceControl(self.init_system)
 
     def service_enabled(self, name: str) -> Optional[bool]:
         """Whether ``name`` starts at boot, read from the root's files (None: cannot tell)."""
-        if self.service_control().kind == common.ServiceControl.SYSTEMD:
+        if self.init_system == SYSTEMD:
             unit = name if "." in name else name + ".service"
             pattern = common.root_path("/etc/systemd/system") + "/*.wants/" + unit
             return bool(glob.glob(pattern))
@@ -47,7 +63,7 @@ class GuestPlatform(Platform):
                 return bool(glob.glob(os.path.join(real, "S[0-9][0-9]" + name)))
         return None
 
-    def set_service(self, files, name: str, enabled: bool) -> None:
+    def set_service(self, files: Optional[FileChanges], name: str, enabled: bool) -> None:
         """Enable and start, or disable and stop, service ``name``.
 
         The persistent change is made only when needed (and the previous setting saved
@@ -69,7 +85,7 @@ class GuestPlatform(Platform):
             control.stop(name)
 
     # --- host name --------------------------------------------------------------------------
-    def set_hostname(self, files, name: str) -> None:
+    def set_hostname(self, files: FileChanges, name: str) -> None:
         files.write_file(self.hostname_file, name + "\n")
 
     def activate_hostname(self, name: str) -> None:
@@ -114,10 +130,10 @@ class GuestPlatform(Platform):
         """What ``/etc/localtime`` links to (EL7+ link relatively, Debian absolutely)."""
         return "../usr/share/zoneinfo/%s" % zone
 
-    def set_timezone(self, files, zone: str) -> None:
+    def set_timezone(self, files: FileChanges, zone: str) -> None:
         files.symlink("/etc/localtime", self.localtime_target(zone))
 
-    def set_hardware_clock_utc(self, files, utc: bool) -> None:
+    def set_hardware_clock_utc(self, files: FileChanges, utc: bool) -> None:
         """The UTC/LOCAL line of ``/etc/adjtime`` (hwclock's and timedatectl's source)."""
         lines = (common.read_file("/etc/adjtime") or "").splitlines()
         lines += ["0.0 0 0.0", "0", "UTC"][len(lines):]
@@ -142,6 +158,15 @@ class GuestPlatform(Platform):
         for name in services:
             self.set_service(None, name, enabled)
         return services
+
+    # --- SSH ----------------------------------------------------------------------------------
+    #: The group that may read the SSH host private keys (mode 0640), or None (0600).
+    ssh_host_key_group: Optional[str] = None
+
+    def default_host_key_types(self) -> List[str]:
+        """The host key types the guest's sshd uses when ``sshd_config`` names none
+        (never rsa1; DSA is gone from recent OpenSSH releases)."""
+        return ["rsa", "ecdsa", "ed25519"]
 
     # --- SELinux ----------------------------------------------------------------------------------
     selinux_config = "/etc/selinux/config"

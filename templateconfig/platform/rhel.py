@@ -8,6 +8,8 @@
   a relative symlink after; ntpd on EL5/6 (or wherever only ``ntp.conf`` exists), chrony
   after (with the ``/etc/chrony.d`` drop-in directory on EL9+).
 - firewall: the ``iptables``/``ip6tables`` services on EL5/6, ``firewalld`` after.
+- ssh: host private keys 0640 root:ssh_keys where the group exists; sshd's default host
+  keys are RSA and DSA on EL5/6, also ECDSA and Ed25519 on EL7, no DSA from EL8.
 """
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ from typing import List, Optional
 
 from templateconfig import common
 from templateconfig.platform.base import UnsupportedPlatform
-from templateconfig.platform.guest import GuestPlatform
-from templateconfig.platform.netstack import IfcfgStack, KeyfileStack, NetworkStack
+from templateconfig.platform.guest import FileChanges, GuestPlatform
+from templateconfig.platform.network import IfcfgStack, KeyfileStack, NetworkStack
 from templateconfig.platform.timesync import Chrony, Ntpd, TimeSync
 
 NETWORK_SCRIPTS = "/etc/sysconfig/network-scripts"
@@ -36,7 +38,7 @@ class RhelPlatform(GuestPlatform):
         return "/selinux/enforce" if self.legacy else "/sys/fs/selinux/enforce"
 
     # --- host name --------------------------------------------------------------------------
-    def set_hostname(self, files, name: str) -> None:
+    def set_hostname(self, files: FileChanges, name: str) -> None:
         if self.legacy:
             files.edit_sysconfig("/etc/sysconfig/network", {"HOSTNAME": name})
         else:
@@ -55,15 +57,18 @@ class RhelPlatform(GuestPlatform):
                                   % (self.release.pretty_name, NETWORK_SCRIPTS, common.root()))
 
     # --- time --------------------------------------------------------------------------------
-    def set_timezone(self, files, zone: str) -> None:
+    def set_timezone(self, files: FileChanges, zone: str) -> None:
         if not self.legacy:
             super().set_timezone(files, zone)
             return
         data = common.read_bytes(self.zoneinfo_path(zone))
+        if data is None:
+            raise common.TemplateConfigError("no time zone file %s under %s"
+                                             % (self.zoneinfo_path(zone), common.root()))
         files.write_file("/etc/localtime", data, mode=0o644)
         files.edit_sysconfig("/etc/sysconfig/clock", {"ZONE": zone})
 
-    def set_hardware_clock_utc(self, files, utc: bool) -> None:
+    def set_hardware_clock_utc(self, files: FileChanges, utc: bool) -> None:
         super().set_hardware_clock_utc(files, utc)
         if self.legacy:
             files.edit_sysconfig("/etc/sysconfig/clock", {"UTC": "true" if utc else "false"})
@@ -77,6 +82,16 @@ class RhelPlatform(GuestPlatform):
         if self.has("/etc/chrony.conf"):
             return Chrony("/etc/chrony.conf", "chronyd")
         return None
+
+    # --- SSH ----------------------------------------------------------------------------------
+    ssh_host_key_group = "ssh_keys"
+
+    def default_host_key_types(self) -> List[str]:
+        if self.legacy:
+            return ["rsa", "dsa"]
+        if self.major == 7:
+            return ["rsa", "dsa", "ecdsa", "ed25519"]
+        return super().default_host_key_types()
 
     # --- firewall ------------------------------------------------------------------------------
     def firewall_services(self) -> List[str]:

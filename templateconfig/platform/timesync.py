@@ -9,10 +9,13 @@ file (see :mod:`templateconfig.platform.textedit`), undone by cleanup.
 from __future__ import annotations
 
 import logging
-from typing import List, Optional, Sequence
+from typing import TYPE_CHECKING, List, Optional, Sequence
 
 from templateconfig import common
 from templateconfig.platform.textedit import apply_managed, strip_managed
+
+if TYPE_CHECKING:
+    from templateconfig.platform.guest import FileChanges
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +34,7 @@ class TimeSync:
     name = ""
     service = ""
 
-    def configure(self, files, servers: Sequence[str], local_source: bool) -> None:
+    def configure(self, files: FileChanges, servers: Sequence[str], local_source: bool) -> None:
         raise NotImplementedError
 
 
@@ -58,7 +61,7 @@ class Chrony(TimeSync):
                 return True
         return False
 
-    def configure(self, files, servers: Sequence[str], local_source: bool) -> None:
+    def configure(self, files: FileChanges, servers: Sequence[str], local_source: bool) -> None:
         server_lines = ["server %s iburst" % s for s in servers]
         local_lines = ["local stratum %d" % LOCAL_STRATUM] if local_source else []
         text = common.read_file(self.conf) or ""
@@ -79,7 +82,7 @@ class Chrony(TimeSync):
         files.write_file(self.conf, apply_managed(text, "datetime", include))
 
     @staticmethod
-    def _drop_in(files, path: str, lines: List[str]) -> None:
+    def _drop_in(files: FileChanges, path: str, lines: List[str]) -> None:
         if lines:
             files.write_file(path, HEADER + "\n".join(lines) + "\n", mode=0o644)
         else:
@@ -95,7 +98,7 @@ class Ntpd(TimeSync):
         self.conf = conf
         self.service = service
 
-    def configure(self, files, servers: Sequence[str], local_source: bool) -> None:
+    def configure(self, files: FileChanges, servers: Sequence[str], local_source: bool) -> None:
         lines = ["server %s iburst" % s for s in servers]
         if local_source:
             lines += ["server 127.127.1.0", "fudge 127.127.1.0 stratum %d" % LOCAL_STRATUM]
@@ -122,7 +125,7 @@ class Timesyncd(TimeSync):
     def __init__(self, directory: str = "/etc/systemd/timesyncd.conf.d") -> None:
         self.path = directory + "/ovm.conf"
 
-    def configure(self, files, servers: Sequence[str], local_source: bool) -> None:
+    def configure(self, files: FileChanges, servers: Sequence[str], local_source: bool) -> None:
         if local_source:
             log.warning("systemd-timesyncd cannot use the local clock as a time source: "
                         "com.oracle.linux.datetime.ntp-local-time-source ignored "

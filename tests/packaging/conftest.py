@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Dict
 
 import pytest
-
 from packaging_helpers import DEBIAN_SITELIB, build_rpms, debian_root, rpm_root
+
 
 @pytest.fixture(scope="session")
 def rpms(tmp_path_factory) -> Dict[str, Path]:

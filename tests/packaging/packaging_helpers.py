@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
-
-
 from testlib import IN_CI, REPO, bin_path, extract_debian_root, require_tool  # noqa: F401
 
 #: The standard modules, one ovm-template-config-NAME package each.

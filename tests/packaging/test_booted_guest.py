@@ -28,10 +28,8 @@ from pathlib import Path
 from typing import Dict
 
 import pytest
-
-from guest_helpers import (DHCP_RANGE, BootedGuest, GuestNetwork, mounts_under,
-                           unique_suffix)
-from packaging_helpers import (bin_path, debian_boot_root, dpkg_in_root, require_tool, run)
+from guest_helpers import DHCP_RANGE, BootedGuest, GuestNetwork, mounts_under, unique_suffix
+from packaging_helpers import bin_path, debian_boot_root, dpkg_in_root, require_tool, run
 from testlib import start_xenstored
 
 DOMID = 7

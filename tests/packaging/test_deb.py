@@ -13,10 +13,22 @@ import re
 from pathlib import Path
 
 import pytest
-
-from packaging_helpers import (CONFIGURE_PRIORITIES, MODULES, REPO, TARGETS, debian_boot_root,
-                               deb_field, deb_files, deb_script, dpkg_in_root, framework_sources,
-                               in_root, links, require_tool, run)
+from packaging_helpers import (
+    CONFIGURE_PRIORITIES,
+    MODULES,
+    REPO,
+    TARGETS,
+    deb_field,
+    deb_files,
+    deb_script,
+    debian_boot_root,
+    dpkg_in_root,
+    framework_sources,
+    in_root,
+    links,
+    require_tool,
+    run,
+)
 
 SITELIB = "/usr/lib/python3/dist-packages"
 UNITDIR = "/lib/systemd/system"
@@ -285,7 +297,7 @@ def test_make_install_defaults_to_where_debians_python3_looks(tmp_path):
     assert not list((root / "usr/lib").glob("python3.*/site-packages/ovmd"))
     out = in_root(root, "/usr/bin/ovmd", "--version")
     assert VERSION in out.stdout + out.stderr
-    out = in_root(root, "/usr/bin/python3", "-c", "import templateconfig.runner, ovmd.daemon")
+    out = in_root(root, "/usr/bin/python3", "-c", "import templateconfig.run.runner, ovmd.daemon")
     assert out.returncode == 0
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import List, Optional
 
 import pytest
-
 from packaging_helpers import REPO, bin_path, require_tool
 
 COMMANDS = ("ovmd", "ovm-template-config", "ovm-chkconfig", "ovm-vmmessage")

@@ -9,9 +9,15 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-
-from packaging_helpers import (CONFIGURE_PRIORITIES, MODULES, TARGETS, debian_root, in_root,
-                               links, rpm_root)
+from packaging_helpers import (
+    CONFIGURE_PRIORITIES,
+    MODULES,
+    TARGETS,
+    debian_root,
+    in_root,
+    links,
+    rpm_root,
+)
 
 
 def test_installed_files_verify(installed_root, debian_rpms):

@@ -8,9 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from packaging_helpers import (MODULES, REPO, TARGETS, framework_sources, rpm_files,
-                               rpm_scripts, run)
+from packaging_helpers import MODULES, REPO, TARGETS, framework_sources, rpm_files, rpm_scripts, run
 
 SYSCONF = "/etc"
 COMMANDS_OVMD = ("ovmd", "ovm-vmmessage", "ovmd-xenstored")

@@ -14,7 +14,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from packaging_helpers import REPO, require_tool, run
 
 UNITS = ("ovmd.service", "ovmd-initial-config-wait.service", "ovm-template-initial-config.service")

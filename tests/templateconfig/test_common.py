@@ -12,16 +12,15 @@ from templateconfig import common
 
 @pytest.fixture
 def guest(tmp_path, monkeypatch):
-    """A sandbox root with a journal; plan mode off."""
+    """A sandbox root with a journal; plan mode off; a fresh view of the guest."""
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
     journal = tmp_path / "journal"
     monkeypatch.setenv("OVM_TEMPLATE_CONFIG_ROOT", str(root))
     monkeypatch.setenv("OVM_TEMPLATE_CONFIG_ACTIONS", str(journal))
     monkeypatch.delenv("OVM_TEMPLATE_CONFIG_DRY_RUN", raising=False)
-    common._planned.clear()
-    yield root, journal
-    common._planned.clear()
+    common.new_guest()
+    return root, journal
 
 
 def records(journal):
@@ -135,6 +134,32 @@ class TestPlanMode:
         monkeypatch.setenv("OVM_TEMPLATE_CONFIG_DRY_RUN", "1")
         assert common.query_cmd(["echo", "hi"]) == "hi\n"
 
+
+
+class TestGuestView:
+    """The process's view of the guest: made from the environment, replaced explicitly."""
+
+    def test_a_new_view_has_nothing_planned(self, guest, monkeypatch):
+        monkeypatch.setenv("OVM_TEMPLATE_CONFIG_DRY_RUN", "1")
+        common.write_file("/etc/planned", "v1\n")
+        assert common.read_file("/etc/planned") == "v1\n"
+        common.new_guest()
+        assert common.read_file("/etc/planned") is None
+
+    def test_plan_mode_can_be_switched_on_without_the_environment(self, guest):
+        root, journal = guest
+        common.guest().plan_only()
+        assert common.dry_run()
+        assert common.write_file("/etc/planned", "x\n")
+        assert not (root / "etc/planned").exists()
+        assert [(r["op"], r["applied"]) for r in records(journal)] == [("write", False)]
+        assert "OVM_TEMPLATE_CONFIG_DRY_RUN" not in os.environ
+
+    def test_the_view_follows_a_changed_environment(self, guest, tmp_path, monkeypatch):
+        other = tmp_path / "other"
+        monkeypatch.setenv("OVM_TEMPLATE_CONFIG_ROOT", str(other))
+        assert common.root() == str(other)
+        assert common.root_path("/etc/hosts") == str(other / "etc/hosts")
 
 class TestCommands:
     def test_run_cmd_returns_stdout_and_passes_stdin(self, guest):

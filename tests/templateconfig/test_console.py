@@ -45,8 +45,8 @@ class PtyUser:
     """The user at the terminal: waits for text, types answers, keeps the transcript."""
 
     def __init__(self, modules, params=None, timeout=15.0, known=()):
-        self.master, slave = pty.openpty()
-        self.slave_name = os.ttyname(slave)
+        self.master, self.slave = pty.openpty()
+        self.slave_name = os.ttyname(self.slave)
         self.timeout = timeout
         self.transcript = ""
         self.process = subprocess.Popen(
@@ -54,7 +54,10 @@ class PtyUser:
              json.dumps(params or {}), json.dumps(list(known))],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True, text=True)
-        os.close(slave)  # only the driver holds the slave open now
+
+    # We keep our slave descriptor open until finish(): the master then never reads EIO
+    # (no slave open) before the driver has opened the terminal, so every read waits for
+    # the driver's next output instead of retrying.
 
     def _read_some(self, deadline):
         ready, _, _ = select.select([self.master], [], [], max(0.0, deadline - time.monotonic()))
@@ -62,10 +65,7 @@ class PtyUser:
             return False
         try:
             data = os.read(self.master, 4096)
-        except OSError:  # EIO: no one has the slave open (not yet, or no longer)
-            if self.process.poll() is None:
-                time.sleep(0.01)
-                return True
+        except OSError:  # EIO: every slave descriptor is closed, so nothing more can come
             return False
         self.transcript += data.decode("utf-8", "replace").replace("\r\n", "\n")
         return bool(data)
@@ -97,12 +97,26 @@ class PtyUser:
             if self.process.poll() is None:
                 self.process.kill()
                 self.process.wait()
-        deadline = time.monotonic() + 0.5
+        # The driver has exited; once our slave is closed too, the master gives what is
+        # left in the terminal and then EIO: that is the end of the transcript.
+        self._close_slave()
+        deadline = time.monotonic() + self.timeout  # a failure guard only
         while self._read_some(deadline):
             pass
-        os.close(self.master)
+        self.close()
         assert out, "driver printed nothing; stderr:\n%s" % err
         return json.loads(out), err
+
+    def _close_slave(self):
+        if self.slave is not None:
+            os.close(self.slave)
+            self.slave = None
+
+    def close(self):
+        self._close_slave()
+        if self.master is not None:
+            os.close(self.master)
+            self.master = None
 
 
 @pytest.fixture
@@ -119,6 +133,7 @@ def run():
         if user.process.poll() is None:
             user.process.kill()
             user.process.wait()
+        user.close()
 
 
 NETWORK = ("network", [
@@ -394,8 +409,8 @@ CANCEL_DRIVER = textwrap.dedent("""
 class CancellableUser(PtyUser):
     def __init__(self, modules):
         self.cancel_r, self.cancel_w = os.pipe()
-        self.master, slave = pty.openpty()
-        self.slave_name = os.ttyname(slave)
+        self.master, self.slave = pty.openpty()
+        self.slave_name = os.ttyname(self.slave)
         self.timeout = 15.0
         self.transcript = ""
         self.process = subprocess.Popen(
@@ -403,7 +418,6 @@ class CancellableUser(PtyUser):
              str(self.cancel_r)], pass_fds=(self.cancel_r,),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True, text=True)
-        os.close(slave)
         os.close(self.cancel_r)
 
     def signal(self, word):
@@ -424,6 +438,7 @@ def cancellable():
         if user.process.poll() is None:
             user.process.kill()
             user.process.wait()
+        user.close()
         os.close(user.cancel_w)
 
 

@@ -1,0 +1,197 @@
+"""The daemon's link to the host over XenStore: messages in, messages out.
+
+In: on every change of ``to-guest/last-write`` (a watch), fetch the pending messages, store
+them durably in the :class:`~ovmd.cache.ParamCache`, then delete them from XenStore
+(docs/protocol.md); ``VMAPIEvent`` messages are recorded, not stored. Out: send to
+``from-guest``, or keep the message in an outbox while XenStore is unreachable. A lost
+connection is retried with a doubling backoff; the outbox is flushed on reconnect.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+
+from ..cache import CacheError, ParamCache
+from ..channel import EVENTS, Message, MessageChannel
+from .loop import EventLoop, guarded
+
+log = logging.getLogger(__name__)
+
+RECONNECT_FIRST = 0.1
+RECONNECT_MAX = 10.0
+#: A cache that cannot be written is retried after this many seconds.
+STORE_RETRY = 5.0
+#: Host events kept for ``ovmd --status``.
+EVENTS_KEPT = 50
+#: Send errors that resending cannot cure: the message is dropped with a warning.
+_REFUSED = ("EACCES", "EPERM", "EINVAL", "E2BIG")
+_FORBIDDEN = ("EACCES", "EPERM")
+
+
+class HostLink:
+    """The XenStore connection, the intake of host messages and the outbox.
+
+    ``on_stored(keys)`` is called after each batch of messages was stored, with the keys of
+    its parameters (none for a batch of events only).
+    """
+
+    def __init__(self, loop: EventLoop, cache: ParamCache, xenstore_path: Optional[str],
+                 on_stored: Callable[[List[str]], None]) -> None:
+        self.loop = loop
+        self.cache = cache
+        self.xenstore_path = xenstore_path
+        self.on_stored = on_stored
+        self.client: Any = None
+        self.channel: Optional[MessageChannel] = None
+        self.outbox: Deque[Tuple[str, str]] = deque()
+        self.events: Deque[Dict[str, Any]] = deque(maxlen=EVENTS_KEPT)
+        self.backoff = RECONNECT_FIRST
+        self._dirty = False
+        self._xs_fd: Optional[int] = None
+
+    @property
+    def connected(self) -> bool:
+        return self.client is not None
+
+    # --- connection ---------------------------------------------------------------------
+    def connect(self, drain_all: bool = False) -> None:
+        """Connect, watch, fetch; ``drain_all``: consume every waiting message before
+        returning (at start-up, before READY=1). Failures schedule a reconnect."""
+        from ..xenstore import XenStoreClient
+
+        try:
+            client = XenStoreClient.open(self.xenstore_path, request_timeout=30)
+        except OSError as err:
+            self._schedule_reconnect("cannot connect to XenStore (%s)" % err)
+            return
+        channel = MessageChannel(client)
+        try:
+            channel.watch()
+            self.client, self.channel = client, channel
+            self._xs_fd = client.fileno()
+            self.loop.add_reader(self._xs_fd, self._on_xenstore)
+            self._drain()
+            while drain_all and self._dirty and self.client is not None:
+                self._drain()
+            self._flush_outbox()
+        except OSError as err:
+            self._disconnect()
+            self._schedule_reconnect("XenStore connection failed (%s)" % err)
+            return
+        if self.backoff > RECONNECT_FIRST:
+            log.info("connected to XenStore again")
+        self.backoff = RECONNECT_FIRST
+
+    def _schedule_reconnect(self, why: str) -> None:
+        log.warning("%s; retrying in %.1f s", why, self.backoff)
+        self.loop.set_timer("reconnect", self.backoff, self.connect)
+        self.backoff = min(self.backoff * 2, RECONNECT_MAX)
+
+    def _disconnect(self, reconnect: bool = True) -> None:
+        if self._xs_fd is not None:
+            self.loop.remove(self._xs_fd)
+            self._xs_fd = None
+        if self.client is not None:
+            self.client.close()
+        self.client, self.channel = None, None
+        self._dirty = False
+        if reconnect and not self.loop.stopping:
+            self._schedule_reconnect("lost the XenStore connection")
+
+    def close(self) -> None:
+        self._disconnect(reconnect=False)
+
+    # --- intake -------------------------------------------------------------------------
+    def work(self) -> bool:
+        """The loop's work before each wait: fetch the next batch if one is waiting; True
+        while more are (the loop must not sleep)."""
+        if self._dirty and self.client is not None:
+            guarded(self._drain)
+        return self._dirty
+
+    def _on_xenstore(self, _mask: int) -> None:
+        try:
+            assert self.client is not None
+            self.client.receive_events()
+            self._drain()
+        except OSError as err:
+            log.warning("XenStore error: %s", err)
+            self._disconnect()
+
+    def _drain(self) -> None:
+        """Fetch one batch, store it durably, then delete it from XenStore."""
+        assert self.client is not None and self.channel is not None
+        try:
+            messages = self.channel.fetch()
+            if messages:
+                self._store(messages)
+                self.channel.acknowledge(messages)
+            self._dirty = bool(messages) or self.channel.has_more \
+                or bool(self.client.pending_events())
+        except CacheError as err:
+            # not stored, so not deleted: the messages stay in XenStore; try again later
+            log.error("%s; retrying in %d s", err, STORE_RETRY)
+            self._dirty = False
+            if self.channel is not None:
+                self.channel.reset()
+            self.loop.set_timer("retry-store", STORE_RETRY, self._mark_dirty)
+        except OSError as err:
+            log.warning("XenStore error: %s", err)
+            self._disconnect()
+
+    def _mark_dirty(self) -> None:
+        self._dirty = True
+
+    def _store(self, messages: List[Message]) -> None:
+        params = []
+        for message in messages:
+            if message.is_event:
+                self._record_event(message)
+            else:
+                params.append((message.key, message.value))
+        self.cache.update(params)  # durable before the caller deletes the nodes
+        keys = [k for k, _ in params]
+        if keys:
+            log.info("stored %d parameter(s) from the host%s", len(keys),
+                     ": " + ", ".join(keys) if len(keys) <= 8 else "")
+        self.on_stored(keys)
+
+    def _record_event(self, message: Message) -> None:
+        names: List[str] = []
+        value = message.value.strip()
+        bits = int(value, 0) if value.isdigit() or value.startswith("0x") else None
+        if bits is not None:
+            names = [name for name, bit in EVENTS.items() if bits & bit]
+        entry = {"time": time.time(), "event": value[:64], "names": names}
+        self.events.append(entry)
+        log.info("host event %s%s", value[:64], " (%s)" % ", ".join(names) if names else "")
+
+    # --- outbox -------------------------------------------------------------------------
+    def send(self, key: str, value: str) -> Optional[str]:
+        """Send to the host now, or queue until XenStore is back; returns a warning."""
+        if self.channel is None:
+            self.outbox.append((key, value))
+            return "not connected to XenStore: queued for sending"
+        try:
+            self.channel.send(key, value)
+        except OSError as err:
+            if getattr(err, "name", None) in _REFUSED:
+                return "could not send %s to the host: %s" % (key, err)
+            self.outbox.append((key, value))
+            self._disconnect()
+            return "XenStore connection lost: queued for sending"
+        return None
+
+    def _flush_outbox(self) -> None:
+        while self.outbox and self.channel is not None:
+            key, value = self.outbox.popleft()
+            try:
+                self.channel.send(key, value)
+            except OSError as err:
+                if getattr(err, "name", None) in _FORBIDDEN:
+                    log.warning("could not send %s to the host: %s", key, err)
+                    continue
+                self.outbox.appendleft((key, value))
+                raise

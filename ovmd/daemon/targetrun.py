@@ -1,0 +1,185 @@
+"""One ``ovm-template-config`` child: the daemon's way of running a template-config target.
+
+The daemon does not import the framework: it runs it as a process (docs/protocol.md
+describes the exchange), so a module that crashes or hangs cannot take the daemon with it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Optional
+
+from ..control import ControlConnection
+from ..firstboot.contract import INITIAL_CONFIG_OPTION
+from ..paths import ROOT_ENV, Paths
+from .loop import EventLoop
+
+log = logging.getLogger(__name__)
+
+RUNNER = "ovm-template-config"
+
+
+def runner_command() -> str:
+    """``ovm-template-config`` next to our interpreter (a virtualenv), else on PATH."""
+    local = os.path.join(os.path.dirname(sys.executable), RUNNER)
+    if os.access(local, os.X_OK):
+        return local
+    import shutil
+
+    return shutil.which(RUNNER) or RUNNER
+
+
+class TargetRun:
+    """One ``ovm-template-config --input FD --output FD [--root DIR] TARGET`` child.
+
+    Params go in as one JSON object on the input pipe (never on argv); the resulting
+    params come back on the output pipe; stdout/stderr lines are logged (redacted by the
+    log filter). Completion is noticed through SIGCHLD, so a module that leaves a
+    background process holding our pipes cannot hang the daemon.
+    """
+
+    def __init__(self, paths: Paths, target: str, params: Dict[str, str],
+                 loop: EventLoop, initial_config: bool = False) -> None:
+        self.paths = paths
+        self.target = target
+        #: a first-boot run: the runner re-checks INITIAL_CONFIG under its run lock, exits
+        #: ALREADY_CONFIGURED if the console dialog won, and sets the flag to no on success
+        self.initial_config = initial_config
+        self.params = params
+        self.loop = loop
+        self.started = time.time()
+        self.output = bytearray()
+        self.returncode: Optional[int] = None
+        self.error: Optional[str] = None
+        self.waiters: List[ControlConnection] = []
+        self._stderr_tail = bytearray()
+        self._fds: List[int] = []
+        self.process: Optional[subprocess.Popen] = None
+        self._readers: Dict[int, Callable[[int], None]] = {}
+        self._start()
+
+    def _start(self) -> None:
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        argv = [runner_command(), "--input", str(in_r), "--output", str(out_w)]
+        if self.paths.root != "/":
+            argv += ["--root", self.paths.root]
+        if self.initial_config:
+            argv.append(INITIAL_CONFIG_OPTION)
+        argv.append(self.target)
+        env = dict(os.environ)
+        env[ROOT_ENV] = self.paths.root
+        try:
+            self.process = subprocess.Popen(
+                argv, pass_fds=(in_r, out_w), stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, close_fds=True)
+        except OSError as err:
+            for fd in (in_r, in_w, out_r, out_w):
+                os.close(fd)
+            self.error = "cannot start %s: %s" % (argv[0], err.strerror)
+            self.returncode = 127
+            return
+        os.close(in_r)
+        os.close(out_w)
+        log.info("started %s %s (pid %d)", RUNNER, self.target, self.process.pid)
+        self._pending_input = memoryview(json.dumps(self.params).encode("utf-8"))
+        for fd in (in_w, out_r):
+            os.set_blocking(fd, False)
+        self._fds = [in_w, out_r]
+        self._readers = {out_r: self._read_output}
+        self.loop.add_writer(in_w, lambda m: self._write(in_w))
+        self.loop.add_reader(out_r, lambda m: self._read_output(out_r))
+        console = self.process.stdout
+        assert console is not None
+        os.set_blocking(console.fileno(), False)
+        self._fds.append(console.fileno())
+        self._readers[console.fileno()] = self._read_console
+        self.loop.add_reader(console.fileno(), lambda m: self._read_console(console.fileno()))
+
+    @property
+    def finished(self) -> bool:
+        return self.returncode is not None
+
+    def _write(self, fd: int) -> None:
+        try:
+            while self._pending_input:
+                self._pending_input = self._pending_input[os.write(fd, self._pending_input):]
+        except BlockingIOError:
+            return
+        except OSError as err:  # the child exited without reading (EPIPE)
+            log.debug("%s did not read its input: %s", RUNNER, err)
+        self._close_fd(fd)
+
+    def _drain(self, fd: int) -> bytes:
+        """What the non-blocking ``fd`` holds now; closes it at end of file."""
+        chunks = []
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                break
+            if not data:
+                self._close_fd(fd)
+                break
+            chunks.append(data)
+        return b"".join(chunks)
+
+    def _read_output(self, fd: int) -> None:
+        self.output += self._drain(fd)
+
+    def _read_console(self, fd: int) -> None:
+        self._stderr_tail += self._drain(fd)
+        *lines, rest = self._stderr_tail.split(b"\n")
+        self._stderr_tail = bytearray(rest)
+        for line in lines:
+            if line.strip():
+                log.info("%s: %s", RUNNER, line.decode("utf-8", "replace"))
+
+    def _close_fd(self, fd: int) -> None:
+        if fd in self._fds:
+            self._fds.remove(fd)
+            self.loop.remove(fd)
+            if self.process is not None and self.process.stdout is not None \
+                    and fd == self.process.stdout.fileno():
+                self.process.stdout.close()
+            else:
+                os.close(fd)
+
+    def check_exit(self) -> bool:
+        """Called on SIGCHLD: True once the child has exited and been collected."""
+        if self.process is None or self.returncode is not None:
+            return self.returncode is not None
+        code = self.process.poll()
+        if code is None:
+            return False
+        for fd, reader in list(self._readers.items()):  # what the child left in the pipes
+            if fd in self._fds:
+                try:
+                    reader(fd)
+                except OSError:
+                    pass
+        for fd in list(self._fds):
+            self._close_fd(fd)
+        self.returncode = code
+        return True
+
+    def result_params(self) -> Optional[Dict[str, str]]:
+        """The params the runner returned, or None if it returned nothing usable."""
+        text = bytes(self.output).decode("utf-8", "replace").strip()
+        if not text:
+            return None
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        return {str(k): str(v) for k, v in data.items()}
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()

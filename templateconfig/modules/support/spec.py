@@ -1,0 +1,246 @@
+"""Declaring a standard module once: its name, targets, priorities and keys.
+
+Each standard module (``templateconfig/modules/<name>.py``) builds one
+:class:`ModuleSpec` and registers a handler per target. The enumerate output, the
+validation of every value before anything is touched, and the glue to Oracle's module
+contract (:func:`templateconfig.cli.main`) all come from that one declaration; the script
+under ``template.d/scripts/<name>`` only calls ``SPEC.main()``.
+
+A handler takes the params (a dict of key -> string) and returns a dict of keys it adds
+or changes (or ``None``); :meth:`ModuleSpec.run` merges them into the output, so the
+runner can send them back to the host.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from ovmd.secrets import is_secret_key
+from templateconfig.common import TemplateConfigError, guest
+
+Validator = Callable[[str], None]
+Handler = Callable[[Dict[str, str]], Optional[Mapping[str, str]]]
+
+
+class ValidationError(TemplateConfigError):
+    """One or more params are invalid; the message names each key (and value, unless secret)."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("invalid parameters:\n  " + "\n  ".join(self.problems))
+
+
+class Key:
+    """One parameter a module understands.
+
+    ``key`` may contain ``{n}`` for indexed keys (``com.oracle.linux.network.device.{n}``);
+    ``depends``/``requires`` may use ``{n}`` too. ``validate`` raises ``ValueError`` with
+    the reason for a bad value. ``targets`` are the targets whose enumerate lists the key.
+    ``visible_indices``: for indexed keys, how many indices are enumerated with the
+    key's own flags; later ones (up to the spec's ``enumerate_count``) are hidden.
+    """
+
+    def __init__(self, key: str, description: str, *, hidden: bool = False,
+                 required: bool = False, password: bool = False,
+                 depends: Optional[str] = None,
+                 requires: Optional[Tuple[str, Sequence[str]]] = None,
+                 choices: Optional[Sequence[str]] = None, default: Optional[str] = None,
+                 validate: Optional[Validator] = None,
+                 targets: Sequence[str] = ("configure",), visible_indices: int = 1) -> None:
+        self.key = key
+        self.description = description
+        self.hidden = hidden
+        self.required = required
+        self.password = password
+        self.depends = depends
+        self.requires = requires
+        self.choices = list(choices) if choices is not None else None
+        self.default = default
+        self.validate = validate
+        self.targets = tuple(targets)
+        self.visible_indices = visible_indices
+        self.indexed = "{n}" in key
+        # the text around {n}: matched with string tests, not a regex per key (compiling
+        # dozens of them was a measurable part of every run's start-up)
+        self._prefix, _, self._suffix = key.partition("{n}")
+
+    def name(self, n: Optional[int] = None) -> str:
+        return self.key.format(n=n) if self.indexed else self.key
+
+    def match(self, name: str) -> Optional[int]:
+        """The index ``name`` has for this key (-1 for a plain key), or None."""
+        if not self.indexed:
+            return -1 if name == self.key else None
+        prefix, suffix = self._prefix, self._suffix
+        if len(name) <= len(prefix) + len(suffix) or not name.startswith(prefix) \
+                or not name.endswith(suffix):
+            return None
+        digits = name[len(prefix):len(name) - len(suffix)]
+        # an index is 0 or digits without a leading 0 (ASCII only, as [0-9] was)
+        if not (digits.isascii() and digits.isdigit()) or (digits[0] == "0" and digits != "0"):
+            return None
+        return int(digits)
+
+    def descriptor(self, n: Optional[int] = None, force_hidden: bool = False) -> dict:
+        """The enumerate descriptor (fields as in docs/module-contract.md), with only the
+        fields that are set."""
+        description = self.description
+        if self.indexed and n is not None:  # "Name of user {n}." -> "Name of user 0."
+            description = description.replace("{n}", str(n))
+        desc: Dict[str, object] = {"key": self.name(n), "description": description}
+        if self.hidden or force_hidden:
+            desc["hidden"] = True
+        if self.required:
+            desc["required"] = True
+        if self.password:
+            desc["password"] = True
+        if self.depends:
+            desc["depends"] = self.depends.format(n=n)
+        if self.requires:
+            desc["requires"] = [self.requires[0].format(n=n), list(self.requires[1])]
+        if self.choices is not None:
+            desc["choices"] = list(self.choices)
+        if self.default is not None:
+            desc["default"] = self.default
+        return desc
+
+    def check(self, name: str, value: str) -> Optional[str]:
+        """A problem message for ``value``, or None when it is valid."""
+        # Secrets (password keys, and keys ovmd.secrets knows, such as private keys)
+        # are never repeated in a message.
+        shown = "(hidden)" if self.password or is_secret_key(name) else repr(value)
+        if self.choices is not None and value not in self.choices:
+            return "%s: value %s is not one of %s" % (name, shown, ", ".join(self.choices))
+        if self.validate is not None:
+            try:
+                self.validate(value)
+            except ValueError as exc:
+                return "%s: value %s is invalid: %s" % (name, shown, exc)
+        return None
+
+
+class ModuleSpec:
+    """A module's name, targets with priorities, description and keys, declared once."""
+
+    def __init__(self, name: str, targets: Mapping[str, int], description: str,
+                 keys: Iterable[Key] = (), enumerate_count: int = 1,
+                 needs_root: bool = False) -> None:
+        self.name = name
+        #: the module's tools need root (shadow-utils, chown): without root it plans only
+        self.needs_root = needs_root
+        self.targets = dict(targets)
+        self.description = description
+        self.keys = list(keys)
+        self.enumerate_count = enumerate_count
+        self.handlers: Dict[str, Handler] = {}
+
+    # --- declaration -------------------------------------------------------------------
+    def target(self, name: str) -> Callable[[Handler], Handler]:
+        """Decorator registering the handler of target ``name``."""
+        if name not in self.targets:
+            raise ValueError("module %s does not declare target %r" % (self.name, name))
+
+        def register(func: Handler) -> Handler:
+            self.handlers[name] = func
+            return func
+        return register
+
+    def header(self) -> str:
+        """The ``### BEGIN PLUGIN INFO`` block for this module (tests compare scripts with it)."""
+        lines = ["### BEGIN PLUGIN INFO", "# name: %s" % self.name]
+        for target, priority in self.targets.items():
+            lines.append("# %s: %d" % (target, priority))
+        lines.append("# description: %s" % self.description)
+        lines.append("### END PLUGIN INFO")
+        return "\n".join(lines)
+
+    # --- enumerate ----------------------------------------------------------------------
+    def enumerate(self, target: str) -> List[dict]:
+        out = []
+        for key in self.keys:
+            if target not in key.targets:
+                continue
+            if key.indexed:
+                for n in range(max(self.enumerate_count, key.visible_indices)):
+                    out.append(key.descriptor(n, force_hidden=n >= key.visible_indices))
+            else:
+                out.append(key.descriptor())
+        return out
+
+    # --- params -------------------------------------------------------------------------
+    def key_for(self, name: str) -> Optional[Tuple[Key, int]]:
+        for key in self.keys:
+            n = key.match(name)
+            if n is not None:
+                return key, n
+        return None
+
+    def indices(self, params: Mapping[str, str], *patterns: str) -> List[int]:
+        """Sorted indices N for which any of the indexed key ``patterns`` is in params."""
+        found = set()
+        for pattern in patterns:
+            key = Key(pattern, "")
+            for name in params:
+                n = key.match(name)
+                if n is not None:
+                    found.add(n)
+        return sorted(found)
+
+    def validate(self, params: Mapping[str, str], target: str = "configure") -> List[str]:
+        """Every problem with the params this module understands, for ``target``."""
+        problems = []
+        for name in sorted(params):
+            found = self.key_for(name)
+            if found is None or target not in found[0].targets:
+                continue
+            value = params[name]
+            if not isinstance(value, str):
+                problems.append("%s: value must be a string, got %s" % (name, type(value).__name__))
+                continue
+            problem = found[0].check(name, value)
+            if problem:
+                problems.append(problem)
+        return problems
+
+    # --- running -------------------------------------------------------------------------
+    def run(self, target: str, params: Dict[str, str]) -> Dict[str, str]:
+        """Validate, then run the target's handler; returns the resulting params."""
+        problems = self.validate(params, target)
+        if problems:
+            raise ValidationError(problems)
+        handler = self.handlers.get(target)
+        result = dict(params)
+        if handler is not None:
+            files = guest()
+            if self.needs_root and os.geteuid() != 0 and not files.dry_run:
+                # A non-root run (the demo, a developer's sandbox) cannot use the tools:
+                # fall back to plan mode, and say so rather than fail half-way.
+                files.plan_only()
+                sys.stderr.write("%s: not running as root: planning only (dry run); "
+                                 "nothing was changed\n" % self.name)
+            changes = handler(dict(params))
+            if changes:
+                result.update({k: str(v) for k, v in changes.items()})
+        return result
+
+    def _contract_function(self, target: str) -> Callable[[str], str]:
+        def do_target(param: str) -> str:
+            params = json.loads(param) if param.strip() else {}
+            if not isinstance(params, dict):
+                raise ValidationError(["input must be a JSON object of key -> string"])
+            return json.dumps(self.run(target, params))
+        return do_target
+
+    def do_enumerate(self, target: str) -> str:
+        return json.dumps(self.enumerate(target))
+
+    def main(self, argv: Optional[List[str]] = None) -> None:
+        """Entry point for ``template.d/scripts/<name>``: Oracle's module contract."""
+        from templateconfig import cli
+
+        functions = {t: self._contract_function(t) for t in self.targets}
+        if argv is not None:
+            sys.argv = [sys.argv[0]] + list(argv)
+        cli.main(self.do_enumerate, functions)

@@ -1,0 +1,57 @@
+"""EL5-8: initscripts' ``/etc/sysconfig/network-scripts/ifcfg-<dev>`` files."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, List, Sequence, Tuple
+
+from templateconfig import common
+from templateconfig.platform.network.interface import HEADER, Interface, NetworkStack
+
+if TYPE_CHECKING:
+    from templateconfig.platform.guest import FileChanges
+
+
+class IfcfgStack(NetworkStack):
+    """initscripts' ifcfg files (EL5-8), activated by NetworkManager or the network service."""
+
+    name = "ifcfg"
+
+    def __init__(self, directory: str = "/etc/sysconfig/network-scripts",
+                 networkmanager: bool = False) -> None:
+        self.directory = directory
+        self.networkmanager = networkmanager
+
+    def path(self, iface: Interface) -> str:
+        return "%s/ifcfg-%s" % (self.directory, iface.device)
+
+    @staticmethod
+    def render(iface: Interface) -> str:
+        values: List[Tuple[str, str]] = [("DEVICE", iface.device), ("TYPE", "Ethernet")]
+        if iface.hwaddr:
+            values.append(("HWADDR", iface.hwaddr))
+        values.append(("ONBOOT", "yes" if iface.onboot else "no"))
+        values.append(("BOOTPROTO", iface.bootproto))
+        if iface.static:
+            values += [("IPADDR", str(iface.ipaddr)), ("NETMASK", iface.netmask)]
+            if iface.gateway:
+                values.append(("GATEWAY", iface.gateway))
+            for number, server in enumerate(iface.dns, 1):
+                values.append(("DNS%d" % number, server))
+        if iface.mtu:
+            values.append(("MTU", str(iface.mtu)))
+        if iface.search:
+            values.append(("DOMAIN", " ".join(iface.search)))
+        return "# %s\n" % HEADER + "".join(
+            "%s=%s\n" % (name, common.quote_value(value)) for name, value in values)
+
+    def write(self, files: FileChanges, interfaces: Sequence[Interface]) -> None:
+        for iface in interfaces:
+            files.write_file(self.path(iface), self.render(iface), mode=0o644)
+
+    def activate(self, interfaces: Sequence[Interface]) -> None:
+        if self.networkmanager:
+            common.system_cmd(["nmcli", "connection", "reload"])
+            for iface in interfaces:
+                if iface.onboot:
+                    common.system_cmd(["nmcli", "connection", "up", "ifname", iface.device])
+        else:
+            common.service_control().restart("network")

@@ -1,0 +1,82 @@
+"""What every network stack is given and what it must do.
+
+:class:`Interface` is one validated interface (the network module builds it from the
+params); :class:`NetworkStack` is what a renderer offers: write its files for the
+interfaces through the ``files`` object it is given
+(:class:`templateconfig.modules.support.state.ModuleState`, which saves the originals
+for cleanup), and activate them on a running system through
+:func:`templateconfig.common.system_cmd` (recorded, not run, under ``--root``).
+"""
+from __future__ import annotations
+
+import ipaddress
+from typing import TYPE_CHECKING, List, Optional, Sequence
+
+if TYPE_CHECKING:
+    from templateconfig.platform.guest import FileChanges
+
+#: The first line (as a comment) of every file a stack writes.
+HEADER = "Written by ovm-template-config (network module); its cleanup target undoes this."
+
+
+class Interface:
+    """One interface to configure, validated (see the network module).
+
+    A plain class rather than a dataclass: ``dataclasses`` imports ``inspect``, which
+    every run's start-up would pay for (the runner preloads this module).
+    """
+
+    _FIELDS = ("index", "device", "hwaddr", "mtu", "onboot", "bootproto", "ipaddr", "prefix",
+               "gateway", "dns", "search")
+
+    def __init__(self, index: int, device: str, hwaddr: Optional[str] = None,
+                 mtu: Optional[int] = None, onboot: bool = True,
+                 bootproto: str = "dhcp",  # dhcp, static or none (none behaves as static)
+                 ipaddr: Optional[str] = None, prefix: Optional[int] = None,
+                 gateway: Optional[str] = None, dns: Optional[List[str]] = None,
+                 search: Optional[List[str]] = None) -> None:
+        self.index = index
+        self.device = device
+        self.hwaddr = hwaddr
+        self.mtu = mtu
+        self.onboot = onboot
+        self.bootproto = bootproto
+        self.ipaddr = ipaddr
+        self.prefix = prefix
+        self.gateway = gateway
+        self.dns: List[str] = dns if dns is not None else []
+        self.search: List[str] = search if search is not None else []
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in self._FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
+
+    def __repr__(self) -> str:
+        return "Interface(%s)" % ", ".join("%s=%r" % (f, getattr(self, f)) for f in self._FIELDS)
+
+    @property
+    def static(self) -> bool:
+        return self.bootproto != "dhcp"
+
+    @property
+    def netmask(self) -> str:
+        return str(ipaddress.IPv4Network("0.0.0.0/%s" % self.prefix).netmask)
+
+    @property
+    def cidr(self) -> str:
+        return "%s/%s" % (self.ipaddr, self.prefix)
+
+
+class NetworkStack:
+    """How one network stack is configured and activated."""
+
+    name = ""
+
+    def write(self, files: FileChanges, interfaces: Sequence[Interface]) -> None:
+        raise NotImplementedError
+
+    def activate(self, interfaces: Sequence[Interface]) -> None:
+        raise NotImplementedError

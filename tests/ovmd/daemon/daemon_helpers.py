@@ -1,0 +1,147 @@
+"""Helpers for the daemon tests: the real ``ovmd`` as a process (:class:`Ovmd`; the
+fixtures that make one are in conftest.py), and waiting on XenStore watches.
+
+Nothing here waits with fixed sleeps: readiness comes from ``NOTIFY_SOCKET`` (as under
+systemd), consumption from XenStore watches on the message nodes, process ends from
+``wait()``.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from testlib import bin_path
+
+from ovmd.paths import Paths
+from ovmd.xenstore import XenStoreClient
+
+GUEST = 1
+CHANNEL = "/local/domain/%d/control/oracle-vmapi" % GUEST
+
+
+class Ovmd:
+    """The real daemon: ``ovmd --foreground --root ROOT --xenstore SOCKET -d 1``."""
+
+    def __init__(self, root: Path, xs_socket: str, extra: List[str] = (),
+                 env: Optional[Dict[str, str]] = None) -> None:
+        self.root = root
+        self.paths = Paths(str(root))
+        self.xs_socket = xs_socket
+        self.extra = list(extra)
+        self.env = env
+        self.log_path = root.parent / "ovmd.log"  # beside the root, not in it
+        self.process: Optional[subprocess.Popen] = None
+
+    def start(self, wait_ready: bool = True, timeout: float = 20) -> "Ovmd":
+        notify_dir = tempfile.mkdtemp(prefix="ntf-", dir="/tmp")
+        notify_path = os.path.join(notify_dir, "n")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(notify_path)
+        env = dict(os.environ if self.env is None else self.env)
+        env["NOTIFY_SOCKET"] = notify_path
+        argv = [bin_path("ovmd"), "--foreground", "--root", str(self.root),
+                "--xenstore", self.xs_socket, "-d", "1"] + self.extra
+        self.log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(argv, stdout=self.log, stderr=self.log, env=env)
+        try:
+            if wait_ready:
+                sock.settimeout(timeout)
+                while True:
+                    try:
+                        data = sock.recv(4096)
+                    except socket.timeout:
+                        raise AssertionError("ovmd did not send READY=1 within %ss; log:\n%s"
+                                             % (timeout, self.log_text())) from None
+                    if b"READY=1" in data.split(b"\n"):
+                        break
+        finally:
+            sock.close()
+            shutil.rmtree(notify_dir, ignore_errors=True)
+        return self
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def terminate(self, timeout: float = 10) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout)
+        self.log.close()
+        return code
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(10)
+        self.log.close()
+
+    def cli(self, *args: str, input: Optional[str] = None,
+            check: bool = False) -> subprocess.CompletedProcess:
+        result = subprocess.run([bin_path("ovmd"), "--root", str(self.root)] + list(args),
+                                input=input, capture_output=True, text=True, timeout=60)
+        if check and result.returncode != 0:
+            raise AssertionError("ovmd %s -> %d: %s" % (args, result.returncode, result.stderr))
+        return result
+
+
+def wait_consumed(client: XenStoreClient, number: int, timeout: float = 60,
+                   counter: bool = True) -> None:
+    """Block (on a watch) until the host has written message <number> and the guest
+    has deleted it (it deletes only after storing durably)."""
+    box = "%s/to-guest" % CHANNEL
+    path = "%s/%d" % (box, number)
+    token = "consumed-%d" % number
+    client.watch(box, token)
+    deadline = time.monotonic() + timeout
+
+    def written() -> bool:
+        if not counter:  # the message is written already; its counter may be garbage
+            return True
+        try:
+            return int(client.read(box + "/last-write")) >= number
+        except (OSError, ValueError):
+            return False
+
+    try:
+        while not written() or client.exists(path):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError("to-guest/%d was not consumed within %ss" % (number, timeout))
+            client.wait_event(remaining)
+    finally:
+        client.unwatch(box, token)
+        client.pending_events()
+
+
+def to_guest_numbers(client: XenStoreClient) -> List[int]:
+    names = client.directory("%s/to-guest" % CHANNEL)
+    return sorted(int(n) for n in names if n.isdigit())
+
+
+def files_containing(root: Path, needle: str) -> List[str]:
+    """Every file under ``root`` whose bytes contain ``needle``."""
+    hits = []
+    raw = needle.encode("utf-8")
+    for dirpath, _, names in os.walk(str(root)):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path) or not os.path.isfile(path):
+                continue
+            try:
+                with open(path, "rb") as handle:
+                    if raw in handle.read():
+                        hits.append(os.path.relpath(path, str(root)))
+            except OSError:
+                continue
+    return hits

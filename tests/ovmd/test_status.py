@@ -1,0 +1,191 @@
+"""``ovmd --status``: the state table of :func:`compute_status`, the exit codes, the text.
+
+The inputs are real files under a sandbox root: the INITIAL_CONFIG flag in the sysconfig
+files, the run report ``last-run.json`` (docs/formats.md), plus what a running daemon
+knows (None when no daemon answered).
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from ovmd.paths import Paths
+from ovmd.status import compute_status, exit_code, format_status
+
+REPORTS = {
+    "none": None,
+    "configure-running": {"target": "configure", "status": "running",
+                          "modules": [{"name": "a", "status": "running"}]},
+    "configure-done": {"target": "configure", "status": "done",
+                       "modules": [{"name": "a", "status": "ok"}]},
+    "configure-done-module-failed": {"target": "configure", "status": "done",
+                                     "modules": [{"name": "a", "status": "failed"}]},
+    "configure-failed": {"target": "configure", "status": "failed",
+                         "modules": [{"name": "a", "status": "failed"}]},
+    "cleanup-done": {"target": "cleanup", "status": "done", "modules": []},
+    "cleanup-failed": {"target": "cleanup", "status": "failed",
+                       "modules": [{"name": "a", "status": "failed"}]},
+    "unreadable": "{not json",
+}
+
+
+def daemon(running_target=None, last_result=None):
+    """What Daemon.status() hands over."""
+    return {"running_target": running_target, "armed": False, "last_result": last_result,
+            "events": []}
+
+
+DAEMONS = {
+    "none": None,
+    "idle": daemon(),
+    "runs-configure": daemon("configure"),
+    "runs-cleanup": daemon("cleanup"),
+    "last-failed": daemon(last_result="failed"),
+    "last-done": daemon(last_result="done"),
+}
+
+# rows: INITIAL_CONFIG and the run report; columns: the daemon. "+" marks degraded.
+STATE_TABLE = """
+                                   none         idle         runs-configure runs-cleanup last-failed  last-done
+yes configure-running              running      waiting      running      waiting      failed       waiting
+yes none                           not-started  waiting      running      waiting      failed       waiting
+yes configure-done                 not-started  waiting      running      waiting      failed       waiting
+yes configure-done-module-failed   not-started  waiting      running      waiting      failed       waiting
+yes configure-failed               failed       failed       running      failed       failed       failed
+yes cleanup-done                   not-started  waiting      running      waiting      failed       waiting
+yes cleanup-failed                 not-started  waiting      running      waiting      failed       waiting
+yes unreadable                     not-started  waiting      running      waiting      failed       waiting
+no  none                           not-started  not-started  running      not-started  not-started  done
+no  configure-running              not-started  not-started  running      not-started  not-started  done
+no  configure-done                 done         done         running      done         done         done
+no  configure-done-module-failed   done+        done+        running      done+        done+        done+
+no  configure-failed               failed       failed       running      failed       failed       failed
+no  cleanup-done                   not-started  not-started  running      not-started  not-started  done
+no  cleanup-failed                 not-started  not-started  running      not-started  not-started  done
+no  unreadable                     not-started  not-started  running      not-started  not-started  done
+"""
+
+
+def _cases():
+    lines = [line.split() for line in STATE_TABLE.strip().splitlines()]
+    columns = lines[0]
+    for flag, report, *cells in lines[1:]:
+        for column, cell in zip(columns, cells):
+            state = "waiting-for-params" if cell == "waiting" else cell.rstrip("+")
+            yield pytest.param(flag, report, column, state, cell.endswith("+"),
+                               id="%s-%s-daemon-%s" % (flag, report, column))
+
+
+def guest(tmp_path, flag, report=None):
+    """A sandbox root with INITIAL_CONFIG=``flag`` in /etc/sysconfig/ovmd and ``report``."""
+    paths = Paths(str(tmp_path))
+    os.makedirs(os.path.dirname(paths.sysconfig_ovmd))
+    with open(paths.sysconfig_ovmd, "w") as handle:
+        handle.write("# first boot\nINITIAL_CONFIG=%s\n" % flag)
+    if report is not None:
+        os.makedirs(paths.report_dir, exist_ok=True)
+        with open(paths.report_file, "w") as handle:
+            handle.write(report if isinstance(report, str) else json.dumps(report))
+    return paths
+
+
+@pytest.mark.parametrize("flag, report, column, state, degraded", list(_cases()))
+def test_state_table(tmp_path, flag, report, column, state, degraded):
+    paths = guest(tmp_path, flag, REPORTS[report])
+    status = compute_status(paths, DAEMONS[column])
+    assert (status["status"], status["degraded"]) == (state, degraded)
+    assert exit_code(status) == (1 if state == "failed" else 2 if degraded else 0)
+
+
+@pytest.mark.parametrize("files, enabled", [
+    ({"ovmd": "INITIAL_CONFIG=yes\n"}, True),
+    ({"ovmd": "INITIAL_CONFIG=YES\n"}, True),
+    ({"ovmd": 'INITIAL_CONFIG="yes"\n'}, True),
+    ({"ovmd": "INITIAL_CONFIG='true'\n"}, True),
+    ({"ovmd": "INITIAL_CONFIG=1\n"}, True),
+    ({"ovmd": "export INITIAL_CONFIG=yes\n"}, True),
+    ({"ovmd": "  INITIAL_CONFIG = yes  \n"}, True),
+    ({"ovmd": "INITIAL_CONFIG=no\n"}, False),
+    ({"ovmd": "INITIAL_CONFIG=maybe\n"}, False),
+    ({"ovmd": "INITIAL_CONFIG=yes\nINITIAL_CONFIG=no\n"}, False),  # the last line wins
+    ({"ovmd": "# INITIAL_CONFIG=yes\n"}, False),
+    ({"ovmd": "OTHER=1\n"}, False),
+    ({}, False),                                                   # no file at all
+    # OL7+'s file wins where both set the flag; a file without the flag does not count
+    ({"ovmd": "INITIAL_CONFIG=yes\n", "initial": "INITIAL_CONFIG=no\n"}, False),
+    ({"ovmd": "INITIAL_CONFIG=no\n", "initial": "INITIAL_CONFIG=yes\n"}, True),
+    ({"ovmd": "INITIAL_CONFIG=yes\n", "initial": "OTHER=1\n"}, True),
+    ({"initial": "INITIAL_CONFIG=yes\n"}, True),
+])
+def test_where_initial_config_comes_from(tmp_path, files, enabled):
+    paths = Paths(str(tmp_path))
+    names = {"ovmd": paths.sysconfig_ovmd, "initial": paths.sysconfig_initial_config}
+    for name, content in files.items():
+        os.makedirs(os.path.dirname(names[name]), exist_ok=True)
+        with open(names[name], "w") as handle:
+            handle.write(content)
+    status = compute_status(paths, daemon())
+    assert status["initial_config"] is enabled
+    assert status["status"] == ("waiting-for-params" if enabled else "not-started")
+
+
+@pytest.mark.parametrize("running, report, field, expected", [
+    (None, None, "daemon_running", False),
+    (daemon(), None, "daemon_running", True),
+    (dict(daemon(), events=[{"event": "4", "names": ["shutdown"]}]), None, "events",
+     [{"event": "4", "names": ["shutdown"]}]),
+    (None, None, "events", []),
+    (None, "cleanup-failed", "last_run", REPORTS["cleanup-failed"]),  # any target's report
+    (None, "unreadable", "last_run", None),
+    (None, None, "last_run", None),
+])
+def test_the_other_fields(tmp_path, running, report, field, expected):
+    paths = guest(tmp_path, "no", REPORTS[report] if report else None)
+    assert compute_status(paths, running)[field] == expected
+
+
+@pytest.mark.parametrize("status, code", [
+    ({"status": "failed", "degraded": False}, 1),
+    ({"status": "failed", "degraded": True}, 1),   # failed wins
+    ({"status": "done", "degraded": True}, 2),
+    ({"status": "done", "degraded": False}, 0),
+    ({"status": "running", "degraded": False}, 0),
+    ({"status": "waiting-for-params", "degraded": False}, 0),
+    ({"status": "not-started"}, 0),
+])
+def test_exit_codes(status, code):
+    assert exit_code(status) == code
+
+
+BASE = {"status": "done", "degraded": False, "initial_config": False, "daemon_running": True,
+        "last_run": None, "events": []}
+RUN = {"target": "configure", "status": "done", "started": "2024-05-01T10:00:00+0000",
+       "finished": "2024-05-01T10:00:02+0000"}
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({}, "status: done\ninitial config: no\ndaemon: running\n"),
+    ({"degraded": True, "initial_config": True, "daemon_running": False},
+     "status: done (degraded)\ninitial config: yes\ndaemon: not running\n"),
+    ({"last_run": dict(RUN, modules=[])},
+     "status: done\ninitial config: no\ndaemon: running\n"
+     "last run: configure done (started 2024-05-01T10:00:00+0000, "
+     "finished 2024-05-01T10:00:02+0000)\n"),
+    ({"last_run": dict(RUN, modules=[
+        {"name": "network", "priority": 50, "status": "ok", "seconds": 0.1234},
+        {"name": "ssh", "priority": 70, "status": "failed", "seconds": 2,
+         "error": "sshd -t failed\nsecond line"},
+        {"name": "authentication", "priority": 90, "status": "pending", "seconds": None},
+        {"name": "x", "status": "skipped", "error": "  e" * 100}])},
+     "status: done\ninitial config: no\ndaemon: running\n"
+     "last run: configure done (started 2024-05-01T10:00:00+0000, "
+     "finished 2024-05-01T10:00:02+0000)\n"
+     "  network            50  ok       0.12s\n"
+     "  ssh                70  failed   2.00s  error: sshd -t failed\n"
+     "  authentication     90  pending\n"
+     "  x                      skipped    error: " + ("e  " * 67)[:200].rstrip() + "\n"),
+])
+def test_format_status(changes, expected):
+    assert format_status(dict(BASE, **changes)) == expected

@@ -1,0 +1,78 @@
+"""The datetime module: time zone, UTC flag, date and time, NTP per guest.
+
+Module scripts run as real processes on copies of the fixture roots (see conftest.py);
+``date``/``hwclock`` and service starts are recorded, not run, under a sandbox root.
+"""
+from __future__ import annotations
+
+from module_helpers import Case, CleanupSuite, enumerate_module, run_module
+
+D = "com.oracle.linux.datetime."
+
+FULL = {D + "timezone": "Europe/Paris", D + "utc": "True", D + "ntp": "True",
+        D + "ntp-servers": "ntp1.example.com, 192.0.2.123", D + "ntp-local-time-source": "True",
+        D + "datetime": "2011-4-7-9-2-42"}
+# Local hardware clock, NTP off (the fixture has chronyd enabled: it gets disabled).
+NTP_OFF = {D + "timezone": "America/New_York", D + "utc": "False", D + "ntp": "False"}
+
+CASES = [Case("datetime-%s" % root, root, [("datetime", FULL)])
+         for root in ("ol6", "ol7", "ol8", "ol9", "debian12", "ubuntu2204")]
+CASES += [Case("datetime-ol8-ntp-off", "ol8", [("datetime", NTP_OFF)]),
+          Case("datetime-debian12-ntp-off", "debian12", [("datetime", NTP_OFF)])]
+
+
+def bad(name: str, key: str, value: str, root: str = "ol9") -> Case:
+    params = dict(FULL, **{D + key: value})
+    return Case("datetime-invalid-" + name, root, [("datetime", params)],
+                message="%s%s: value %r" % (D, key, value))
+
+
+INVALID = [
+    bad("unknown-timezone", "timezone", "Mars/Olympus_Mons"),
+    bad("timezone-not-in-guest-db", "timezone", "Asia/Tokyo", root="debian12"),
+    bad("timezone-path", "timezone", "../../etc/passwd", root="ol6"),
+    bad("timezone-dir", "timezone", "Europe"),
+    bad("date-30-feb", "datetime", "2011-2-30-9-2-42"),
+    bad("date-format", "datetime", "2011-04-07 09:02:42", root="ubuntu2204"),
+    bad("time-25h", "datetime", "2011-4-7-25-0-0", root="ol7"),
+    bad("utc", "utc", "maybe"),
+    bad("ntp", "ntp", "sometimes", root="ol8"),
+    bad("ntp-server", "ntp-servers", "ntp1.example.com,bad_host"),
+    bad("local-source", "ntp-local-time-source", "2"),
+]
+
+
+class TestDatetimeCases(CleanupSuite):
+    CASES = CASES
+    INVALID = INVALID
+
+def test_ntp_without_a_client_fails_before_any_change(fixture_root):
+    root = fixture_root("ol9")
+    (root / "etc/chrony.conf").unlink()
+    rc, _, err, records = run_module("datetime", "configure", FULL, root)
+    assert rc != 0
+    assert D + "ntp: value 'True' cannot be applied: no NTP client" in err
+    assert [r for r in records if r["op"] != "command"] == []
+
+
+def test_the_clock_is_not_set_again_on_a_later_boot(fixture_root):
+    root = fixture_root("ol7")
+    rc, _, _, records = run_module("datetime", "configure", FULL, root)
+    assert ["date", "-s", "2011-04-07 09:02:42"] in [r.get("argv") for r in records]
+    rc, _, _, records = run_module("datetime", "configure", FULL, root)
+    assert rc == 0 and records == []
+
+
+def test_enumerate_configure_is_exact():
+    hidden = {"hidden": True}
+    assert enumerate_module("datetime", "configure") == [
+        dict(key=D + "datetime", description="Date and time to set, as "
+             "year-month-day-hour-minute-second (e.g. 2011-4-7-9-2-42).", **hidden),
+        dict(key=D + "timezone", description="Time zone (e.g. America/New_York).", **hidden),
+        dict(key=D + "utc", description="The hardware clock keeps UTC: True or False.", **hidden),
+        dict(key=D + "ntp", description="Synchronise the clock with NTP: True or False.", **hidden),
+        dict(key=D + "ntp-servers", description="NTP servers, comma-separated.", **hidden),
+        dict(key=D + "ntp-local-time-source", description="Use the local clock as a fallback "
+             "time source: True or False.", **hidden),
+    ]
+    assert enumerate_module("datetime", "cleanup") == []
