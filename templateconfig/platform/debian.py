@@ -7,7 +7,8 @@
   ``conf.d``/``sources.d`` drop-ins, else ntpd/ntpsec, else systemd-timesyncd.
 - firewall: ufw (``ENABLED`` in ``/etc/ufw/ufw.conf`` and the service) where installed,
   else the ``nftables`` service.
-- ssh: sshd's default host keys include DSA before Debian 12 and Ubuntu 22.04.
+- ssh: the service is ``ssh``; sshd's default host keys include DSA before Debian 12 and
+  Ubuntu 22.04.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ UFW_CONF = "/etc/ufw/ufw.conf"
 class DebianPlatform(GuestPlatform):
     family = "debian"
     hosts_self_address = "127.0.1.1"
+    ssh_service = "ssh"
 
     # --- network ----------------------------------------------------------------------------
     def network_stack(self) -> NetworkStack:

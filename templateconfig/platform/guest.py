@@ -160,6 +160,8 @@ class GuestPlatform(Platform):
         return services
 
     # --- SSH ----------------------------------------------------------------------------------
+    #: The service that runs sshd.
+    ssh_service = "sshd"
     #: The group that may read the SSH host private keys (mode 0640), or None (0600).
     ssh_host_key_group: Optional[str] = None
 
