@@ -63,12 +63,15 @@ class GuestPlatform(Platform):
                 return bool(glob.glob(os.path.join(real, "S[0-9][0-9]" + name)))
         return None
 
-    def set_service(self, files: Optional[FileChanges], name: str, enabled: bool) -> None:
+    def set_service(self, files: Optional[FileChanges], name: str, enabled: bool,
+                    reconfigured: bool = False) -> None:
         """Enable and start, or disable and stop, service ``name``.
 
         The persistent change is made only when needed (and the previous setting saved
         in ``files`` for cleanup, unless ``files`` is None); start/stop acts on the
-        running system.
+        running system, without waiting for the service (see
+        :class:`templateconfig.common.ServiceControl`). ``reconfigured``: its
+        configuration just changed, so a running service is restarted to read it.
         """
         control = self.service_control()
         current = self.service_enabled(name)
@@ -79,7 +82,9 @@ class GuestPlatform(Platform):
                 control.enable(name)
             else:
                 control.disable(name)
-        if enabled:
+        if enabled and reconfigured:
+            control.restart(name)
+        elif enabled:
             control.start(name)
         else:
             control.stop(name)

@@ -137,14 +137,33 @@ def chrony_sources(parsed: str, root: Path) -> List[str]:
 def test_chrony_parses_and_uses_exactly_the_requested_servers(name, tmp_path):
     chronyd = require_tool("chronyd")
     root = configured(name, tmp_path)
-    config = rooted_copy(root / CHRONY_CONFIGS[name], root, tmp_path / "chrony.conf",
+    # A server a DHCP lease offered (Debian's dhclient hook and EL9's NetworkManager
+    # dispatcher write these where the vendor's sourcedir points): not requested either.
+    (root / "run/chrony-dhcp").mkdir(parents=True)
+    (root / "run/chrony-dhcp/eth1.sources").write_text("server 198.51.100.1 iburst\n")
+    sources = chrony_would_use(chronyd, root, name, tmp_path / "chrony.conf")
+    assert sorted(sources) == sorted(NTP_SERVERS), \
+        "chrony on %s would use %s, not only the requested %s" % (name, sources, NTP_SERVERS)
+
+
+def chrony_would_use(chronyd: str, root: Path, name: str, dest: Path) -> List[str]:
+    """The sources of root's chrony configuration, parsed by ``chronyd -p``."""
+    config = rooted_copy(root / CHRONY_CONFIGS[name], root, dest,
                          ["include", "confdir", "sourcedir"])
     proc = subprocess.run([chronyd, "-p", "-f", str(config)], capture_output=True, text=True)
     assert proc.returncode == 0, "chronyd -p on %s: %s" % (name, shown(proc))
-    sources = chrony_sources(proc.stdout, root)
-    assert sorted(sources) == sorted(NTP_SERVERS), \
-        "chrony on %s would use %s, not only the requested %s:\n%s" % (
-            name, sources, NTP_SERVERS, proc.stdout)
+    return chrony_sources(proc.stdout, root)
+
+
+@pytest.mark.parametrize("name", sorted(CHRONY_CONFIGS))
+def test_chrony_cleanup_gives_the_vendor_sources_back(name, tmp_path):
+    chronyd = require_tool("chronyd")
+    vendor = chrony_would_use(chronyd, copy_fixture_root(name, tmp_path / "template"), name,
+                              tmp_path / "template.conf")
+    root = configured(name, tmp_path)
+    rc, _, err, _ = run_module("datetime", "cleanup", {}, root)
+    assert rc == 0, err
+    assert vendor and chrony_would_use(chronyd, root, name, tmp_path / "chrony.conf") == vendor
 
 
 # --- network stacks ----------------------------------------------------------------------------
