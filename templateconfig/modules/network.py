@@ -313,7 +313,12 @@ def configure(params: Dict[str, str]) -> Optional[Dict[str, str]]:
     if hostname:
         platform.set_hostname(state, hostname.rstrip("."))
     if entries or (hostname and platform.hosts_self_address):
-        original = common.read_file("/etc/hosts") or ""
+        original = common.read_file("/etc/hosts")
+        if original is None:
+            # A guest without /etc/hosts (a debootstrap root): the distribution's
+            # localhost lines first, or localhost would not resolve at all.
+            current = (common.read_file(platform.hostname_file) or "").strip() or None
+            original = platform.default_hosts(None if hostname else current)
         state.write_file("/etc/hosts", hosts_text(original, entries, hostname,
                                                   platform.hosts_self_address))
     if stack is not None:

@@ -28,6 +28,15 @@ class DebianPlatform(GuestPlatform):
     hosts_self_address = "127.0.1.1"
     ssh_service = "ssh"
 
+    # --- host name --------------------------------------------------------------------------
+    def default_hosts(self, hostname: Optional[str]) -> str:
+        self_line = "%s\t%s\n" % (self.hosts_self_address, hostname) if hostname else ""
+        return ("127.0.0.1\tlocalhost\n" + self_line + "\n"
+                "# The following lines are desirable for IPv6 capable hosts\n"
+                "::1     localhost ip6-localhost ip6-loopback\n"
+                "ff02::1 ip6-allnodes\n"
+                "ff02::2 ip6-allrouters\n")
+
     # --- network ----------------------------------------------------------------------------
     def network_stack(self) -> NetworkStack:
         if self.has("/etc/netplan"):

@@ -96,6 +96,12 @@ class GuestPlatform(Platform):
     def activate_hostname(self, name: str) -> None:
         common.system_cmd(["hostname", name])
 
+    def default_hosts(self, hostname: Optional[str]) -> str:
+        """The ``/etc/hosts`` the distribution installs, for a guest that has none (a
+        debootstrap root): the localhost lines, so that ``localhost`` resolves."""
+        return ("127.0.0.1   localhost localhost.localdomain localhost4 localhost4.localdomain4\n"
+                "::1         localhost localhost.localdomain localhost6 localhost6.localdomain6\n")
+
     # --- network ----------------------------------------------------------------------------
     def networkmanager_installed(self) -> bool:
         return any(self.has(p) for p in ("/usr/sbin/NetworkManager",

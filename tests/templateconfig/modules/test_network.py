@@ -235,6 +235,36 @@ def test_without_pyudev_polls_sysfs(monkeypatch, tmp_path):
     assert network.find_device_by_mac("00:16:3e:00:00:09", 0.3, use_udev=True) is None
 
 
+# --- /etc/hosts -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, localhost", [
+    ("debian12", ["127.0.0.1\tlocalhost", "::1     localhost ip6-localhost ip6-loopback"]),
+    ("ol9", ["127.0.0.1   localhost localhost.localdomain localhost4 localhost4.localdomain4",
+             "::1         localhost localhost.localdomain localhost6 localhost6.localdomain6"]),
+])
+def test_a_guest_without_hosts_gets_the_localhost_lines(fixture_root, name, localhost):
+    root = fixture_root(name)
+    (root / "etc/hosts").unlink()
+    params = {P + "host.0": "192.0.2.50 db.example.com db"}
+    assert run_module("network", "configure", params, root)[0] == 0
+    lines = (root / "etc/hosts").read_text().splitlines()
+    assert [line for line in lines if line in localhost] == localhost
+    assert "192.0.2.50 db.example.com db" in lines
+    if name == "debian12":   # no new host name: the guest's own, on Debian's 127.0.1.1 line
+        assert "127.0.1.1\tdebian" in lines
+    assert run_module("network", "cleanup", {}, root)[0] == 0
+    assert not (root / "etc/hosts").exists()
+
+
+def test_an_existing_hosts_file_keeps_its_own_lines(fixture_root):
+    root = fixture_root("ol8")
+    original = (root / "etc/hosts").read_text() + "10.1.1.1 nfs.example.com nfs\n"
+    (root / "etc/hosts").write_text(original)
+    run_module("network", "configure", {P + "host.0": "192.0.2.50 db"}, root)
+    text = (root / "etc/hosts").read_text()
+    assert text.startswith(original) and "192.0.2.50 db" in text
+
+
 # --- the compatibility surface ---------------------------------------------------------------
 
 STATIC = [P + "bootproto.{n}", ["static", "none"]]
