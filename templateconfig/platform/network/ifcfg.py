@@ -19,6 +19,7 @@ class IfcfgStack(NetworkStack):
                  networkmanager: bool = False) -> None:
         self.directory = directory
         self.networkmanager = networkmanager
+        self.services = ("NetworkManager",) if networkmanager else ("network",)
 
     def path(self, iface: Interface) -> str:
         return "%s/ifcfg-%s" % (self.directory, iface.device)
@@ -47,7 +48,7 @@ class IfcfgStack(NetworkStack):
         for iface in interfaces:
             files.write_file(self.path(iface), self.render(iface), mode=0o644)
 
-    def activate(self, interfaces: Sequence[Interface]) -> None:
+    def apply_now(self, interfaces: Sequence[Interface]) -> None:
         if self.networkmanager:
             common.system_cmd(["nmcli", "connection", "reload"])
             for iface in interfaces:

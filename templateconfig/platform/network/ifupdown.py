@@ -19,6 +19,7 @@ class IfupdownStack(NetworkStack):
     device in ``/etc/network/interfaces`` is disabled (marked, undone by cleanup)."""
 
     name = "ifupdown"
+    services = ("networking",)
 
     def __init__(self, interfaces_file: str = "/etc/network/interfaces",
                  directory: str = "/etc/network/interfaces.d") -> None:
@@ -78,7 +79,7 @@ class IfupdownStack(NetworkStack):
         for iface in interfaces:
             files.write_file(self.path(iface), self.render(iface), mode=0o644)
 
-    def activate(self, interfaces: Sequence[Interface]) -> None:
+    def apply_now(self, interfaces: Sequence[Interface]) -> None:
         for iface in interfaces:
             common.system_cmd(["ifdown", "--force", iface.device], success_return_code=(0, 1))
             if iface.onboot:

@@ -26,6 +26,16 @@ from module_helpers import (
     tree,
 )
 
+from templateconfig import common
+from templateconfig.common import ServiceControl
+from templateconfig.platform.network import (
+    IfcfgStack,
+    IfupdownStack,
+    Interface,
+    KeyfileStack,
+    NetplanStack,
+)
+
 P = "com.oracle.linux.network."
 
 TWO_NICS = {
@@ -263,6 +273,53 @@ def test_an_existing_hosts_file_keeps_its_own_lines(fixture_root):
     run_module("network", "configure", {P + "host.0": "192.0.2.50 db"}, root)
     text = (root / "etc/hosts").read_text()
     assert text.startswith(original) and "192.0.2.50 db" in text
+
+
+# --- activation: not before the network service has started in this boot ------------------------
+
+class RunningServices(ServiceControl):
+    """A systemd guest's service control whose running services are given: a sandbox
+    root has no running init system to ask (the booted guest test asks the real one)."""
+
+    def __init__(self, active: Optional[dict]) -> None:
+        super().__init__(ServiceControl.SYSTEMD)
+        self.active = active
+
+    def is_active(self, name: str) -> Optional[bool]:
+        return None if self.active is None else self.active.get(name, False)
+
+
+@pytest.mark.parametrize("stack_name, active, expected", [
+    # first boot: the network service has not started yet; it brings them up itself
+    ("ifupdown", {}, []),
+    ("netplan", {}, [["netplan", "generate"]]),
+    ("keyfile", {}, []),
+    ("ifcfg-nm", {}, []),
+    ("ifcfg", {}, []),
+    # a reconfigure of a running guest
+    ("ifupdown", {"networking": True}, [["ifdown", "--force", "eth0"], ["ifup", "eth0"]]),
+    ("netplan", {"systemd-networkd": True}, [["netplan", "apply"]]),
+    ("keyfile", {"NetworkManager": True},
+     [["nmcli", "connection", "reload"], ["nmcli", "connection", "up", "id", "ovm-eth0"]]),
+    ("ifcfg", {"network": True}, [["systemctl", "--no-block", "restart", "network"]]),
+    # no running system to ask (a sandbox root): recorded as on a running guest
+    ("ifupdown", None, [["ifdown", "--force", "eth0"], ["ifup", "eth0"]]),
+])
+def test_activation_waits_for_the_network_service(monkeypatch, tmp_path, stack_name, active,
+                                                  expected):
+    stacks = {"ifupdown": IfupdownStack(), "netplan": NetplanStack(), "keyfile": KeyfileStack(),
+              "ifcfg-nm": IfcfgStack(networkmanager=True),
+              "ifcfg": IfcfgStack(networkmanager=False)}
+    (tmp_path / "etc/systemd/system").mkdir(parents=True)
+    journal = tmp_path / "journal"
+    monkeypatch.setenv("OVM_TEMPLATE_CONFIG_ROOT", str(tmp_path))
+    monkeypatch.setenv("OVM_TEMPLATE_CONFIG_ACTIONS", str(journal))
+    common.new_guest()
+    monkeypatch.setattr(common, "service_control", lambda: RunningServices(active))
+    stacks[stack_name].activate([Interface(0, "eth0")])
+    argvs = [json.loads(line)["argv"] for line in journal.read_text().splitlines()] \
+        if journal.exists() else []
+    assert argvs == expected
 
 
 # --- the compatibility surface ---------------------------------------------------------------
