@@ -275,6 +275,75 @@ def test_an_existing_hosts_file_keeps_its_own_lines(fixture_root):
     assert text.startswith(original) and "192.0.2.50 db" in text
 
 
+# --- DNS: the resolver configuration the guest uses --------------------------------------------
+
+DEBIAN_DNS_FILES = ("/etc/resolv.conf", "/etc/dhcp/dhclient-enter-hooks.d/ovm-dns")
+
+
+def written(records):
+    return sorted(r["path"] for r in records if r["op"] == "write")
+
+
+@pytest.mark.parametrize("manager", ["systemd-resolved", "resolvconf", "a symlink"])
+def test_debian_leaves_a_managed_resolver_to_its_manager(fixture_root, manager):
+    """With systemd-resolved (ifupdown's own hook) or resolvconf, dns-nameservers and
+    dns-search reach the resolver: resolv.conf is theirs, not ours."""
+    root = fixture_root("debian12")
+    hooks = root / "etc/network/if-up.d"
+    hooks.mkdir(parents=True)
+    if manager == "systemd-resolved":
+        (hooks / "resolved").write_text("#!/bin/sh\n")
+        wants = root / "etc/systemd/system/multi-user.target.wants"
+        (wants / "systemd-resolved.service").symlink_to("/lib/systemd/system/systemd-resolved.service")
+    elif manager == "resolvconf":
+        (hooks / "000resolvconf").write_text("#!/bin/sh\n")
+    else:
+        (root / "etc/resolv.conf").unlink()
+        (root / "etc/resolv.conf").symlink_to("../run/resolvconf/resolv.conf")
+    rc, _, err, records = run_module("network", "configure", TWO_NICS, root)
+    assert rc == 0, err
+    assert not set(DEBIAN_DNS_FILES) & set(written(records))
+    assert "    dns-nameservers 192.0.2.53 192.0.2.54\n" in \
+        (root / "etc/network/interfaces.d/ovm-eth0").read_text()
+
+
+def test_debian_systemd_resolved_installed_but_disabled_is_not_a_manager(fixture_root):
+    root = fixture_root("debian12")
+    (root / "etc/network/if-up.d").mkdir(parents=True)
+    (root / "etc/network/if-up.d/resolved").write_text("#!/bin/sh\n")
+    rc, _, err, records = run_module("network", "configure", TWO_NICS, root)
+    assert rc == 0, err
+    assert set(DEBIAN_DNS_FILES) <= set(written(records))
+
+
+def test_debian_dhcp_only_search_domains_keep_the_leases_servers(fixture_root):
+    root = fixture_root("debian12")
+    params = {P + "device.0": "eth0", P + "bootproto.0": "dhcp",
+              P + "dns-search-domains.0": "example.com"}
+    assert run_module("network", "configure", params, root)[0] == 0
+    resolv = (root / "etc/resolv.conf").read_text()
+    assert "search example.com\n" in resolv and "nameserver 10.0.2.3\n" in resolv
+    hook = (root / "etc/dhcp/dhclient-enter-hooks.d/ovm-dns").read_text()
+    assert "new_domain_search=example.com\n" in hook and "new_domain_name_servers" not in hook
+    # Later without search domains: the hook goes, the lease's settings apply again.
+    assert run_module("network", "configure", {P + "device.0": "eth0",
+                                               P + "bootproto.0": "dhcp"}, root)[0] == 0
+    assert not (root / "etc/dhcp/dhclient-enter-hooks.d/ovm-dns").exists()
+
+
+@pytest.mark.parametrize("params, peerdns", [
+    (TWO_NICS, "PEERDNS=no\n"),                         # eth0's DNS servers win over eth1's lease
+    (dict(TWO_NICS, **{P + "dns-servers.0": ""}), None),  # no servers requested: the lease's
+])
+def test_el6_dhcp_lease_does_not_replace_the_requested_dns(fixture_root, params, peerdns):
+    root = fixture_root("ol6")
+    params = {k: v for k, v in params.items() if v}
+    assert run_module("network", "configure", params, root)[0] == 0
+    eth1 = (root / "etc/sysconfig/network-scripts/ifcfg-eth1").read_text()
+    assert ("PEERDNS=no\n" in eth1) == (peerdns is not None)
+    assert "PEERDNS" not in (root / "etc/sysconfig/network-scripts/ifcfg-eth0").read_text()
+
+
 # --- activation: not before the network service has started in this boot ------------------------
 
 class RunningServices(ServiceControl):

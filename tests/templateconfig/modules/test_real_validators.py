@@ -166,6 +166,26 @@ def test_chrony_cleanup_gives_the_vendor_sources_back(name, tmp_path):
     assert vendor and chrony_would_use(chronyd, root, name, tmp_path / "chrony.conf") == vendor
 
 
+# --- DNS ---------------------------------------------------------------------------------------
+
+def test_dhclient_script_takes_the_requested_dns_from_the_hook(tmp_path):
+    """dhclient-script sources the enter hooks with the lease in new_* variables, then
+    writes resolv.conf from them: the hook, sourced by the guest's shell the same way,
+    leaves the requested servers and search list there, and nothing for other reasons."""
+    sh = require_tool("sh")
+    root = configured("debian12", tmp_path)
+    hook = root / "etc/dhcp/dhclient-enter-hooks.d/ovm-dns"
+    lease = ("new_domain_name_servers=198.51.100.1; new_domain_search=lan.example; "
+             "new_domain_name=lan.example; ")
+    show = '. %s; echo "$new_domain_name_servers|$new_domain_search|$new_domain_name"' % hook
+    for reason, expected in (("BOUND", "192.0.2.53 192.0.2.54|example.com example.org|"),
+                             ("RENEW6", "192.0.2.53 192.0.2.54|example.com example.org|"),
+                             ("EXPIRE", "198.51.100.1|lan.example|lan.example")):
+        proc = subprocess.run([sh, "-c", "reason=%s; %s%s" % (reason, lease, show)],
+                              capture_output=True, text=True)
+        assert (proc.returncode, proc.stdout.strip()) == (0, expected), shown(proc)
+
+
 # --- network stacks ----------------------------------------------------------------------------
 
 def test_ifupdown_accepts_the_interfaces(tmp_path):
