@@ -12,7 +12,8 @@ Layout of one run (SUFFIX = pid + random, so parallel runs never collide):
     netns ovmg-SUFFIX (the guest's)         netns ovmp-SUFFIX (the peer: "the LAN")
       eth0  <-- veth -->  peer0  192.0.2.1/24, 192.0.2.2/24 (gateway, NTP addresses)
       eth1  <-- veth -->  peer1  198.51.100.1/24
-    dnsmasq --port=0 (DHCP only) on peer0 and peer1; a DNS-only dnsmasq on 192.0.2.53/.54/.63
+    dnsmasq --port=0 (DHCP only, leases name 192.0.2.63 and lan.example) on peer0 and
+    peer1; a DNS-only dnsmasq on 192.0.2.53/.54/.63
 """
 from __future__ import annotations
 
@@ -33,9 +34,11 @@ from packaging_helpers import run
 PEER_ADDRESSES = {"peer0": ["192.0.2.1/24", "192.0.2.2/24", "192.0.2.53/24", "192.0.2.54/24",
                             "192.0.2.63/24"],
                   "peer1": ["198.51.100.1/24"]}
-#: The LAN's DNS servers (.63 the template's, .53/.54 the ones the host requests): a
-#: dnsmasq with no upstream, so every query is answered at once instead of timing out.
+#: The LAN's DNS servers (.63 the template's and every DHCP lease's, .53/.54 the ones
+#: the host requests): a dnsmasq with no upstream, so every query is answered at once
+#: instead of timing out.
 DNS_ADDRESSES = ("192.0.2.53", "192.0.2.54", "192.0.2.63")
+LEASE_DNS, LEASE_DOMAIN = "192.0.2.63", "lan.example"
 #: DHCP on both links: eth1 is configured for DHCP, the template uses DHCP on eth0 too.
 DHCP_RANGE = ("198.51.100.50", "198.51.100.60")
 TEMPLATE_DHCP_RANGE = ("192.0.2.100", "192.0.2.110")
@@ -78,6 +81,9 @@ class GuestNetwork:
              "--conf-file=/dev/null", "--port=0", "--interface=peer0", "--interface=peer1",
              "--bind-interfaces", "--dhcp-range=%s,%s,255.255.255.0,1h" % TEMPLATE_DHCP_RANGE,
              "--dhcp-range=%s,%s,255.255.255.0,1h" % DHCP_RANGE, "--dhcp-authoritative",
+             # The LAN's resolver in every lease: dhclient rewrites resolv.conf with it.
+             "--dhcp-option=option:dns-server,%s" % LEASE_DNS,
+             "--dhcp-option=option:domain-name,%s" % LEASE_DOMAIN,
              "--dhcp-leasefile=%s" % (self.workdir / "dnsmasq.leases"),
              "--pid-file=%s" % (self.workdir / "dnsmasq.pid"), "--log-dhcp",
              "--log-facility=%s" % log],

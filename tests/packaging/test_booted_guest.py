@@ -44,6 +44,8 @@ USER, UID = "alice", "1500"
 USER_PASSWORD = "Guest-user-pw-1"
 ROOT_PASSWORD = "Guest-root-pw-1"
 STATUS_KEY = N + "ovmd.initial-config-status"
+#: The NTP server a reconfigure of the running guest asks for on its second boot.
+RECONFIGURED_NTP = "192.0.2.2"
 #: How long one step may take before the test records what it saw and goes on: the
 #: configuration (messages to `done`), and a boot or a check once the guest is up.
 CONFIGURE_TIMEOUT = 60
@@ -232,6 +234,10 @@ def booted(tmp_path_factory, debs) -> Observations:
         seen["addresses"] = addresses(clone)
         seen["initial_config"] = (root / "etc/sysconfig/ovm-template-initial-config").read_text()
         seen["report"] = clone.exec("cat", "/var/lib/ovm-template-config/last-run.json")
+        # A container has no hardware clock, as a Xen PV guest: hwclock fails here.
+        seen["hwclock"] = clone.exec("hwclock", "--systohc", "--utc")
+        seen["localtime"] = clone.exec("readlink", "/etc/localtime")
+        seen["dhclient_eth1"] = clone.exec("pgrep", "-a", "-f", "dhclient.*eth1")
         seen["sent"] = run(vmmessage + ["-l"], check=False)
         seen.diagnostics = guest_diagnostics(clone)
         seen["stop1"] = clone.stop()
@@ -248,6 +254,7 @@ def booted(tmp_path_factory, debs) -> Observations:
         seen["addresses2"] = addresses(again)
         seen["report2"] = again.exec("cat", "/var/lib/ovm-template-config/last-run.json")
         seen["sent2"] = run(vmmessage + ["-l"], check=False)
+        reconfigure(again, network, seen)
         seen.diagnostics += "\n--- second boot ---\n" + guest_diagnostics(again)
         seen["stop2"] = again.stop()
         seen["stop_methods"].append(again.stop_method)
@@ -263,14 +270,41 @@ def booted(tmp_path_factory, debs) -> Observations:
                                   if os.path.exists("/run/netns/" + ns)]
         seen["leftover_processes"] = processes_mentioning(suffix)
         seen["total_seconds"] = time.monotonic() - started
-        print("booted guest: template + 2 boots in %.1f s (first boot %.1f s, second %.1f s);"
-              " stopped by %s" % (seen["total_seconds"], seen.get("first_boot_seconds", -1),
-                                  seen.get("second_boot_seconds", -1), seen.get("stop_methods")))
+        print("booted guest: template + 2 boots in %.1f s (first boot %.1f s, second %.1f s,"
+              " reconfigure %.1f s); stopped by %s"
+              % (seen["total_seconds"], seen.get("first_boot_seconds", -1),
+                 seen.get("second_boot_seconds", -1), seen.get("reconfigure_seconds", -1),
+                 seen.get("stop_methods")))
     for console in sorted(workdir.glob("console-ovm[12]-*.log")):
         text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]|\r", "", console.read_text(errors="replace"))
         seen.diagnostics += "\n--- %s (tail) ---\n%s" % (console.name, text[-2500:])
     yield seen
     shutil.rmtree(root, ignore_errors=True)
+
+
+def reconfigure(guest: BootedGuest, network: GuestNetwork, seen: Observations) -> None:
+    """A running guest configured again (what an operator does with
+    ``ovm-template-config``): new NTP servers, and fresh host keys (a new boot), so chrony
+    and sshd, both running, must be restarted with their new configuration, and the
+    runs must return instead of waiting for those restarts."""
+    main_pid = ["systemctl", "show", "-p", "MainPID", "--value", "ssh.service"]
+    seen["sshd_pid2"] = guest.exec(*main_pid).stdout.strip()
+    started = time.monotonic()
+    params = json.dumps({N + "datetime.ntp-servers": RECONFIGURED_NTP})
+    for module in ("datetime", "ssh"):
+        seen["reconfigure_" + module] = guest.exec(
+            "ovm-template-config", "--stdin", "-s", module, "configure", input=params,
+            timeout=STEP_TIMEOUT)
+    seen["reconfigure_seconds"] = time.monotonic() - started
+    # A start job merges with a restart job still queued and waits for it (and is a no-op
+    # once it has run): the state the checks see is the restarted services'.
+    seen["restarted"] = guest.exec("systemctl", "start", "chrony.service", "ssh.service",
+                                   timeout=STEP_TIMEOUT)
+    seen["chrony3"] = guest.exec("chronyc", "-n", "-N", "sources", "-a")
+    seen["scanned_keys3"] = scanned_keys(network)
+    seen["keys3"] = guest.exec("sh", "-c", "cat /etc/ssh/ssh_host_*_key.pub")
+    seen["sshd_pid3"] = guest.exec(*main_pid).stdout.strip()
+    seen["system_running3"] = guest.exec("systemctl", "is-system-running")
 
 
 def processes_mentioning(text: str):
@@ -354,20 +388,39 @@ def test_host_keys_served_differ_from_the_templates(booted):
     assert same == [], "the clone serves the template's %s host keys" % same
 
 
+def chrony_sources(proc: subprocess.CompletedProcess):
+    return sorted(line.split()[1] for line in proc.stdout.splitlines()
+                  if re.match(r"^[\^=#][-*+?x~ ]\s", line))
+
+
 def test_chrony_uses_exactly_the_requested_servers(booted):
     proc = booted["chrony"]
-    sources = [line.split()[1] for line in proc.stdout.splitlines()
-               if re.match(r"^[\^=#][-*+?x~ ]\s", line)]
-    assert sorted(sources) == sorted(NTP_SERVERS), \
+    assert chrony_sources(proc) == sorted(NTP_SERVERS), \
         "chronyc -n -N sources -a:\n%s" % shown(proc)
 
 
-def test_resolv_conf_holds_the_requested_dns(booted):
+def test_resolv_conf_holds_exactly_the_requested_dns(booted):
+    """eth1's DHCP lease names the LAN's resolver and domain, and dhclient rewrote
+    resolv.conf after the configuration: the requested servers and search domain are
+    still all it holds."""
     text = booted["resolv_conf"].stdout
     servers = re.findall(r"^nameserver\s+(\S+)", text, re.M)
     search = re.findall(r"^(?:search|domain)\s+(.*)$", text, re.M)
-    assert servers[:len(DNS_SERVERS)] == DNS_SERVERS and \
-        SEARCH_DOMAIN in " ".join(search).split(), "/etc/resolv.conf:\n" + text
+    assert booted["dhclient_eth1"].returncode == 0, \
+        explain(booted, "no dhclient runs for eth1: " + shown(booted["dhclient_eth1"]))
+    assert servers == DNS_SERVERS and " ".join(search).split() == [SEARCH_DOMAIN], \
+        "/etc/resolv.conf:\n" + text
+
+
+def test_missing_hardware_clock_does_not_fail_the_datetime_module(booted):
+    """hwclock fails in this guest (no RTC, as on Xen PV): the datetime module still
+    succeeds and does the rest: the time zone here, chrony (its sources, above)."""
+    assert booted["hwclock"].returncode != 0, "this guest has a hardware clock after all"
+    report = json.loads(booted["report"].stdout or "{}")
+    statuses = {m["name"]: m["status"] for m in report.get("modules", [])}
+    assert statuses.get("datetime") == "ok", explain(booted, "run report: %s" % statuses)
+    assert booted["localtime"].stdout.strip() == "/usr/share/zoneinfo/America/New_York", \
+        shown(booted["localtime"])
 
 
 def test_localhost_resolves(booted):
@@ -409,6 +462,26 @@ def test_second_boot_keeps_host_keys_addresses_and_name(booted):
     assert booted["addresses2"] == booted["addresses"], \
         "addresses changed: %s -> %s" % (booted["addresses"], booted["addresses2"])
     assert booted["hostname2"].stdout == booted["hostname"].stdout
+
+
+def test_reconfigure_restarts_the_changed_services(booted):
+    for module in ("datetime", "ssh"):
+        proc = booted["reconfigure_" + module]
+        assert proc.returncode == 0, explain(booted, "%s reconfigure: %s" % (module, shown(proc)))
+    assert booted["restarted"].returncode == 0, shown(booted["restarted"])
+    assert chrony_sources(booted["chrony3"]) == [RECONFIGURED_NTP], \
+        "chronyc -n -N sources -a after the reconfigure:\n%s" % shown(booted["chrony3"])
+    # A running sshd keeps what it loaded when it started: it was restarted.
+    assert booted["sshd_pid3"] not in ("", "0", booted["sshd_pid2"]), \
+        "ssh.service was not restarted: MainPID %s -> %s" % (booted["sshd_pid2"],
+                                                            booted["sshd_pid3"])
+    served, before = booted["scanned_keys3"], booted["scanned_keys2"]
+    assert served and not set(served.items()) & set(before.items()), \
+        "sshd still serves the old host keys: %s" % served
+    assert set(served.values()) <= set(booted["keys3"].stdout.split()), \
+        "sshd does not serve the keys on disk:\n%s" % booted["keys3"].stdout
+    assert booted["system_running3"].stdout.strip() == "running", \
+        explain(booted, "is-system-running: " + shown(booted["system_running3"]))
 
 
 # --- and nothing is left behind --------------------------------------------------------------
