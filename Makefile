@@ -7,8 +7,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Real peers the tests drive: Debian's xenstore tools, rpmbuild, debootstrap,
-# shadow-utils and ssh-keygen, groff/man (man pages) and systemd-analyze (units).
-DEBIAN_PACKAGES := xenstore-utils rpm debootstrap passwd openssh-client openssl tzdata groff-base man-db systemd
+# shadow-utils and ssh-keygen, groff/man (man pages), systemd-analyze (units) and ip
+# (network namespaces for the address reporter).
+DEBIAN_PACKAGES := xenstore-utils rpm debootstrap passwd openssh-client openssl tzdata groff-base man-db systemd iproute2
 
 .PHONY: all test lint demo debian-deps venv clean dist install rpm print-version
 
