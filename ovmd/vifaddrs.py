@@ -1,4 +1,5 @@
-"""The guest's IP addresses per vif, as the host reads them (docs/protocol.md §1.7).
+"""The guest's IP addresses per vif, as the host reads them (docs/protocol.md: "The guest's
+IP addresses").
 
 The contract with the host, defined here once:
 
