@@ -49,7 +49,7 @@ import errno
 import logging
 import os
 import socket
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..channel import MAX_VALUE_BYTES, MessageError
 from ..netlink import (
@@ -197,7 +197,10 @@ class AddressReporter:
                 return
             except OSError as err:
                 if err.errno != errno.ENOBUFS:
-                    raise
+                    log.warning("the kernel's routing socket failed (%s): not reporting IP "
+                                "address changes any more", err)
+                    self.close()
+                    return
                 log.info("the kernel dropped address notifications (our receive queue was "
                          "full); listing every address again")
                 self._dump()
@@ -217,9 +220,10 @@ class AddressReporter:
             ours = bool(self.dumping) and message.seq == self._seq and message.pid == self.port
             if ours and message.flags & NLM_F_DUMP_INTR:
                 self._dump_again = True
-            if ours and isinstance(message.body, (Done, Error)):
-                self._dump_step(message.body.error)
-            elif self.table.apply(message.body):
+            body = message.body
+            if ours and (isinstance(body, Done) or isinstance(body, Error) and body.error):
+                self._dump_step(body.error)  # the end of our dump, or its refusal
+            elif self.table.apply(body):
                 changed = True
         if changed and not self.dumping:  # else the end of the dump arms the timer
             self._changed()
@@ -313,8 +317,8 @@ class AddressReporter:
         self._sent = value
         self._queued = (KEY, value) in self.link.outbox
         log.info("IP addresses for the host: %s", "; ".join(
-            "vif %s %s %s" % (v.devid, v.mac, ",".join(v.ipv4 + v.ipv6) or "none")
-            for v in report) or "no vifs")
+            "vif %s %s %s" % (v.devid, v.mac, _listed(v.ipv4 + v.ipv6)) for v in report)
+            or "no vifs")
 
     def _say_refused(self, what: str, err: OSError) -> None:
         text = "%s: %s" % (what, err)
@@ -322,6 +326,12 @@ class AddressReporter:
             log.warning("%s; the host's view of the IP addresses is not updated until the "
                         "next change", text)
             self._refused = text
+
+
+def _listed(addresses: Tuple[str, ...], most: int = 8) -> str:
+    if len(addresses) > most:
+        return "%s... (%d in all)" % (",".join(addresses[:most]), len(addresses))
+    return ",".join(addresses) or "none"
 
 
 def read_vifs(client: Any) -> Dict[str, str]:

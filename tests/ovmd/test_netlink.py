@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rtnetlink_capture import address, captured, link, message
-from testlib import IN_CI, require_tool
+from testlib import require_root, require_tool
 
 from ovmd import netlink
 from ovmd.netlink import (
@@ -201,11 +201,7 @@ def test_a_real_datagram_damaged_anywhere_gives_records_or_netlink_error(data, a
 # --- against the kernel -------------------------------------------------------------------
 
 def test_a_live_dump_agrees_with_ip_json():
-    if os.geteuid() != 0:
-        message_text = "network namespaces need root"
-        if IN_CI:
-            pytest.fail(message_text)
-        pytest.skip(message_text)
+    require_root("network namespaces")
     require_tool("ip")
     ns = "ovip-n-%d-%s" % (os.getpid(), secrets.token_hex(3))
     subprocess.run(["ip", "netns", "add", ns], check=True)

@@ -17,7 +17,7 @@ import time
 import pytest
 from daemon_helpers import GUEST
 from guestnet import GuestNetwork, HostView, context_switches, link_local, wait_idle
-from testlib import IN_CI, bin_path, require_tool, start_xenstored
+from testlib import bin_path, require_root, require_tool, start_xenstored
 
 from ovmd.channel import MAX_VALUE_BYTES
 from ovmd.vifaddrs import KEY
@@ -29,11 +29,7 @@ IDLE_SECONDS = 3.0
 
 @pytest.fixture
 def net(dom0):
-    if os.geteuid() != 0:
-        message = "network namespaces need root"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+    require_root("network namespaces")
     require_tool("ip")
     network = GuestNetwork(dom0, GUEST).create()
     try:
