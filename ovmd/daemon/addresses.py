@@ -28,7 +28,9 @@ ENOBUFS (the kernel dropped         dump again (once the current dump has ended)
 notifications), a malformed
 datagram
 the kernel refuses the dump         dump again in :data:`DUMP_RETRY` seconds
+another error of the socket         warned about; the reporter stops
 ``device/vif`` watch event          the vif map is re-read at the next publish; arms
+                                    the timer
 XenStore (re)connected              ``attr/vif`` is read back at the next publish; the
                                     message is sent again, unless the outbox just
                                     delivered it; arms the timer
