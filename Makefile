@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 # Real peers the tests drive: Debian's xenstore tools, rpmbuild, debootstrap,
 # shadow-utils and ssh-keygen, groff/man (man pages) and systemd-analyze (units);
 # dpkg-buildpackage with debhelper and dh-python, and lintian (the .deb packages);
-# systemd-nspawn, ip, dnsmasq (DHCP), ssh and sshpass (the booted Debian guest); the
+# systemd-nspawn, ip, dnsmasq (DHCP), ssh and sshpass (the booted Debian guest; ip also
+# makes the network namespaces of the address reporter's tests); the
 # validators of what the modules write: sshd -t, chronyd -p, ifup --no-act,
 # netplan generate, nmcli --offline, nft -c (scripts/install-debian-deps keeps apt-get
 # from starting the services these packages bring).

@@ -40,6 +40,15 @@ def require_tool(name: str) -> str:
     return path
 
 
+def require_root(why: str) -> None:
+    """Skip (fail under CI=true) unless running as uid 0; ``why`` says what needs it."""
+    if os.geteuid() != 0:
+        message = "this test needs root: %s" % why
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 class DevXenStore:
     """A running ``ovmd-xenstored``: its socket directory and how to reach it."""
 
