@@ -45,7 +45,11 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Optional
+
+# typing costs start-up time in every module process; mypy takes TYPE_CHECKING as true
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
 #: Exit statuses of a module process (see the module docstring).
 EXIT_OK = 0

@@ -1,7 +1,9 @@
 """The daemon: builds its parts, connects them, and runs them until SIGTERM.
 
 The parts: the :class:`~.loop.EventLoop`; the :class:`~.hostlink.HostLink` (XenStore in
-and out) storing into the :class:`~ovmd.cache.ParamCache`; the control socket answered by
+and out) storing into the :class:`~ovmd.cache.ParamCache`; the
+:class:`~.addresses.AddressReporter` (the guest's IP addresses to the host, through the
+host link); the control socket answered by
 :class:`~.requests.ControlRequests`; the :class:`~.runs.RunSlot` for
 ``ovm-template-config`` children; the inotify watch on the first-boot flag
 (:class:`~ovmd.firstboot.watch.SysconfigWatch`: the console dialog may configure the
@@ -16,21 +18,22 @@ import logging
 import signal
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
-from .. import __version__
+from .. import __version__, sysconfig
 from ..cache import ParamCache
 from ..channel import MessageError, check_message
 from ..control import ControlServer
 from ..firstboot.contract import TRIGGER_KEY
-from ..firstboot.flag import (
-    initial_config_enabled,
-    initial_config_state,
-    mark_configured,
-    quiet_period,
+from ..firstboot.flag import initial_config_enabled, initial_config_state, mark_configured
+from ..firstboot.machine import (
+    CONFIGURE,
+    DEFAULT_QUIET_PERIOD,
+    QUIET_PERIOD,
+    FirstBootMachine,
 )
-from ..firstboot.machine import CONFIGURE, FirstBootMachine
 from ..paths import Paths
 from ..secrets import RedactingFilter
 from ..status import compute_status
+from .addresses import AddressReporter
 from .hostlink import HostLink
 from .loop import EventLoop
 from .requests import ControlRequests
@@ -58,6 +61,7 @@ class Daemon:
         self.cache = ParamCache(paths, redactor or RedactingFilter())
         self.link = HostLink(self.loop, self.cache, xenstore_path, self._stored,
                              on_event=self._host_event)
+        self.addresses = AddressReporter(paths, self.loop, self.link)
         self.runs = RunSlot(paths, self.loop, self.cache, self._run_finished)
         #: ``--quiet-period``, which wins over QUIET_PERIOD in the sysconfig file
         self.quiet_period_option = quiet_period
@@ -78,6 +82,7 @@ class Daemon:
         self._watch_flag()
         self.control = ControlServer(self.paths.control_socket, self.requests.handle,
                                      self.loop.selector)
+        self.addresses.start()  # before connecting: it watches device/vif
         self.link.connect(drain_all=True)  # the messages waiting before READY=1
         self._feed(self.first_boot.started)
         sd_notify("READY=1\nSTATUS=waiting for host messages")
@@ -104,10 +109,13 @@ class Daemon:
         seconds = self.quiet_period_option
         source = "--quiet-period"
         if seconds is None:
-            seconds, problem = quiet_period(self.paths)
             source = self.paths.sysconfig_ovmd
-            if problem:
-                log.warning("%s", problem)
+            try:
+                seconds = sysconfig.seconds(self.paths, QUIET_PERIOD, DEFAULT_QUIET_PERIOD)
+            except sysconfig.SettingError as err:
+                log.warning("%s; using %g: correct it, or give --quiet-period", err,
+                            DEFAULT_QUIET_PERIOD)
+                seconds = DEFAULT_QUIET_PERIOD
         if starting or seconds != self.first_boot.quiet_period:
             log.info("quiet period %g s (%s)", seconds, source)
         self.first_boot.quiet_period = seconds
@@ -163,6 +171,7 @@ class Daemon:
         self.requests.close()
         if self.control is not None:
             self.control.close()
+        self.addresses.close()
         self.link.close()
         self.cache.close()
         self.loop.close()

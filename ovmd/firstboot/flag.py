@@ -1,58 +1,31 @@
-"""The first-boot flag ``INITIAL_CONFIG=yes|no`` in the sysconfig files, and the quiet
-period ``QUIET_PERIOD`` beside it.
+"""The first-boot flag ``INITIAL_CONFIG=yes|no`` in the sysconfig files.
 
 Oracle Linux 5/6 keep the flag in ``/etc/sysconfig/ovmd``; OL7+ in
 ``/etc/sysconfig/ovm-template-initial-config`` (docs/command-lines.md). We read both
 (where both set the flag, the OL7+ file wins) and, when setting the flag, rewrite every
 one of them that exists (``/etc/sysconfig/ovmd`` when neither does), preserving all
 other lines. The daemon and the runner both read and write the flag through this module.
-``QUIET_PERIOD`` (seconds) is read from ``/etc/sysconfig/ovmd`` only.
 """
 from __future__ import annotations
 
 import os
 import re
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 from ..fsutil import atomic_write, read_text
 from ..paths import Paths
 
 VARIABLE = "INITIAL_CONFIG"
 _LINE = re.compile(r"^\s*(?:export\s+)?INITIAL_CONFIG\s*=\s*(.*?)\s*$")
-_QUIET_LINE = re.compile(r"^\s*(?:export\s+)?QUIET_PERIOD\s*=\s*(.*?)\s*$")
 
 
-QUIET_PERIOD = "QUIET_PERIOD"
-#: Seconds without a new message before a first-boot run starts, unless configured.
-DEFAULT_QUIET_PERIOD = 0.1
-
-
-def _value(text: str, line: "re.Pattern[str]" = _LINE) -> Optional[str]:
+def _value(text: str) -> Optional[str]:
     found = None
-    for text_line in text.splitlines():
-        match = line.match(text_line)
+    for line in text.splitlines():
+        match = _LINE.match(line)
         if match:
             found = match.group(1).strip("'\"").lower()
     return found
-
-
-def quiet_period(paths: Paths) -> Tuple[float, Optional[str]]:
-    """(seconds, problem): ``QUIET_PERIOD`` from ``/etc/sysconfig/ovmd``, else the
-    default; ``problem`` says what was wrong with a value that is not used."""
-    text = read_text(paths.sysconfig_ovmd)
-    raw = _value(text, _QUIET_LINE) if text is not None else None
-    if not raw:
-        return DEFAULT_QUIET_PERIOD, None
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds < float("inf"):
-        return DEFAULT_QUIET_PERIOD, (
-            "%s=%s in %s is not a number of seconds (0 or more): using %g; correct it or "
-            "give --quiet-period" % (QUIET_PERIOD, raw, paths.sysconfig_ovmd,
-                                     DEFAULT_QUIET_PERIOD))
-    return seconds, None
 
 
 def sysconfig_files(paths: Paths) -> List[str]:

@@ -119,6 +119,9 @@ log = logging.getLogger(__name__)
 
 #: The target a first-boot run runs.
 CONFIGURE = "configure"
+#: The setting in /etc/sysconfig/ovmd for the quiet period (seconds), and its default.
+QUIET_PERIOD = "QUIET_PERIOD"
+DEFAULT_QUIET_PERIOD = 0.1
 
 
 class State:

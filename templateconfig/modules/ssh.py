@@ -6,8 +6,9 @@ generates fresh ones for every other type the guest's ``sshd`` uses (its ``HostK
 lines, including ``Include``d files, else the platform's defaults for its release); fresh
 keys are made once per boot (see :func:`templateconfig.modules.support.state.generated_this_boot`),
 so a retried configure keeps them, and a reconfiguration (``--changed-only``) keeps them
-too, generating only a missing one. Generating them (an RSA key takes up to a second) needs
-no params, so it is the module's *prepare* work: ``--prepare configure`` makes them in the
+too, generating only a missing one; a running sshd is then restarted (``try-restart``,
+without waiting for it). Generating them (an RSA key takes up to a second) needs no
+params, so it is the module's *prepare* work: ``--prepare configure`` makes them in the
 run's private staging directory (``OVM_TEMPLATE_CONFIG_STAGING``) while the runner still
 waits for the params, and ``configure`` installs them, unless the host supplied keys of
 that type; a key that was not staged is generated then. Per user N it writes ``authorized_keys``,
@@ -229,29 +230,35 @@ def prepare_host_keys() -> None:
                           "-f", os.path.join(staging, HOST_KEY_FILES[key_type])])
 
 
-def configure_host_keys(params: Dict[str, str]) -> None:
+def configure_host_keys(params: Dict[str, str]) -> bool:
+    """Install the supplied host keys, and the staged or freshly generated others; True
+    if any changed."""
     used = used_host_keys()
     mode, gid = _private_key_mode()
     fresh = identity_due("ssh-host-keys")
     supplied = [t for t in HOST_KEY_FILES if params.get(host_key_name(t))]
+    changed = False
     for key_type in supplied:
         path = used.get(key_type, "%s/%s" % (SSH_DIR, HOST_KEY_FILES[key_type]))
-        common.write_file(path, _with_newline(params[host_key_name(key_type)]), mode=mode,
-                          uid=0, gid=gid, secret=True)
-        common.write_file(path + ".pub", _with_newline(params[host_key_name(key_type) + "-pub"]),
-                          mode=0o644, uid=0, gid=0)
+        changed |= common.write_file(path, _with_newline(params[host_key_name(key_type)]),
+                                     mode=mode, uid=0, gid=gid, secret=True)
+        changed |= common.write_file(path + ".pub",
+                                     _with_newline(params[host_key_name(key_type) + "-pub"]),
+                                     mode=0o644, uid=0, gid=0)
     for key_type, path in sorted(_to_generate(used, fresh, supplied).items()):
         staged = None if common.dry_run() else _staged(key_type)
         if staged is not None:
             _install_host_key(staged, path, mode, gid)
         else:
             _generate_host_key(key_type, path, mode, gid)
+        changed = True
     if fresh:
         # The template's keys of types sshd does not use would still be shared: drop them.
         for key_type, name in HOST_KEY_FILES.items():
             if key_type not in used and key_type not in supplied:
                 _remove_host_key("%s/%s" % (SSH_DIR, name))
         mark_generated("ssh-host-keys")
+    return changed
 
 
 # --- users' files -----------------------------------------------------------------------
@@ -399,7 +406,12 @@ def prepare() -> None:
 @SPEC.target("configure")
 def configure(params: Dict[str, str]) -> Optional[Dict[str, str]]:
     plans = [plan_user(params, n) for n in _check(params)]
-    configure_host_keys(params)
+    if configure_host_keys(params):
+        # A running sshd keeps what it loaded when it started: restart it (queued, not
+        # waited for). One that has not started yet in this boot (it is ordered after
+        # the first-boot configuration) starts with the new keys anyway.
+        platform = detect()
+        platform.service_control().try_restart(platform.ssh_service)
     for plan in plans:
         if plan is not None:
             configure_user(*plan)

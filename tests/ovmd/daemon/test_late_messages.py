@@ -327,8 +327,9 @@ class TestQuietPeriod:
         daemon = ovmd_factory()
         host.send([(ROOT_PASSWORD, PASSWORD)])
         assert wait_status(host) == "done"
-        assert "QUIET_PERIOD=soon in %s is not a number of seconds (0 or more): using 0.1" \
-            % daemon.paths.sysconfig_ovmd in daemon.log_text()
+        assert "%s: QUIET_PERIOD=soon is not a number of seconds (0 or more); using 0.1: " \
+            "correct it, or give --quiet-period" % daemon.paths.sysconfig_ovmd \
+            in daemon.log_text()
 
 
 class TestConsoleDialog:
