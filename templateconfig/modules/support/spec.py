@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ovmd.secrets import is_secret_key
 from templateconfig.common import TemplateConfigError, guest
@@ -143,22 +143,19 @@ class ModuleSpec:
     # --- declaration -------------------------------------------------------------------
     def target(self, name: str) -> Callable[[Handler], Handler]:
         """Decorator registering the handler of target ``name``."""
-        if name not in self.targets:
-            raise ValueError("module %s does not declare target %r" % (self.name, name))
-
-        def register(func: Handler) -> Handler:
-            self.handlers[name] = func
-            return func
-        return register
+        return self._registrar(self.handlers, name)
 
     def prepare(self, name: str) -> Callable[[Preparer], Preparer]:
         """Decorator registering the preparer of target ``name``: called, without params,
         by ``SCRIPT --prepare TARGET`` (see :mod:`templateconfig.cli`)."""
+        return self._registrar(self.preparers, name)
+
+    def _registrar(self, table: Dict[str, Any], name: str) -> Callable[[Any], Any]:
         if name not in self.targets:
             raise ValueError("module %s does not declare target %r" % (self.name, name))
 
-        def register(func: Preparer) -> Preparer:
-            self.preparers[name] = func
+        def register(func: Any) -> Any:
+            table[name] = func
             return func
         return register
 

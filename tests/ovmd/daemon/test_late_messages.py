@@ -16,6 +16,7 @@ import os
 import select
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -34,7 +35,14 @@ from daemon_helpers import (
     wait_consumed,
     wait_status,
 )
-from testlib import bin_path, fixture_root, install_modules, require_tool, verify_password
+from testlib import (
+    REPO,
+    bin_path,
+    fixture_root,
+    install_modules,
+    require_tool,
+    verify_password,
+)
 
 from ovmd.channel import FROM_GUEST, read_counter, read_message
 from ovmd.firstboot.contract import STATUS_KEY
@@ -236,7 +244,7 @@ class TestConfiguredGuest:
         install_modules(root)
         (root / "etc/sysconfig/ovmd").write_text("INITIAL_CONFIG=yes\n")
         ovmd_factory(["--quiet-period", "0"], root_dir=root)
-        host.send(DEMO_MESSAGES)
+        host.send(demo_messages())
         assert wait_status(host) == "done"
         before = guest_tree(root)
         host.send([("com.oracle.linux.network.hostname", "web02.example.com")])
@@ -249,22 +257,16 @@ class TestConfiguredGuest:
         assert after["etc/hostname"] == b"web02.example.com\n"
 
 
-#: An Oracle-style message set for the standard modules (the demo's, root password last).
-DEMO_MESSAGES = [
-    ("com.oracle.linux.network.hostname", "web01.example.com"),
-    ("com.oracle.linux.network.device.0", "eth0"),
-    ("com.oracle.linux.network.onboot.0", "yes"),
-    ("com.oracle.linux.network.bootproto.0", "static"),
-    ("com.oracle.linux.network.ipaddr.0", "192.0.2.10"),
-    ("com.oracle.linux.network.netmask.0", "255.255.255.0"),
-    ("com.oracle.linux.network.gateway.0", "192.0.2.1"),
-    ("com.oracle.linux.user.name.0", "alice"),
-    ("com.oracle.linux.user.action.0", "add"),
-    ("com.oracle.linux.user.password.0", "Al1ce-pass"),
-    ("com.oracle.linux.datetime.timezone", "Europe/Paris"),
-    ("com.oracle.linux.selinux.mode", "permissive"),
-    (ROOT_PASSWORD, PASSWORD),
-]
+def demo_messages():
+    """The demo's Oracle-style message set (scripts/demo.py), root password last."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import demo
+    finally:
+        sys.path.pop(0)
+    return list(demo.MESSAGES)
+
+
 #: Files of the framework's own bookkeeping, which every run rewrites.
 BOOKKEEPING = ("var/lib/ovm-template-config/last-run.json",
                "var/lib/ovm-template-config/applied-params.json",
