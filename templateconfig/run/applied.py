@@ -13,7 +13,8 @@ the authentication module the password against the shadow hash).
 
 A module that has none of its keys in the params never counts as changed, nor does a
 module that declares no keys (the system module, or a wrapper that reads its values
-with ``ovmd -g``): such modules run only in full runs.
+with ``ovmd -g``): such modules run only in full runs. A successful ``cleanup`` (sealing
+a template) forgets what configure applied, so that no clone inherits it.
 """
 from __future__ import annotations
 
@@ -102,6 +103,12 @@ class AppliedParams:
         for key, value in params.items():
             if matches(key):
                 record[key] = None if self.is_secret(key) else _digest(value)
+
+    def forget(self, target: str) -> None:
+        """Forget what ``target``'s runs applied (saved by :meth:`save`)."""
+        self.targets.pop(target, None)
+        if target == self.target:
+            self.records = self.targets.setdefault(target, {})
 
     def save(self) -> None:
         atomic_write_json(self.path, {"version": _VERSION, "targets": self.targets}, 0o600,

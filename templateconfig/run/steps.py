@@ -264,6 +264,8 @@ class Run:
         self.report.finish(RunStatus.FAILED if failed else RunStatus.DONE, changed)
         self.state.remove()
         if not self.runner.dry_run:
+            if self.target == "cleanup" and not failed:  # a sealed template forgets it
+                self.applied.forget("configure")
             try:
                 self.applied.save()
             except OSError as exc:  # later --changed-only runs then run these modules again

@@ -130,6 +130,15 @@ class TestChangedOnly:
         assert run(paths, {"com.example.a": "1"}) == {"flaky": "ok"}
         assert run(paths, {"com.example.a": "1"}) == {"flaky": "skipped"}
 
+    def test_a_successful_cleanup_forgets_what_configure_applied(self, tmp_path):
+        paths = guest(tmp_path)
+        modules(paths, tmp_path)
+        params = {"com.example.a": "1"}
+        run(paths, params, changed_only=False)
+        assert run(paths, params)["alpha"] == "skipped"
+        assert Runner(paths, "cleanup").run({}).ok  # (no module has a cleanup target)
+        assert run(paths, params)["alpha"] == "ok"
+
     def test_the_report_and_the_command_line_say_which_did_not_run(self, tmp_path):
         paths = guest(tmp_path)
         modules(paths, tmp_path)
