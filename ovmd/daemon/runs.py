@@ -64,13 +64,12 @@ class RunSlot:
         """Start ``target`` with the cached params (a first-boot run: the runner that
         stands by, if there is one); a run that cannot even start ends (``on_finished``)
         before this returns."""
-        standby, self.standby = self.standby, None
+        standby = self.standby
         if first_boot and target == CONFIGURE and standby is not None and standby.standing_by:
+            self.standby = None
             run = standby
             run.feed(self.cache.as_dict())
-        else:
-            if standby is not None:
-                standby.stand_down()
+        else:  # (a runner standing by holds no lock: it may stand by meanwhile)
             run = TargetRun(self.paths, target, self.cache.as_dict(), self.loop,
                             initial_config=first_boot, changed_only=changed_only)
         self.current = run
