@@ -136,6 +136,23 @@ def tree_hashes(root: str) -> Dict[str, tuple]:
     return out
 
 
+#: What a run writes even when the validation refuses it and nothing is changed: the
+#: run lock, the run report and the run log (the framework's own files, not the guest's).
+RUNNER_OWN = ("run/ovmd/run.lock", "var/lib/ovm-template-config/last-run.json",
+              "var/log/ovm-template-config.log")
+
+
+def guest_tree(root: str) -> Dict[str, tuple]:
+    """:func:`tree_hashes` without the runner's own files (:data:`RUNNER_OWN`) and their
+    directories: the guest's configuration, byte for byte."""
+    own = set()
+    for path in RUNNER_OWN:
+        while path:
+            own.add(path)
+            path = os.path.dirname(path)
+    return {path: entry for path, entry in tree_hashes(root).items() if path not in own}
+
+
 def all_text_under(root: str) -> str:
     """The content of every regular file under ``root`` (to look for leaked secrets)."""
     chunks = []
