@@ -185,7 +185,7 @@ RUN = {"target": "configure", "status": "done", "started": "2024-05-01T10:00:00+
      "  network            50  ok       0.12s\n"
      "  ssh                70  failed   2.00s  error: sshd -t failed\n"
      "  authentication     90  pending\n"
-     "  x                      skipped    error: " + ("e  " * 67)[:200].rstrip() + "\n"),
+     "  x                      skipped    error: " + " ".join(["e"] * 100) + "\n"),
 ])
 def test_format_status(changes, expected):
     assert format_status(dict(BASE, **changes)) == expected
