@@ -57,10 +57,20 @@ class CommandError(TemplateConfigError):
         self.argv = list(argv)
         self.returncode = returncode
         self.stderr = stderr
-        #: the last line of its stderr (the tool's own reason)
-        self.detail = stderr.strip().splitlines()[-1] if stderr.strip() else "no error output"
+        #: the tool's own reason: the last line of its stderr that is not a hint such as
+        #: "Use the --verbose option to see the details"
+        self.detail = _reason_line(stderr)
         super().__init__("command %s failed with exit code %s: %s" % (
             " ".join(shlex.quote(a) for a in self.argv), returncode, self.detail))
+
+
+_HINT = re.compile(r"\b(use|try|see)\b.*(--[a-z]|for more|details)", re.IGNORECASE)
+
+
+def _reason_line(stderr: str) -> str:
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    reasons = [line for line in lines if not _HINT.search(line)] or lines
+    return reasons[-1] if reasons else "no error output"
 
 
 # --- the environment: the guest as this process sees it --------------------------------
@@ -267,8 +277,9 @@ def system_cmd(argv: Sequence[str], success_return_code: Iterable[int] = (0,),
         reason = environment_failure(exc.argv, exc.returncode, exc.stderr)
         if reason is None:
             raise
+        said = [line.strip() for line in exc.stderr.splitlines() if line.strip()]
         warn("%s: %s; ignored (%s)" % (" ".join(shlex.quote(a) for a in exc.argv), reason,
-                                       exc.detail))
+                                       said[0] if said else "no error output"))
         return ""
 
 

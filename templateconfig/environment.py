@@ -63,7 +63,7 @@ def systemd_running(system_root: str = "/") -> bool:
 def _hwclock(argv: Sequence[str], code: int, stderr: str, root: str) -> Optional[str]:
     if has_rtc(root):
         return None
-    return "this guest has no hardware clock (RTC), as Xen PV guests and containers"
+    return "this guest has no hardware clock (RTC; Xen PV guests and containers have none)"
 
 
 def _setenforce(argv: Sequence[str], code: int, stderr: str, root: str) -> Optional[str]:
