@@ -43,14 +43,11 @@ def _path(system_root: str, path: str) -> str:
 
 
 def has_rtc(system_root: str = "/") -> bool:
-    """True if the running system has a hardware clock (an ``rtc`` device or class)."""
+    """True if the running system gives access to a hardware clock: an ``rtc`` device
+    node. (A container may see the host's clock in ``/sys/class/rtc`` but has no node
+    for it.)"""
     try:
-        if any(name.startswith("rtc") for name in os.listdir(_path(system_root, "/dev"))):
-            return True
-    except OSError:
-        pass
-    try:
-        return bool(os.listdir(_path(system_root, "/sys/class/rtc")))
+        return any(name.startswith("rtc") for name in os.listdir(_path(system_root, "/dev")))
     except OSError:
         return False
 
@@ -61,9 +58,9 @@ def systemd_running(system_root: str = "/") -> bool:
 
 
 def _hwclock(argv: Sequence[str], code: int, stderr: str, root: str) -> Optional[str]:
-    if has_rtc(root):
-        return None
-    return "this guest has no hardware clock (RTC; Xen PV guests and containers have none)"
+    if not has_rtc(root):
+        return "this guest has no hardware clock (RTC; Xen PV guests and containers have none)"
+    return _not_permitted("setting the hardware clock")(argv, code, stderr, root)
 
 
 def _setenforce(argv: Sequence[str], code: int, stderr: str, root: str) -> Optional[str]:

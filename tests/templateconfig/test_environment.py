@@ -39,12 +39,28 @@ def test_hwclock_without_an_rtc_is_the_guest_s(system):
                      "have none)"
 
 
-@pytest.mark.parametrize("rtc", ["dev/rtc0", "dev/rtc", "sys/class/rtc/rtc0"])
+@pytest.mark.parametrize("rtc", ["dev/rtc0", "dev/rtc"])
 def test_hwclock_failing_where_there_is_an_rtc_is_a_real_failure(system, rtc):
     add(system, rtc)
     assert has_rtc(str(system))
     assert environment_failure(["/usr/sbin/hwclock", "--systohc"], 1, "hwclock: ioctl failed",
                                str(system)) is None
+
+
+def test_a_clock_the_guest_sees_in_sysfs_but_has_no_node_for_is_none(system):
+    add(system, "sys/class/rtc/rtc0", directory=True)  # a container sees the host's
+    assert not has_rtc(str(system))
+
+
+def test_a_container_not_allowed_to_set_its_clock(system, mocker):
+    """os.geteuid is patched: the rule excuses this only for root (the tests may run as
+    another user); the refusal text is hwclock's."""
+    add(system, "dev/rtc0")
+    mocker.patch("os.geteuid", return_value=0)
+    assert environment_failure(["hwclock", "--systohc"], 1, "hwclock: settimeofday() failed: "
+                               "Operation not permitted", str(system)) == (
+        "the running system does not allow setting the hardware clock (a container without "
+        "the capability)")
 
 
 def test_setenforce_without_selinux(system):
