@@ -5,6 +5,10 @@ them durably in the :class:`~ovmd.cache.ParamCache`, then delete them from XenSt
 (docs/protocol.md); ``VMAPIEvent`` messages are recorded, not stored. Out: send to
 ``from-guest``, or keep the message in an outbox while XenStore is unreachable. A lost
 connection is retried with a doubling backoff; the outbox is flushed on reconnect.
+
+Other daemon parts share the connection: :meth:`HostLink.add_watch` registers a watch
+(again on every connection) whose events are handed to its callback, and
+:meth:`HostLink.on_connected` callbacks run after each successful (re)connect.
 """
 from __future__ import annotations
 
@@ -50,6 +54,8 @@ class HostLink:
         self.backoff = RECONNECT_FIRST
         self._dirty = False
         self._xs_fd: Optional[int] = None
+        self._watches: Dict[str, Tuple[str, Callable[[], None]]] = {}  # token -> path, callback
+        self._connected: List[Callable[[], None]] = []
 
     @property
     def connected(self) -> bool:
@@ -69,6 +75,8 @@ class HostLink:
         channel = MessageChannel(client)
         try:
             channel.watch()
+            for token, (path, _) in self._watches.items():
+                client.watch(path, token)
             self.client, self.channel = client, channel
             self._xs_fd = client.fileno()
             self.loop.add_reader(self._xs_fd, self._on_xenstore)
@@ -83,6 +91,23 @@ class HostLink:
         if self.backoff > RECONNECT_FIRST:
             log.info("connected to XenStore again")
         self.backoff = RECONNECT_FIRST
+        for callback in self._connected:
+            guarded(callback)
+
+    def add_watch(self, path: str, token: str, callback: Callable[[], None]) -> None:
+        """Watch ``path`` on every connection (from the next one on); ``callback()`` for
+        its events, the one at registration included. Events are hints: re-read."""
+        self._watches[token] = (path, callback)
+
+    def on_connected(self, callback: Callable[[], None]) -> None:
+        """``callback()`` after every successful connect (XenStore may have lost what was
+        written before: a resumed domain, a restarted xenstored)."""
+        self._connected.append(callback)
+
+    def lost(self, err: OSError) -> None:
+        """A part using :attr:`client` found the connection broken: reconnect."""
+        log.warning("XenStore error: %s", err)
+        self._disconnect()
 
     def _schedule_reconnect(self, why: str) -> None:
         log.warning("%s; retrying in %.1f s", why, self.backoff)
@@ -107,6 +132,8 @@ class HostLink:
     def work(self) -> bool:
         """The loop's work before each wait: fetch the next batch if one is waiting; True
         while more are (the loop must not sleep)."""
+        if self.client is not None and self._take_events():
+            self._dirty = True  # queued while another part made requests
         if self._dirty and self.client is not None:
             guarded(self._drain)
         return self._dirty
@@ -114,8 +141,8 @@ class HostLink:
     def _on_xenstore(self, _mask: int) -> None:
         try:
             assert self.client is not None
-            self.client.receive_events()
-            self._drain()
+            if self._take_events(self.client.receive_events()):
+                self._drain()
         except OSError as err:
             log.warning("XenStore error: %s", err)
             self._disconnect()
@@ -128,8 +155,7 @@ class HostLink:
             if messages:
                 self._store(messages)
                 self.channel.acknowledge(messages)
-            self._dirty = bool(messages) or self.channel.has_more \
-                or bool(self.client.pending_events())
+            self._dirty = self._take_events() or bool(messages) or self.channel.has_more
         except CacheError as err:
             # not stored, so not deleted: the messages stay in XenStore; try again later
             log.error("%s; retrying in %d s", err, STORE_RETRY)
@@ -140,6 +166,21 @@ class HostLink:
         except OSError as err:
             log.warning("XenStore error: %s", err)
             self._disconnect()
+
+    def _take_events(self, events: Optional[List[Any]] = None) -> bool:
+        """Hand the queued events of other watches to their callbacks; True if any were
+        the channel's own."""
+        assert self.client is not None
+        ours = False
+        called = set()
+        for event in self.client.pending_events() if events is None else events:
+            watch = self._watches.get(event.token)
+            if watch is None:
+                ours = True
+            elif event.token not in called:  # one call per turn: they re-read anyway
+                called.add(event.token)
+                guarded(watch[1])
+        return ours
 
     def _mark_dirty(self) -> None:
         self._dirty = True
