@@ -175,20 +175,33 @@ def find_device_by_mac(mac: str, timeout: float, use_udev: Optional[bool] = None
                            "with hardware address %s" % mac, use_udev)
 
 
-def has_sysfs() -> bool:
-    """True if the root has ``/sys/class/net`` (a sandbox root may have none: then the
-    devices cannot be checked)."""
-    return os.path.isdir(common.root_path(SYS_CLASS_NET))
+def devices_known() -> bool:
+    """True if the guest's network devices can be known: on the running system always
+    (the kernel says), under a sandbox root only if it has ``/sys/class/net``."""
+    return not common.is_sandbox() or os.path.isdir(common.root_path(SYS_CLASS_NET))
+
+
+def device_exists(name: str) -> bool:
+    """Whether the guest has a network device ``name``: on the running system the
+    kernel's answer for this network namespace (a container's ``/sys`` may show the
+    host's devices), under a sandbox root its ``/sys/class/net``."""
+    if not common.is_sandbox():
+        import socket
+
+        try:
+            socket.if_nametoindex(name)
+            return True
+        except OSError:
+            return False
+    return os.path.lexists(common.root_path("%s/%s" % (SYS_CLASS_NET, name)))
 
 
 def find_device_by_name(name: str, timeout: float,
                         use_udev: Optional[bool] = None) -> Optional[str]:
-    """``name`` once ``/sys/class/net/<name>`` exists under the root, waiting up to
+    """``name`` once the guest has that device (:func:`device_exists`), waiting up to
     ``timeout`` s (see :func:`wait_for_device`); None if it never appeared."""
-    def in_sysfs() -> Optional[str]:
-        return name if os.path.lexists(common.root_path("%s/%s" % (SYS_CLASS_NET, name))) \
-            else None
-    return wait_for_device(in_sysfs, lambda device: name if device.sys_name == name else None,
+    return wait_for_device(lambda: name if device_exists(name) else None,
+                           lambda device: name if device.sys_name == name else None,
                            timeout, "named %s" % name, use_udev)
 
 
@@ -305,17 +318,17 @@ def _check_duplicates(interfaces: List[Interface], problems: List[str]) -> None:
 
 def check_devices(interfaces: List[Interface]) -> List[str]:
     """Problems with the devices the interfaces name: a ``device.N`` the guest does not
-    have (checked where the root has ``/sys/class/net``), a ``hwaddr.N`` no device has;
+    have (:func:`device_exists`; a sandbox root without ``/sys/class/net`` is not
+    checked), a ``hwaddr.N`` no device has;
     each waited for, bounded (``OVM_TEMPLATE_CONFIG_NIC_WAIT``), as NICs can appear
     late in boot. Changes nothing: the runner checks this before any module runs."""
     problems: List[str] = []
-    if has_sysfs():
+    if devices_known():
         wait = _wait_seconds()
         for iface in interfaces:
             if iface.device and find_device_by_name(iface.device, wait) is None:
                 problems.append("%s: value %r: the guest has no network device of this name "
-                                "(%s; waited %g s)" % (_key(DEVICE, iface.index), iface.device,
-                                                      SYS_CLASS_NET, wait))
+                                "(waited %g s)" % (_key(DEVICE, iface.index), iface.device, wait))
     try:
         resolve_devices(interfaces)
     except ValidationError as exc:

@@ -53,7 +53,7 @@ def test_no_rtc_and_no_service_manager_are_warnings_and_the_module_does_the_rest
     assert hwclock.startswith("hwclock --systohc --utc: this guest has no hardware clock "
                               "(RTC; Xen PV guests and containers have none); ignored "
                               "(hwclock: ")
-    assert start.startswith("systemctl start chrony: no service manager is running")
+    assert start.startswith("systemctl --no-block restart chrony: no service manager is running")
     [selinux] = modules["selinux"]["warnings"]
     assert selinux.endswith("com.oracle.linux.selinux.mode=enforcing ignored")
     # the rest was done after the hwclock warning: chrony configured, enabled, started
@@ -65,7 +65,8 @@ def test_no_rtc_and_no_service_manager_are_warnings_and_the_module_does_the_rest
     assert "ovm-template-config: datetime: warning: hwclock --systohc --utc: this guest " \
            "has no hardware clock" in proc.stderr
     log = (root / "var/log/ovm-template-config.log").read_text()
-    assert "configure: datetime: warning: systemctl start chrony: no service manager" in log
+    assert "configure: datetime: warning: systemctl --no-block restart chrony: no service " \
+           "manager" in log
 
     shown = status(debian)
     assert shown.returncode == 2, shown.stdout + shown.stderr  # degraded, as cloud-init
