@@ -143,7 +143,8 @@ class Runner:
         self.on_lock_wait: Optional[Callable[[Optional[int]], None]] = None
         self._lock: Optional[RunLock] = None
         self._cache: Optional[EnumerateCache] = None
-        self._from_cache = 0  # modules whose descriptors came from the enumerate cache
+        #: the modules whose descriptors came from the enumerate cache
+        self._from_cache: Set[str] = set()
 
     def redact(self, text: str) -> str:
         """``text`` without the secret values of the last run (input and produced)."""
@@ -230,7 +231,7 @@ class Runner:
                 cached = cache.get(self.target, module.path, identities[index])
                 if cached is not None:
                     found[index] = cached
-                    self._from_cache += 1
+                    self._from_cache.add(module.name)
             missing = [i for i in range(len(modules)) if i not in found]
             results = self.launcher.run_many(
                 [(modules[i].path, ["--enumerate", self.target], b"", None) for i in missing],
@@ -271,11 +272,11 @@ class Runner:
                             params, self.target, self.paths.root, self.given_keys())
 
         found = check()
-        if found and self._from_cache:
+        if any(problem.split(": ", 1)[0] in self._from_cache for problem in found):
             # cached descriptors may be stale (a module reading them from another file):
             # refuse only what fresh ones refuse too
             self._enumeration = None
-            self._from_cache = 0
+            self._from_cache = set()
             self.enumerate_errors.clear()
             self.enumerate_cache().use_cached = False
             found = check()

@@ -243,8 +243,9 @@ class TestEveryEntryPoint:
         assert initial_config_value(ol9) == "yes"
 
     def test_the_console_dialog_asks_again_and_refuses_a_bad_hidden_value(self, ol9):
-        """A visible key is re-asked with the module's own reason; a hidden key the
-        dialog does not ask (from ovmd's cache, say) still stops the run up front."""
+        """An answer a module's validator refuses is asked again, with its reason; what
+        no single answer shows (a device the guest lacks: a check against the guest)
+        still stops the run before anything changes."""
         before = guest_tree(ol9.root)
         dialog = ConsoleOnPty(["--root", ol9.root, "--console-input", "-s", "network",
                                "configure"], env={"OVM_TEMPLATE_CONFIG_NIC_WAIT": "0"})
