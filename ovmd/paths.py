@@ -119,11 +119,6 @@ class Paths:
         return os.path.join(self.report_dir, "last-run.json")
 
     @property
-    def applied_file(self) -> str:
-        """Per target and module, digests of the params its last successful run took."""
-        return os.path.join(self.report_dir, "applied-params.json")
-
-    @property
     def run_state_file(self) -> str:
         """Progress of an unfinished run, so a restart resumes instead of redoing."""
         return os.path.join(self.report_dir, "run-state.json")

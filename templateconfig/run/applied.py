@@ -1,37 +1,113 @@
-"""What the last successful run of each module applied, so that a run with
-``--changed-only`` runs only the modules whose params changed since.
+"""What earlier successful runs applied: so that a reconfigure needs only the keys that
+changed (they *count as given*), and so that a ``--changed-only`` run runs only the
+modules whose params changed. Two records under ``/var/lib/ovm-template-config``
+(0600, replaced atomically; formats in docs/formats.md), never a value of a secret:
 
-``Paths.applied_file`` (format in docs/formats.md) keeps, per target and module, the
-params the module took when it last succeeded: a module's params are the keys its
-descriptors name (a key ending in ``.N``, such as ``...network.ipaddr.0``, stands for
-every index N). A non-secret value is kept as its SHA-256 (the values are in ovmd's
-cache anyway); a secret only by its name, never by any digest, so that the file can be
-no oracle for a password. A module *changed* when the params hold one of its keys whose
-digest differs from the record, or a secret of its own at all (secrets are wiped once
-applied, so one that is there again was sent again; the modules check what they can,
-the authentication module the password against the shadow hash).
+``applied-keys.json``: key *names* per target
+    After a successful run (every module ok, warnings allowed; not a dry run) the names
+    of the keys the run's modules declare and that the run had are added to its
+    target's list. Validation then counts a ``required`` key that is absent from the
+    params but in the list as given: a reconfigure after first boot, when the root
+    password was wiped, still passes, and the authentication module leaves the password
+    as it is. A first-boot run (``--initial-config``) does not count them: a first boot
+    is given everything.
 
-A module that has none of its keys in the params never counts as changed, nor does a
-module that declares no keys (the system module, or a wrapper that reads its values
-with ``ovmd -g``): such modules run only in full runs. A successful ``cleanup`` (sealing
-a template) forgets what configure applied, so that no clone inherits it.
+``applied-params.json``: per target and module, the params it took when it last succeeded
+    A module's params are the keys its descriptors name (a key ending in ``.N``, such as
+    ``...network.ipaddr.0``, stands for every index N). A non-secret value is kept as
+    its SHA-256 (the values are in ovmd's cache anyway); a secret only by its name,
+    never by any digest, so that the file can be no oracle for a password. A module
+    *changed* when the params hold one of its keys whose digest differs from the
+    record, or a secret of its own at all (secrets are wiped once applied, so one that
+    is there again was sent again; the modules check what they can, the authentication
+    module the password against the shadow hash). A module that has none of its keys in
+    the params never counts as changed, nor does a module that declares no keys (the
+    system module, or a wrapper that reads its values with ``ovmd -g``): such modules run
+    only in full runs.
+
+A successful ``cleanup`` (sealing a template) forgets what configure runs applied, in
+both records, so that no clone of the template inherits it.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
+import os
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set
 
-from ovmd.fsutil import atomic_write_json, read_text
+from ovmd.fsutil import atomic_write_json
 from ovmd.paths import Paths
 
 log = logging.getLogger(__name__)
 
 _VERSION = 1
+FILE_NAME = "applied-keys.json"
+PARAMS_FILE_NAME = "applied-params.json"
 #: One module's record: key -> SHA-256 of its value, or None for a secret.
 Record = Dict[str, Optional[str]]
 
+
+def applied_keys_path(paths: Paths) -> str:
+    return os.path.join(paths.report_dir, FILE_NAME)
+
+
+def applied_params_path(paths: Paths) -> str:
+    return os.path.join(paths.report_dir, PARAMS_FILE_NAME)
+
+
+def _load_targets(path: str) -> Dict[str, Any]:
+    """The ``targets`` object of one of the records ({} if missing or unusable)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring the record of applied params in %s: %s", path, exc)
+        return {}
+    targets = data.get("targets") if isinstance(data, dict) \
+        and data.get("version") == _VERSION else None
+    return targets if isinstance(targets, dict) else {}
+
+
+def _save_targets(path: str, targets: Dict[str, Any]) -> None:
+    atomic_write_json(path, {"version": _VERSION, "targets": targets}, 0o600,
+                      make_dirs=0o755)
+
+
+# --- the names: what counts as given -------------------------------------------------------
+
+def _load(paths: Paths) -> Dict[str, List[str]]:
+    return {target: [k for k in keys if isinstance(k, str)]
+            for target, keys in _load_targets(applied_keys_path(paths)).items()
+            if isinstance(keys, list)}
+
+
+def applied_keys(paths: Paths, target: str) -> Set[str]:
+    """The names of the keys earlier successful runs of ``target`` applied."""
+    return set(_load(paths).get(target, ()))
+
+
+def remember(paths: Paths, target: str, keys: Iterable[str]) -> None:
+    """Add ``keys`` to what ``target``'s runs applied (written only if that changes it)."""
+    targets = _load(paths)
+    known = set(targets.get(target, ()))
+    merged = known | set(keys)
+    if merged != known:
+        targets[target] = sorted(merged)
+        _save_targets(applied_keys_path(paths), targets)
+
+
+def forget(paths: Paths, target: str) -> None:
+    """Forget what ``target``'s runs applied, in both records."""
+    for path in (applied_keys_path(paths), applied_params_path(paths)):
+        targets = _load_targets(path)
+        if targets.pop(target, None) is not None:
+            _save_targets(path, targets)
+
+
+# --- the digests: what changed since each module last succeeded ----------------------------
 
 def _digest(value: Any) -> str:
     return hashlib.sha256(str(value).encode("utf-8", "surrogatepass")).hexdigest()
@@ -60,28 +136,16 @@ def key_matcher(descriptors: Iterable[Mapping[str, Any]]) -> Callable[[str], boo
 
 class AppliedParams:
     """The per-module records of one target, read from and written to
-    ``Paths.applied_file``. ``is_secret(key)`` says which keys are secrets."""
+    ``applied-params.json``. ``is_secret(key)`` says which keys are secrets."""
 
     def __init__(self, paths: Paths, target: str, is_secret: Callable[[str], bool]) -> None:
-        self.path = paths.applied_file
+        self.path = applied_params_path(paths)
         self.target = target
         self.is_secret = is_secret
-        self.targets: Dict[str, Dict[str, Record]] = self._load()
+        self.targets: Dict[str, Dict[str, Record]] = {
+            str(t): {str(m): dict(r) for m, r in modules.items() if isinstance(r, dict)}
+            for t, modules in _load_targets(self.path).items() if isinstance(modules, dict)}
         self.records = self.targets.setdefault(target, {})
-
-    def _load(self) -> Dict[str, Dict[str, Record]]:
-        text = read_text(self.path)
-        if not text:
-            return {}
-        try:
-            data = json.loads(text)
-            targets = data["targets"] if data.get("version") == _VERSION else {}
-            return {str(t): {str(m): dict(r) for m, r in modules.items()}
-                    for t, modules in targets.items()}
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            log.warning("ignoring unreadable %s (every module counts as changed): %s",
-                        self.path, exc)
-            return {}
 
     def changed_keys(self, module: str, matches: Callable[[str], bool],
                      params: Mapping[str, Any]) -> List[str]:
@@ -104,12 +168,5 @@ class AppliedParams:
             if matches(key):
                 record[key] = None if self.is_secret(key) else _digest(value)
 
-    def forget(self, target: str) -> None:
-        """Forget what ``target``'s runs applied (saved by :meth:`save`)."""
-        self.targets.pop(target, None)
-        if target == self.target:
-            self.records = self.targets.setdefault(target, {})
-
     def save(self) -> None:
-        atomic_write_json(self.path, {"version": _VERSION, "targets": self.targets}, 0o600,
-                          make_dirs=0o755, durable=False)
+        _save_targets(self.path, self.targets)

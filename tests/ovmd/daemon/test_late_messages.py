@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-import pytest
 from daemon_helpers import (
     CHANNEL,
     GATE,
@@ -237,9 +236,6 @@ class TestConfiguredGuest:
         assert wait_status(host, new=True) == "done"
         assert len((root / "declared-runs").read_text().splitlines()) == 1
 
-    @pytest.mark.xfail(strict=True, reason="needs the runner's 'counts as given' (branch "
-                       "i11a): the reconfiguration has no root password, which the "
-                       "authentication module requires; remove this mark once it is merged")
     def test_the_reconfig_event_applies_the_changed_keys_of_the_standard_modules(
             self, tmp_path, ovmd_factory, host, dom0):
         """First boot with the eight standard modules on the OL9 fixture root, then the
@@ -393,7 +389,7 @@ class TestKilledRunner:
         os.kill(report["pid"], signal.SIGKILL)
         wait_gone(module)  # its parent-death signal
         failed = wait_status(host)
-        assert failed == "failed: module gate failed: interrupted: the runner died"
+        assert failed == "failed: gate: interrupted: the runner died"
         status = daemon.cli("--status", "--json")
         assert status.returncode == 1
         shown = json.loads(status.stdout)

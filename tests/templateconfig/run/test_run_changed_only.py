@@ -14,7 +14,7 @@ from testlib import fixture_root, install_modules, require_tool
 
 from ovmd.paths import Paths
 from ovmd.secrets import is_secret_key
-from templateconfig.run.applied import AppliedParams, key_matcher
+from templateconfig.run.applied import AppliedParams, applied_params_path, key_matcher
 from templateconfig.run.runner import Runner
 
 DESCRIPTORS = [{"key": "com.example.net.hostname"}, {"key": "com.example.net.ipaddr.0"},
@@ -45,7 +45,7 @@ class TestAppliedParams:
                                            "com.example.password": "s3cret-value",
                                            "com.example.other": "not-mine"})
         applied.save()
-        text = Paths(str(tmp_path)).applied_file
+        text = applied_params_path(Paths(str(tmp_path)))
         assert stat.S_IMODE(os.stat(text).st_mode) == 0o600
         content = open(text).read()
         assert "visible-value" not in content and "s3cret-value" not in content
@@ -64,11 +64,11 @@ class TestAppliedParams:
     def test_an_unreadable_record_makes_every_module_count_as_changed(self, tmp_path, caplog):
         paths = Paths(str(tmp_path))
         os.makedirs(paths.report_dir)
-        with open(paths.applied_file, "w") as handle:
+        with open(applied_params_path(paths), "w") as handle:
             handle.write("{not json")
         applied = self.record(tmp_path)
         assert applied.changed_keys("m", key_matcher([{"key": "k"}]), {"k": "v"}) == ["k"]
-        assert "ignoring unreadable" in caplog.text
+        assert "ignoring the record of applied params" in caplog.text
 
 
 def modules(paths, tmp_path):
