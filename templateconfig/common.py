@@ -40,7 +40,7 @@ import re
 import shlex
 import subprocess
 import sys
-from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ovmd import fsutil
 from ovmd.paths import ROOT_ENV, join_root
@@ -227,26 +227,58 @@ def _run(argv: Sequence[str], success_return_code: Iterable[int], input: Optiona
     return proc.stdout
 
 
-def run_cmd(argv: Sequence[str], success_return_code: Iterable[int] = (0,),
+#: What runs a command given as one string that is not the path of a file (below).
+SHELL = "/bin/sh"
+
+
+def command_argv(command: Union[str, Sequence[str]]) -> List[str]:
+    """The argument list :func:`run_cmd` runs for ``command``.
+
+    A list (or tuple) is the argument list itself, run without a shell. A string, as
+    Oracle's documented wrapper module passes it (``run_cmd('/path/myscript.ksh')``):
+
+    - the path of an existing file, as a whole (``/opt/My Tools/setup.ksh``, spaces
+      included), is run as that program, with no arguments, as ``subprocess`` runs a
+      string without a shell;
+    - anything else is a shell command line, run by ``/bin/sh -c`` as :func:`shell_cmd`
+      does (arguments, quotes, ``|``, ``>``, ``$VAR``, ``&&`` mean what they mean in a
+      shell script).
+
+    A string is never split on white space by us (``shlex``): a path with spaces stays
+    one path, and shell syntax stays shell syntax. The string is on the shell's argument
+    list, so it must not hold a secret: pass one with ``input=``.
+    """
+    if isinstance(command, str):
+        if not command.strip():
+            raise CommandError([command], 127, "an empty command")
+        if "/" in command and os.path.isfile(command):
+            return [command]
+        return [SHELL, "-c", command]
+    return [str(arg) for arg in command]
+
+
+def run_cmd(cmd: Union[str, Sequence[str]], success_return_code: Iterable[int] = (0,),
             input: Optional[str] = None, env: Optional[Mapping[str, str]] = None) -> str:
     """Run a command and return its stdout; raise :class:`CommandError` on failure.
 
-    Oracle's API. Secrets go through ``input`` (stdin), never into ``argv``. In plan mode
-    the command is recorded and not run, and the result is ``""``; use
-    :func:`query_cmd` for commands that only read.
+    Oracle's API. ``cmd`` is an argument list, or one string (:func:`command_argv` says
+    how a string is run); either way the result is the command's stdout as text, and a
+    command that cannot be started or exits with a status not in
+    ``success_return_code`` raises :class:`CommandError`. Secrets go through ``input``
+    (stdin), never into the command. In plan mode the command is recorded and not run,
+    and the result is ``""``; use :func:`query_cmd` for commands that only read.
     """
-    if isinstance(argv, str):
-        raise TypeError("run_cmd takes a list of arguments; use shell_cmd for a string")
+    argv = command_argv(cmd)
     if dry_run():
-        record("command", argv=list(argv), applied=False)
+        record("command", argv=argv, applied=False)
         return ""
-    record("command", argv=list(argv), applied=True)
+    record("command", argv=argv, applied=True)
     return _run(argv, success_return_code, input, env)
 
 
 def shell_cmd(command: str, success_return_code: Iterable[int] = (0,)) -> str:
     """Run a shell command line (Oracle's firewall module uses it); see :func:`run_cmd`."""
-    return run_cmd(["/bin/sh", "-c", command], success_return_code)
+    return run_cmd([SHELL, "-c", command], success_return_code)
 
 
 def query_cmd(argv: Sequence[str], success_return_code: Iterable[int] = (0,),

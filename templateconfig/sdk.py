@@ -228,7 +228,7 @@ key/value params the host sent (keys under `%(key_prefix)s.`).
   sent back to the host). Exit 0 on success, 1 on failure (traceback on stderr), 2 on
   bad usage.
 - Write files with `templateconfig.common.write_file` and run commands with
-  `templateconfig.common.run_cmd` (argument lists, no shell): they honour
+  `templateconfig.common.run_cmd` (an argument list runs without a shell): they honour
   `ovm-template-config --root DIR` and `--dry-run`.
 - Never store or log values of `password` keys.
 

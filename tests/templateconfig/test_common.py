@@ -183,16 +183,78 @@ class TestCommands:
     def test_shell_cmd(self, guest):
         assert common.shell_cmd("echo a | tr a b") == "b\n"
 
-    def test_run_cmd_refuses_a_string(self, guest):
-        with pytest.raises(TypeError):
-            common.run_cmd("echo hi")
-
     def test_system_cmd_is_recorded_not_run_under_a_sandbox_root(self, guest):
         root, journal = guest
         marker = root / "ran"
         assert common.system_cmd(["touch", str(marker)]) == ""
         assert not marker.exists()
         assert records(journal)[-1] == {"op": "command", "argv": ["touch", str(marker)], "applied": False}
+
+
+class TestRunCmdWithAString:
+    """``run_cmd`` takes one string as Oracle's documented wrapper module passes it: the
+    path of a file runs as that program (spaces and all), anything else is a shell
+    command line; the result and the errors are those of the list form."""
+
+    @pytest.fixture
+    def script_dir(self, tmp_path):
+        folder = tmp_path / "My Scripts"
+        folder.mkdir()
+        return folder
+
+    def write_script(self, folder, name, body):
+        script = folder / name
+        script.write_text("#!/bin/sh\n" + body)
+        script.chmod(0o755)
+        return str(script)
+
+    def test_a_path_with_spaces_runs_as_one_program(self, guest, script_dir):
+        script = self.write_script(script_dir, "my script.ksh", 'echo "ran with $# args"\n')
+        assert common.run_cmd(script) == "ran with 0 args\n"
+
+    @pytest.mark.parametrize("command, expected", [
+        ("echo a | tr a b", "b\n"),                            # a pipe
+        ("/bin/echo hello   world", "hello world\n"),         # arguments, split as sh does
+        ("printf '%s|' 'one two' three", "one two|three|"),    # quotes
+        ("X=42; echo $X && echo yes || echo no", "42\nyes\n"),  # variables, && and ||
+        ("echo out; echo err >&2", "out\n"),                   # stdout only
+    ])
+    def test_anything_else_is_a_shell_command_line(self, guest, command, expected):
+        assert common.run_cmd(command) == expected
+
+    def test_a_redirection_writes_where_the_shell_says(self, guest, tmp_path):
+        target = tmp_path / "out.txt"
+        assert common.run_cmd("echo written > '%s'" % target) == ""
+        assert target.read_text() == "written\n"
+
+    def test_a_failing_string_raises_as_a_list_does(self, guest, script_dir):
+        script = self.write_script(script_dir, "fail.ksh", "echo 'no database' >&2; exit 3\n")
+        for command in (script, "%s; exit 3" % "echo 'no database' >&2"):
+            with pytest.raises(common.CommandError) as info:
+                common.run_cmd(command)
+            assert info.value.returncode == 3
+            assert info.value.detail == "no database"
+        assert common.run_cmd("exit 4", success_return_code=(0, 4)) == ""
+
+    @pytest.mark.parametrize("command", ["/nonexistent/myscript.ksh", "/opt/No Such/x.ksh",
+                                         "no-such-command-here"])
+    def test_a_command_that_does_not_exist_is_exit_127(self, guest, command):
+        with pytest.raises(common.CommandError) as info:
+            common.run_cmd(command)
+        assert info.value.returncode == 127
+
+    def test_an_empty_string_is_refused(self, guest):
+        with pytest.raises(common.CommandError):
+            common.run_cmd("  ")
+
+    def test_plan_mode_records_what_would_run(self, guest, script_dir, monkeypatch):
+        _, journal = guest
+        script = self.write_script(script_dir, "setup.ksh", "exit 9\n")
+        monkeypatch.setenv("OVM_TEMPLATE_CONFIG_DRY_RUN", "1")
+        assert common.run_cmd(script) == ""
+        assert common.run_cmd("echo a | tr a b") == ""
+        assert [r["argv"] for r in records(journal)] == [
+            [script], ["/bin/sh", "-c", "echo a | tr a b"]]
 
 
 class TestSysconfig:
