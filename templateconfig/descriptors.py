@@ -73,8 +73,9 @@ def _as_bool(value: Any, field: str, module: Optional[str], key: Optional[str]) 
     raise DescriptorError("expected true or false, got %r" % (value,), module, key, field)
 
 
-def _as_text(value: Any) -> str:
-    """A scalar as the string a module receives (JSON true -> "True", as Oracle's values)."""
+def as_text(value: Any) -> str:
+    """A scalar as the string a module receives (JSON true -> "True", as Oracle's values;
+    1500 -> "1500")."""
     if isinstance(value, bool):
         return "True" if value else "False"
     return str(value)
@@ -93,7 +94,7 @@ def _choices(value: Any, module: Optional[str], key: Optional[str]) -> Optional[
     if isinstance(value, (list, tuple)):
         if not all(_is_scalar(v) for v in value):
             raise DescriptorError("choices must be a list of strings", module, key, "choices")
-        return [_as_text(v) for v in value] or None
+        return [as_text(v) for v in value] or None
     raise DescriptorError("choices must be a list of strings, got %s" % type(value).__name__,
                           module, key, "choices")
 
@@ -127,7 +128,7 @@ def _requires(value: Any, module: Optional[str], key: Optional[str]) -> List[Tup
             allowed = [allowed]
         if not isinstance(allowed, (list, tuple)) or not all(_is_scalar(v) for v in allowed):
             raise DescriptorError(problem, module, key, "requires")
-        result.append((pair[0], [_as_text(v) for v in allowed]))
+        result.append((pair[0], [as_text(v) for v in allowed]))
     return result
 
 
@@ -159,7 +160,7 @@ def normalize(desc: Mapping[str, Any], module: Optional[str] = None) -> dict:
     default = desc.get("default")
     if default is not None and not _is_scalar(default):
         raise DescriptorError("default must be a string", module, key, "default")
-    result["default"] = None if default is None else _as_text(default)
+    result["default"] = None if default is None else as_text(default)
     return result
 
 
@@ -185,7 +186,7 @@ def _applicable(desc: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
         return False
     for key, allowed in desc["requires"]:
         value = params.get(key)
-        if value is None or _as_text(value) not in allowed:
+        if value is None or as_text(value) not in allowed:
             return False
     return True
 
@@ -236,8 +237,8 @@ def check_value(desc: Mapping[str, Any], value: Optional[str],
             return "required, but not given"
         return None
     choices = desc["choices"]
-    if check_choices and choices and _as_text(value) not in choices:
-        shown = "the value given" if secret else "value %s" % _shown(_as_text(value))
+    if check_choices and choices and as_text(value) not in choices:
+        shown = "the value given" if secret else "value %s" % _shown(as_text(value))
         return "%s is not one of: %s" % (shown, ", ".join(choices))
     return None
 
@@ -274,7 +275,7 @@ def validate_params(modules: Sequence[ModuleParams], params: Mapping[str, Any],
             if (value is None or value == "") and key in given:
                 continue
             secret = desc["password"] or is_secret_key(key, secret_keys)
-            problem = check_value(desc, None if value is None else _as_text(value), secret,
+            problem = check_value(desc, None if value is None else as_text(value), secret,
                                   check_choices=name not in by_spec)
             if problem:
                 problems.append("%s: %s: %s" % (name, key, problem))
@@ -309,8 +310,9 @@ def _flags(desc: Mapping[str, Any]) -> str:
     return ", ".join(f for f in BOOLEAN_FIELDS if desc[f]) or "-"
 
 
-def format_human_readable(enumeration: Sequence[Tuple[int, str, List[dict]]],
-                          width: int = 80) -> str:
+def format_human_readable(enumeration: Sequence[Tuple[Any, str, List[dict]]],
+                          width: int = 80,
+                          failures: Optional[Mapping[str, str]] = None) -> str:
     """``--enumerate --human-readable``: one section per module, one row per key.
 
     Per module a heading ``name (priority N)``, then a table with the columns KEY and
@@ -319,6 +321,9 @@ def format_human_readable(enumeration: Sequence[Tuple[int, str, List[dict]]],
     choices and default, and the description, wrapped to ``width``. Keys longer than the
     key column push their flags onto the next line instead of breaking the alignment.
     Password defaults are not shown. A malformed descriptor is listed with its problem.
+    ``failures`` maps a module whose enumeration failed to why, shown on one line in
+    place of its table. A priority may be a number or, as Oracle's output had it, a
+    string.
     """
     import textwrap  # only for --human-readable: not on every run's start-up
 
@@ -344,6 +349,10 @@ def format_human_readable(enumeration: Sequence[Tuple[int, str, List[dict]]],
         if out:
             out.append("")
         out += [heading, "=" * len(heading)]
+        failure = (failures or {}).get(name)
+        if failure:
+            out.append(indent + " ".join(failure.split()))
+            continue
         if not rows:
             out.append(indent + "(no parameters)")
             continue
@@ -372,6 +381,6 @@ def format_human_readable(enumeration: Sequence[Tuple[int, str, List[dict]]],
 
 
 __all__ = [
-    "DescriptorError", "ModuleParams", "normalize", "is_set", "is_applicable", "is_password",
+    "DescriptorError", "ModuleParams", "as_text", "normalize", "is_set", "is_applicable", "is_password",
     "password_keys", "check_value", "validate_params", "format_human_readable",
 ]

@@ -451,14 +451,16 @@ def _interrupt(signum: int, frame: Optional[FrameType]) -> None:
 
 
 def _enumerate(runner: Runner, args: Arguments) -> int:
+    """The enumeration on stdout. A module whose enumeration failed is named with why
+    once: in its place in the table, or (the JSON staying valid) on stderr."""
     enumeration = runner.enumerate()
-    for name, error in runner.enumerate_errors.items():
-        sys.stderr.write("ovm-template-config: %s: %s\n" % (name, error))
     if args.human_readable:
         from templateconfig.descriptors import format_human_readable
-        text = format_human_readable(enumeration)
+        text = format_human_readable(enumeration, failures=runner.enumerate_errors)
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     else:
+        for name, error in runner.enumerate_errors.items():
+            sys.stderr.write("ovm-template-config: %s: %s\n" % (name, error))
         import json
         json.dump([[priority, name, descs] for priority, name, descs in enumeration],
                   sys.stdout, indent=2)
@@ -502,8 +504,10 @@ def _print_plan(result: RunResult, as_json: bool, redact: Callable[[str], str]) 
 
     planned = [(o.module.name, o.actions) for o in result.outcomes
                if o.status == ModuleStatus.OK]
+    # a failed module's error is printed once, on stderr (:func:`_finish`); the text
+    # plan only says that it failed, the JSON plan carries the error too
     skipped = [(o.module.name, (o.error or "") if o.status == ModuleStatus.SKIPPED
-                else "failed: %s" % o.error)
+                else "failed: %s" % o.error if as_json else "failed (the error is on stderr)")
                for o in result.outcomes if o.status != ModuleStatus.OK]
     if as_json:
         report = dict(result.report)

@@ -2,8 +2,9 @@
 ovmd's cache, the console (docs/command-lines.md).
 
 ``--stdin`` and ``--input`` take one JSON object, or one object per line (what ``ovmd -l``
-prints); every value must be a string. ``--input FD`` is how ``ovmd`` hands the params
-over: secrets never on a command line.
+prints); values are strings, and a JSON number or boolean is taken as the string a module
+would receive from Oracle's tools (``1500`` -> ``"1500"``, ``true`` -> ``"True"``).
+``--input FD`` is how ``ovmd`` hands the params over: secrets never on a command line.
 """
 from __future__ import annotations
 
@@ -59,12 +60,19 @@ def parse_params_text(text: str, source: str) -> Dict[str, Any]:
     return _check_params(value, source)
 
 
-def _check_params(params: Dict[str, Any], source: str) -> Dict[str, Any]:
+def _check_params(params: Dict[str, Any], source: str) -> Dict[str, str]:
+    """Every value as a string: a string as is, a number or boolean as its text; an
+    object, a list or null is refused."""
+    from templateconfig.descriptors import as_text
+
+    checked = {}
     for key, value in params.items():
-        if isinstance(value, (dict, list)):
+        if value is None or isinstance(value, (dict, list)):
             raise ParamsError("%s: the value of %s must be a string, not a JSON %s"
-                              % (source, key, type(value).__name__))
-    return params
+                              % (source, key, "null" if value is None
+                                 else "object" if isinstance(value, dict) else "array"))
+        checked[key] = value if isinstance(value, str) else as_text(value)
+    return checked
 
 
 def read_fd(fd: int) -> str:

@@ -288,7 +288,7 @@ class Runner:
                 module = modules[index]
                 found[index], error = parse_descriptors(result, self.timeout, module.name)
                 if error is not None:
-                    self.enumerate_errors[module.name] = "enumerate " + error
+                    self.enumerate_errors[module.name] = "enumeration failed: " + error
                     log.info("%s: --enumerate %s %s", module.name, self.target, error)
                 else:
                     cache.put(self.target, module.path, identities[index], found[index])

@@ -234,6 +234,22 @@ class TestHumanReadable:
                                                  "default": "changeme-now"}])])
         assert "changeme-now" not in text
 
+    def test_a_failed_enumeration_says_so_on_one_line(self):
+        text = format_human_readable(
+            [(20, "broken", []), (60, "empty", [])],
+            failures={"broken": "enumeration failed: SyntaxError: expected ':'\n(line 7)"})
+        assert text == ("broken (priority 20)\n"
+                        "====================\n"
+                        "  enumeration failed: SyntaxError: expected ':' (line 7)\n"
+                        "\n"
+                        "empty (priority 60)\n"
+                        "===================\n"
+                        "  (no parameters)\n")
+
+    def test_a_priority_as_oracle_printed_it_a_string(self):
+        text = format_human_readable([("50", "network", [{"key": "k"}])])
+        assert text.startswith("network (priority 50)\n")
+
     def test_malformed_descriptor_listed_not_fatal(self):
         text = format_human_readable([(1, "m", [{"key": "k", "hidden": "maybe"}, {"key": "ok"}])])
         assert "MALFORMED" in text and "'hidden'" in text and "ok" in text

@@ -74,6 +74,31 @@ class TestParamsInput:
         assert proc.returncode == 2
         assert "line 2: not valid JSON" in proc.stderr
 
+    def test_numbers_and_booleans_are_taken_as_their_text(self, tmp_path):
+        paths = guest(tmp_path)
+        add_python_module(paths, "types", 10,
+                          'params["types"] = ",".join("%s=%s:%s" % (k, type(v).__name__, v) '
+                          'for k, v in sorted(params.items()))')
+        out_r, out_w = os.pipe()
+        proc = run_cli(["--root", paths.root, "--stdin", "--output", str(out_w), "configure"],
+                       '{"mtu": 1500, "ratio": 0.5, "on": true, "off": false, "s": "x"}',
+                       pass_fds=(out_w,))
+        os.close(out_w)
+        with os.fdopen(out_r) as handle:
+            result = json.loads(handle.read())
+        assert proc.returncode == 0, proc.stderr
+        assert result["types"] == "mtu=str:1500,off=str:False,on=str:True,ratio=str:0.5,s=str:x"
+
+    @pytest.mark.parametrize("value, kind", [("null", "null"), ('["a"]', "array"),
+                                             ('{"a": "b"}', "object")])
+    def test_a_value_that_is_not_a_scalar_is_refused(self, tmp_path, value, kind):
+        paths = guest(tmp_path)
+        add_python_module(paths, "echo", 10, "")
+        proc = run_cli(["--root", paths.root, "--stdin", "configure"], '{"k": %s}' % value)
+        assert proc.returncode == 2
+        assert proc.stderr == ("ovm-template-config: standard input: the value of k must be "
+                               "a string, not a JSON %s\n" % kind)
+
     def test_input_and_output_fds_from_a_parent_process(self, tmp_path):
         """How ovmd runs us: params on one pipe, results on another, nothing on argv."""
         paths = guest(tmp_path)
@@ -150,6 +175,25 @@ class TestEnumerate:
         assert proc.returncode == 0, proc.stderr
         assert "second (priority 60)" in proc.stdout
         assert "com.example.mode" in proc.stdout and "choices: on, off" in proc.stdout
+
+    def test_a_module_whose_enumeration_fails_is_named_once_with_why(self, tmp_path):
+        paths = self.build(tmp_path)
+        broken = os.path.join(paths.scripts_dir, "broken")
+        with open(broken, "w") as handle:
+            handle.write("#!/usr/bin/env python3\n### BEGIN PLUGIN INFO\n# name: broken\n"
+                         "# configure: 30\n### END PLUGIN INFO\ndef do_enumerate(target)\n")
+        os.chmod(broken, 0o755)
+        os.symlink("../scripts/broken", os.path.join(paths.target_dir("configure"), "30broken"))
+        why = "enumeration failed: SyntaxError: expected ':' (%s, line 6)" % broken
+        proc = run_cli(["--root", paths.root, "--enumerate", "--human-readable", "configure"])
+        assert proc.returncode == 1
+        assert proc.stderr == ""
+        assert "broken (priority 30)\n====================\n  %s\n" % why in proc.stdout
+        assert "second (priority 60)" in proc.stdout
+        proc = run_cli(["--root", paths.root, "--enumerate", "configure"])
+        assert proc.returncode == 1
+        assert proc.stderr == "ovm-template-config: broken: %s\n" % why
+        assert [30, "broken", []] in json.loads(proc.stdout)
 
     def test_enumerate_touches_nothing(self, tmp_path):
         paths = self.build(tmp_path)
@@ -334,6 +378,16 @@ class TestDryRun:
         assert "thirdparty: does not use templateconfig.common" in out
         assert "shell: does not use templateconfig.common" in out
         assert PASSWORD not in out + proc.stderr
+
+    def test_a_module_that_fails_in_the_dry_run_is_told_once(self, tmp_path):
+        paths = guest(tmp_path)
+        add_python_module(paths, "picky", 10, 'from templateconfig import common\n'
+                          'raise common.TemplateConfigError("no /etc/os-release here")')
+        proc = run_cli(["--root", paths.root, "--stdin", "--dry-run", "configure"], "{}")
+        assert proc.returncode == 1
+        assert "picky: failed (the error is on stderr)\n" in proc.stdout
+        assert proc.stderr == "ovm-template-config: picky failed: no /etc/os-release here\n"
+        assert "no /etc/os-release here" not in proc.stdout
 
     def test_dry_run_json(self, tmp_path):
         paths = self.build(tmp_path)
