@@ -40,9 +40,23 @@ def main(argv: list[str] | None = None) -> int:
     if fast is None:
         return full_main(args)
     root, request = fast
+    if _refuse_root(root, args):
+        return EXIT_USAGE
     if request[0] == "status":
         return _status(root, request[1:])
     return _call_daemon(root, request)
+
+
+def _refuse_root(root: str, args: list[str]) -> bool:
+    """True (after saying why) if ``root`` is not a guest root (:func:`ovmd.paths.root_problem`)."""
+    from .paths import ROOT_ENV, check_root
+
+    given = any(arg == "--root" or arg.startswith("--root=") for arg in args)
+    message = check_root("ovmd", root, "--root" if given else ROOT_ENV)
+    if message is None:
+        return False
+    _write(2, message.encode("utf-8", "surrogateescape"))
+    return True
 
 
 def _fast_parse(args: list[str]) -> tuple[str, list[str]] | None:
@@ -259,6 +273,8 @@ def full_main(args: list[str]) -> int:
     parser = build_parser()
     options = parser.parse_args(args)
     root = options.root
+    if _refuse_root(root, args):
+        return EXIT_USAGE
     if root not in ("", "/"):
         os.environ["OVM_TEMPLATE_CONFIG_ROOT"] = os.path.abspath(root)
     requests = client_requests(options)

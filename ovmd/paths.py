@@ -29,6 +29,35 @@ def join_root(root: str, path: str) -> str:
     return os.path.join(os.path.abspath(root), normal.lstrip("/"))
 
 
+def root_problem(root: str) -> "str | None":
+    """Why ``root`` cannot be a guest root, or None if it can.
+
+    ``/`` always can. Any other root must be an existing directory that holds an
+    ``etc`` directory, as every guest tree does: a mistyped ``--root`` must be refused
+    before anything is created under it, not turned into a fresh empty tree.
+    """
+    if root == "/":
+        return None
+    if not root:
+        return "the path is empty"
+    if not os.path.isdir(root):
+        return "not a directory" if os.path.lexists(root) else "no such directory"
+    if not os.path.isdir(os.path.join(root, "etc")):
+        return "it has no etc/ directory"
+    return None
+
+
+def check_root(prog: str, root: str, source: str = "--root") -> "str | None":
+    """The one-line error ``prog`` prints for a root it cannot use, or None; ``source``
+    says where the root came from: ``--root``, or the name of the environment variable."""
+    problem = root_problem(root)
+    if problem is None:
+        return None
+    where = "--root %s" % root if source == "--root" else "%s=%s" % (source, root)
+    return ("%s: %s: %s; a guest root is a directory holding the guest's etc/ (or / "
+            "itself)\n" % (prog, where, problem))
+
+
 class Paths:
     """The guest paths ovmd and ovm-template-config use, located under ``root``."""
 

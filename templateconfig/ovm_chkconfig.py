@@ -12,7 +12,7 @@ import os
 import sys
 from typing import List, Optional
 
-from ovmd.paths import ROOT_ENV, Paths
+from ovmd.paths import ROOT_ENV, Paths, check_root
 from templateconfig import __version__, registry
 from templateconfig.header import TARGETS
 
@@ -79,7 +79,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                         format="%s: %%(levelname)s: %%(message)s" % PROG)
     parser = build_parser()
     options = parser.parse_args(argv)
-    paths = Paths(options.root or os.environ.get(ROOT_ENV) or "/")
+    root = options.root if options.root is not None else os.environ.get(ROOT_ENV) or "/"
+    refused = check_root(PROG, root, "--root" if options.root is not None else ROOT_ENV)
+    if refused:
+        sys.stderr.write(refused)
+        return EXIT_USAGE
+    paths = Paths(root)
 
     if options.target is None and options.args:
         parser.error("unexpected arguments: %s" % " ".join(options.args))

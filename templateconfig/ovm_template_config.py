@@ -299,6 +299,11 @@ def _main(argv: List[str]) -> int:
         args = parsed
     else:
         args = fast
+    from ovmd.paths import check_root
+    refused = check_root("ovm-template-config", args.root)
+    if refused:
+        sys.stderr.write(refused)
+        return EXIT_USAGE
     _log_errors_to_stderr()
     import signal
     signal.signal(signal.SIGTERM, _interrupt)

@@ -162,7 +162,8 @@ class TestList:
         assert result.returncode == 1
         assert "no module 'nosuch'" in result.stderr
 
-    def test_empty_tree(self, tmp_path):
+    def test_a_guest_without_modules(self, tmp_path):
+        (tmp_path / "etc").mkdir()
         assert table(ok(chkconfig(tmp_path, "--list"))) == {}
 
     def test_root_from_the_environment(self, root):

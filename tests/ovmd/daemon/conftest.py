@@ -16,10 +16,11 @@ from ovmd.xenstore import XenStoreClient
 
 @pytest.fixture
 def root():
-    """A sandbox guest root with a short path (unix socket paths are limited)."""
+    """A sandbox guest root with a short path (unix socket paths are limited): an empty
+    tree but for etc/, which every guest root has."""
     base = Path(tempfile.mkdtemp(prefix="ovr-", dir="/tmp"))
     path = base / "root"
-    path.mkdir()
+    (path / "etc").mkdir(parents=True)
     try:
         yield path
     finally:
