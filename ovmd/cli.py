@@ -259,14 +259,45 @@ def _stray_options(options: argparse.Namespace, requests: list[list[str]]) -> li
             for flag, _ in request.options if getattr(options, flag.lstrip("-"))]
 
 
+def _daemon_options(options: argparse.Namespace) -> list[tuple[str, bool]]:
+    """(flag, given) of the options only the daemon uses. ``-d`` and ``-t`` are not among
+    them: Oracle's command lines give them with any flag (they do nothing there)."""
+    return [("--foreground", options.foreground), ("--verbose", options.verbose),
+            ("--pid-file", options.pid_file is not None),
+            ("--quiet-period", options.quiet_period is not None),
+            ("--xenstore", options.xenstore is not None)]
+
+
+def _action_flag(args: list[str]) -> str:
+    """The action flag on the command line, as given (for a message)."""
+    names = {flag for request in REQUESTS for flag in request.flags} | {
+        "--enable-initial-config", "--disable-initial-config"}
+    return next((arg.split("=", 1)[0] for arg in args if arg.split("=", 1)[0] in names),
+                "an action flag")
+
+
 def _request_line(request: Request, value: str) -> list[str]:
     if not request.pair:
         return [request.name, value]
     if "=" in value:
         return [request.name] + value.split("=", 1)
     # -p KEY: the value comes from stdin, so a secret stays off the command line
+    return [request.name, value, _read_value(value)]
+
+
+def _read_value(key: str) -> str:
+    """The value of ``-p KEY``: from a terminal, asked for without echo (a secret stays
+    off the screen too); else all of stdin, one trailing newline removed."""
+    if sys.stdin.isatty():
+        import getpass
+
+        try:
+            return getpass.getpass("value for %s (not shown): " % key)
+        except (EOFError, KeyboardInterrupt):
+            sys.stderr.write("\n")
+            raise SystemExit("ovmd: -p %s: no value given; nothing sent" % key) from None
     text = sys.stdin.read()
-    return [request.name, value, text[:-1] if text.endswith("\n") else text]
+    return text[:-1] if text.endswith("\n") else text
 
 
 def full_main(args: list[str]) -> int:
@@ -282,6 +313,12 @@ def full_main(args: list[str]) -> int:
     if stray:
         parser.error("%s go%s with %s" % (" and ".join(stray), "es" if len(stray) == 1 else "",
                                           "--status"))
+    acting = requests or options.enable_initial_config or options.disable_initial_config
+    daemon_only = [flag for flag, given in _daemon_options(options) if given]
+    if acting and daemon_only:
+        parser.error("%s go%s with running the daemon (no action flag), not with %s"
+                     % (" and ".join(daemon_only), "es" if len(daemon_only) == 1 else "",
+                        _action_flag(args)))
     if requests and requests[0][0] == "status":
         return _status(root, requests[0][1:])
     if requests:
@@ -291,9 +328,14 @@ def full_main(args: list[str]) -> int:
         return code
     if options.enable_initial_config or options.disable_initial_config:
         from .firstboot.flag import set_initial_config
+        from .oserror import os_error
         from .paths import Paths
 
-        files = set_initial_config(Paths(root), bool(options.enable_initial_config))
+        try:
+            files = set_initial_config(Paths(root), bool(options.enable_initial_config))
+        except OSError as err:
+            print("ovmd: cannot set INITIAL_CONFIG: %s" % os_error(err), file=sys.stderr)
+            return EXIT_PERMISSION if isinstance(err, PermissionError) else EXIT_FAILURE
         print("INITIAL_CONFIG=%s in %s" % ("yes" if options.enable_initial_config else "no",
                                            ", ".join(files)))
         return EXIT_OK
@@ -302,7 +344,9 @@ def full_main(args: list[str]) -> int:
 
 def _status(root: str, flags: list[str]) -> int:
     """``--status`` with its options (``json``, ``long``, ``wait``): the daemon's answer,
-    or, with no daemon running, the status from the files."""
+    or, with no daemon running, the status from the files; then the exit status is the
+    status's own once first boot is done or failed (the files say all there is), else 3
+    (not running: nothing will happen, and there is nothing to wait for)."""
     from .paths import Paths
 
     paths = Paths(root)
@@ -312,15 +356,37 @@ def _status(root: str, flags: list[str]) -> int:
         if error.code != EXIT_NOT_RUNNING:
             _write(2, (str(error) + "\n").encode("utf-8"))
             return error.code
-        from .status import compute_status, exit_code, status_text
+        from .status import BootStatus, compute_status, exit_code, status_text
 
         status = compute_status(paths, None)
         _write(1, status_text(status, "json" in flags, "long" in flags).encode("utf-8"))
-        return exit_code(status)
+        if status["status"] in (BootStatus.DONE, BootStatus.FAILED):
+            return exit_code(status)
+        _write(2, (str(error) + "\n").encode("utf-8"))
+        return EXIT_NOT_RUNNING
     _write(1, out)
     if err:
         _write(2, err)
     return code
+
+
+def _refuse_xenstore(option: str | None) -> str | None:
+    """The error for a XenStore path the operator named (``--xenstore``, else
+    ``$XENSTORED_PATH``) that cannot be one: it is missing, or not a socket or device.
+    Fatal at start, unlike the default paths, which the daemon waits for (the xenbus
+    device may appear after it starts), and unlike a socket nobody answers on yet."""
+    from .xenstore.transport import path_problem
+
+    named, source = (option, "--xenstore") if option else (
+        os.environ.get("XENSTORED_PATH"), "XENSTORED_PATH=")
+    if not named:
+        return None
+    problem = path_problem(named)
+    if problem is None:
+        return None
+    return ("ovmd: %s%s%s: %s; give xenstored's socket (/var/run/xenstored/socket) or the "
+            "guest's device (/dev/xen/xenbus), or leave it out to use those"
+            % (source, "" if source.endswith("=") else " ", named, problem))
 
 
 def run_daemon(options: argparse.Namespace) -> int:
@@ -329,6 +395,10 @@ def run_daemon(options: argparse.Namespace) -> int:
     from .secrets import RedactingFilter
 
     paths = Paths(options.root)
+    refused = _refuse_xenstore(options.xenstore)
+    if refused:
+        print(refused, file=sys.stderr)
+        return EXIT_FAILURE
     redactor = RedactingFilter()
     log_setup = LogSetup(options.debug, redactor, verbose=options.verbose)
     try:
@@ -346,7 +416,7 @@ def run_daemon(options: argparse.Namespace) -> int:
     if options.foreground:
         log_setup.install()
         try:
-            return make_daemon().run()
+            return _serve(make_daemon)
         finally:
             pidfile.release()
     import daemon as python_daemon  # python-daemon; only when daemonizing
@@ -356,4 +426,22 @@ def run_daemon(options: argparse.Namespace) -> int:
         working_directory="/", umask=0o022)
     with context:  # everything with a descriptor is created after the fork
         log_setup.install()
+        return _serve(make_daemon)
+
+
+def _serve(make_daemon) -> int:
+    """Run the daemon; a file or directory it cannot use (an unreadable cache, a full
+    disk at start) stops it with one line in its log and on stderr, not a traceback."""
+    import logging
+
+    from .oserror import os_error
+
+    try:
         return make_daemon().run()
+    except OSError as err:
+        log = logging.getLogger("ovmd")
+        message = "ovmd: cannot run: %s" % os_error(err)
+        log.error("%s", message)
+        log.debug("where it failed", exc_info=True)
+        print(message, file=sys.stderr)
+        return EXIT_FAILURE

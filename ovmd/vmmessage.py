@@ -39,8 +39,36 @@ LAST_WRITE_EVERY = 16
 WAIT_TOKEN = "ovm-vmmessage-wait"
 
 
+#: Why a message to dom0 is refused.
+NOT_A_GUEST = ("domain 0 is the host (dom0), not a guest: give the id or name of a guest "
+               "(xl list shows them)")
+
+
 class VmMessageError(Exception):
-    pass
+    """Something ``ovm-vmmessage`` cannot do; ``exit_code`` is its exit status."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def check_guest(client, domid: int) -> None:
+    """Refuse a domain that is not a running guest: dom0 (the host has no guest channel)
+    or a domain XenStore does not know (nothing would ever read what we write there)."""
+    from .xenstore import XenStoreError
+
+    if domid == 0:
+        raise VmMessageError(NOT_A_GUEST, EXIT_USAGE)
+    try:
+        known = client.is_domain_introduced(domid)
+    except XenStoreError as err:
+        if err.name not in ("ENOSYS", "EACCES", "EPERM", "EINVAL"):
+            raise
+        # a server without the request: the toolstack writes domid into every guest's home
+        known = client.exists("/local/domain/%d/domid" % domid)
+    if not known:
+        raise VmMessageError("no domain %d: XenStore does not know it (is the guest running? "
+                             "xl list shows the ids)" % domid)
 
 
 def resolve_domain(client, domain: str) -> int:
@@ -198,35 +226,80 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     options = parser.parse_args(argv)
-    if options.key is not None and options.value is None:
-        parser.error("-k KEY needs -V VALUE (or -V - to read the value from stdin)")
-    from .xenstore import XenStoreClient
+    _check_usage(parser, options)
+    from .xenstore import XenStoreClient, XenStoreError
+    from .xenstore.transport import NO_XENSTORE
 
     try:
+        if options.domain.isdigit() and int(options.domain) == 0:
+            raise VmMessageError(NOT_A_GUEST, EXIT_USAGE)
+        messages = _messages(options)  # read and checked before anything is written
         with XenStoreClient.open(options.xenstore) as client:
-            channel = HostChannel(client, resolve_domain(client, options.domain))
-            return _act(channel, options)
-    except (VmMessageError, MessageError) as err:
+            domid = resolve_domain(client, options.domain)
+            check_guest(client, domid)
+            return _act(HostChannel(client, domid), options, messages)
+    except VmMessageError as err:
+        print("ovm-vmmessage: %s" % err, file=sys.stderr)
+        return err.exit_code
+    except MessageError as err:
         print("ovm-vmmessage: %s" % err, file=sys.stderr)
         return EXIT_FAILURE
+    except XenStoreError as err:
+        hint = "; run ovm-vmmessage in dom0, where xenstored runs, or give --xenstore PATH" \
+            if err.detail.startswith(NO_XENSTORE) else ""
+        print("ovm-vmmessage: XenStore: %s%s" % (err.detail or err, hint), file=sys.stderr)
+        return EXIT_FAILURE
     except OSError as err:
-        print("ovm-vmmessage: XenStore: %s" % err, file=sys.stderr)
+        print("ovm-vmmessage: %s" % err, file=sys.stderr)
         return EXIT_FAILURE
 
 
-def _act(channel: HostChannel, options) -> int:
+def _check_usage(parser: argparse.ArgumentParser, options) -> None:
+    """Options given where they do nothing are usage errors, not silently ignored."""
+    if options.key is not None and options.value is None:
+        parser.error("-k KEY needs -V VALUE (or -V - to read the value from stdin)")
+    if options.value is not None and options.key is None:
+        parser.error("-V goes with -k KEY")
+    for given, flag in ((options.new, "--new"), (options.timeout is not None, "--timeout")):
+        if given and options.wait is None:
+            parser.error("%s goes with --wait KEY" % flag)
+
+
+def _messages(options) -> List[Tuple[str, str]]:
+    """What ``-k``/``-V`` or ``--batch`` send, read (stdin, the file) and checked against
+    the channel's limits; [] for the other actions."""
     if options.key is not None:
         value = options.value
         if value == "-":
             value = sys.stdin.read()
             if value.endswith("\n"):
                 value = value[:-1]
-        channel.send([(options.key, value)])
+        messages = [(options.key, value)]
+    elif options.batch is not None:
+        try:
+            stream = sys.stdin if options.batch == "-" else open(options.batch,
+                                                                 encoding="utf-8")
+        except OSError as err:
+            from .oserror import os_reason
+
+            raise VmMessageError("--batch %s: %s" % (options.batch, os_reason(err))) from None
+        with stream:
+            try:
+                messages = list(read_batch(stream))
+            except UnicodeDecodeError:
+                raise VmMessageError("--batch %s: not UTF-8 text" % options.batch) from None
+    else:
+        return []
+    for key, value in messages:
+        check_message(key, value)
+    return messages
+
+
+def _act(channel: HostChannel, options, messages: List[Tuple[str, str]]) -> int:
+    if options.key is not None:
+        channel.send(messages)
         return EXIT_OK
     if options.batch is not None:
-        stream = sys.stdin if options.batch == "-" else open(options.batch, encoding="utf-8")
-        with stream:
-            messages = list(read_batch(stream))
         channel.send(messages)
         print("sent %d message(s)" % len(messages), file=sys.stderr)
         return EXIT_OK

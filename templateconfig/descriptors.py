@@ -381,6 +381,6 @@ def format_human_readable(enumeration: Sequence[Tuple[Any, str, List[dict]]],
 
 
 __all__ = [
-    "DescriptorError", "ModuleParams", "as_text", "normalize", "is_set", "is_applicable", "is_password",
-    "password_keys", "check_value", "validate_params", "format_human_readable",
+    "DescriptorError", "ModuleParams", "as_text", "normalize", "is_set", "is_applicable",
+    "is_password", "password_keys", "check_value", "validate_params", "format_human_readable",
 ]

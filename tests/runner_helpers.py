@@ -281,11 +281,11 @@ class RunningGuest:
 # --- the console dialog on a pty ------------------------------------------------------------
 
 class ConsoleOnPty:
-    """``ovm-template-config`` on a pty that is its controlling terminal (as the system
-    console is for the unit); the test plays the user on the master side and keeps the
-    slave open, to read the terminal's settings after the process is gone."""
+    """``ovm-template-config`` (or ``command``) on a pty that is its controlling terminal
+    (as the system console is for the unit); the test plays the user on the master side
+    and keeps the slave open, to read the terminal's settings after the process is gone."""
 
-    def __init__(self, argv, env=None):
+    def __init__(self, argv, env=None, command=OVM_TEMPLATE_CONFIG):
         import pty
 
         self.master, self.slave = pty.openpty()
@@ -293,7 +293,7 @@ class ConsoleOnPty:
         full_env.pop("OVM_TEMPLATE_CONFIG_NO_FORK", None)
         full_env.update(env or {})
         self.process = subprocess.Popen(
-            [OVM_TEMPLATE_CONFIG] + list(argv), stdin=self.slave, stdout=self.slave,
+            [command] + list(argv), stdin=self.slave, stdout=self.slave,
             stderr=self.slave, start_new_session=True, env=full_env,
             preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
         self.transcript = ""

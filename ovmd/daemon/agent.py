@@ -86,7 +86,10 @@ class Daemon:
         self.link.connect(drain_all=True)  # the messages waiting before READY=1
         self._feed(self.first_boot.started)
         sd_notify("READY=1\nSTATUS=waiting for host messages")
-        log.info("ovmd %s ready (root %s)", __version__, self.paths.root)
+        log.info("ovmd %s ready (root %s)%s", __version__, self.paths.root,
+                 "" if self.link.connected else
+                 "; not connected to XenStore yet (see above): host messages are read once "
+                 "it is")
         try:
             self.loop.run(self.link.work)
         finally:

@@ -56,6 +56,8 @@ class HostLink:
         self.events: Deque[Dict[str, Any]] = deque(maxlen=EVENTS_KEPT)
         self.backoff = RECONNECT_FIRST
         self._dirty = False
+        #: why the last connect failed, as logged (None: connected, or not tried yet)
+        self._unreachable_why: Optional[str] = None
         self._xs_fd: Optional[int] = None
         self._watches: Dict[str, Tuple[str, Callable[[], None]]] = {}  # token -> path, callback
         self._connected: List[Callable[[], None]] = []
@@ -73,7 +75,7 @@ class HostLink:
         try:
             client = XenStoreClient.open(self.xenstore_path, request_timeout=30)
         except OSError as err:
-            self._schedule_reconnect("cannot connect to XenStore (%s)" % err)
+            self._unreachable(err)
             return
         channel = MessageChannel(client)
         try:
@@ -94,6 +96,7 @@ class HostLink:
         if self.backoff > RECONNECT_FIRST:
             log.info("connected to XenStore again")
         self.backoff = RECONNECT_FIRST
+        self._unreachable_why = None
         for callback in self._connected:
             guarded(callback)
 
@@ -111,6 +114,28 @@ class HostLink:
         """A part using :attr:`client` found the connection broken: reconnect."""
         log.warning("XenStore error: %s", err)
         self._disconnect()
+
+    def _unreachable(self, err: OSError) -> None:
+        """XenStore cannot be reached: say why and what to do, once per reason (warning),
+        and retry quietly with the backoff until it can."""
+        from ..xenstore.transport import NO_XENSTORE
+
+        why = getattr(err, "detail", "") or str(err)
+        if why == self._unreachable_why:
+            log.debug("still cannot connect to XenStore (%s); retrying in %.1f s", why,
+                      self.backoff)
+        else:
+            self._unreachable_why = why
+            if why.startswith(NO_XENSTORE):
+                advice = ("a Xen guest's kernel provides /dev/xen/xenbus (xenfs and the xen "
+                          "modules), dom0's xenstored its socket")
+            else:
+                advice = "xenstored does not answer there yet"
+            log.warning("cannot connect to XenStore: %s (%s); retrying every %g s at most, "
+                        "host messages wait in XenStore until then", why, advice,
+                        RECONNECT_MAX)
+        self.loop.set_timer("reconnect", self.backoff, self.connect)
+        self.backoff = min(self.backoff * 2, RECONNECT_MAX)
 
     def _schedule_reconnect(self, why: str) -> None:
         log.warning("%s; retrying in %.1f s", why, self.backoff)

@@ -15,7 +15,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..cache import ParamCache
 from ..channel import EVENT_KEY, EVENTS, MessageError, check_message
-from ..control import EXIT_FAILURE, EXIT_OK, REQUEST_NAMES, REQUESTS, ControlConnection
+from ..control import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    REQUEST_NAMES,
+    REQUESTS,
+    ControlConnection,
+)
 from ..firstboot.machine import FirstBootMachine
 from ..status import BootStatus, exit_code, status_text
 from .hostlink import HostLink
@@ -137,8 +144,8 @@ class ControlRequests:
         elif name.isdigit() or (name.startswith("0x") and len(name) > 2):
             value = str(int(name, 0))
         else:
-            conn.respond(EXIT_FAILURE, err=("ovmd: unknown event %r (one of %s, or a number)\n"
-                                            % (event, ", ".join(EVENTS))).encode())
+            conn.respond(EXIT_USAGE, err=("ovmd: unknown event %r (one of %s, or a number)\n"
+                                          % (event, ", ".join(EVENTS))).encode())
             return
         warning = self.link.send(EVENT_KEY, value)
         conn.respond(EXIT_FAILURE if warning and "queued" not in warning else EXIT_OK,
@@ -151,7 +158,7 @@ class ControlRequests:
                                             ).encode())
             return
         if not target or "/" in target:
-            conn.respond(EXIT_FAILURE, err=b"ovmd: invalid target\n")
+            conn.respond(EXIT_USAGE, err=b"ovmd: invalid target\n")
             return
         first_boot = self.first_boot.script_starting(target)
         run = self.runs.start(target, first_boot)

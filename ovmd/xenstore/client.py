@@ -315,6 +315,11 @@ class XenStoreClient:
                                     % (perm,))
         self.request(Op.SET_PERMS, _path_payload(path) + join_strings(*perms), tx)
 
+    def is_domain_introduced(self, domid: int) -> bool:
+        """Whether XenStore knows domain ``domid`` (a running guest, or dom0); dom0 only."""
+        reply = self.request(Op.IS_DOMAIN_INTRODUCED, join_strings(str(int(domid))))
+        return _strip_nul(reply) == "T"
+
     def get_domain_path(self, domid: int) -> str:
         """The home of a domain, e.g. ``/local/domain/1``."""
         return _strip_nul(self.request(Op.GET_DOMAIN_PATH, join_strings(str(int(domid)))))

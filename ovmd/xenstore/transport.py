@@ -20,6 +20,7 @@ import os
 import stat
 from typing import List, Mapping, Optional, Tuple
 
+from ..oserror import os_reason
 from .errors import ERROR_NAMES, ConnectionClosedError, XenStoreError
 from .protocol import HEADER_SIZE, MAX_PAYLOAD
 
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 DEFAULT_SOCKET = "/var/run/xenstored/socket"
 #: The guest kernel's XenStore device.
 XENBUS_DEVICE = "/dev/xen/xenbus"
+#: How the error of :func:`open_default` begins when no candidate works.
+NO_XENSTORE = "no XenStore found"
 #: Bytes asked for per read: always at least one whole message.
 READ_SIZE = 65536
 assert READ_SIZE >= HEADER_SIZE + MAX_PAYLOAD
@@ -89,7 +92,7 @@ class UnixSocketTransport(Transport):
         except OSError as exc:
             sock.close()
             raise ConnectionClosedError("cannot connect to xenstored at %s: %s"
-                                        % (path, exc)) from exc
+                                        % (path, os_reason(exc))) from exc
         return cls(sock, path)
 
     def fileno(self) -> int:
@@ -125,7 +128,7 @@ class XenbusTransport(Transport):
         try:
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         except OSError as exc:
-            raise ConnectionClosedError("cannot open %s: %s" % (path, exc)) from exc
+            raise ConnectionClosedError("cannot open %s: %s" % (path, os_reason(exc))) from exc
         return cls(fd, path)
 
     def fileno(self) -> int:
@@ -160,18 +163,26 @@ class XenbusTransport(Transport):
             os.close(fd)
 
 
-def open_path(path: str) -> Transport:
-    """Open an explicit path: a character device is xenbus, a socket is xenstored's socket."""
+def path_problem(path: str) -> Optional[str]:
+    """Why ``path`` cannot be a XenStore (it is missing, or neither a unix socket nor a
+    character device), or None; whether a server answers there is not checked."""
     try:
         mode = os.stat(path).st_mode
     except OSError as exc:
-        raise ConnectionClosedError("cannot reach xenstored at %s: %s" % (path, exc)) from exc
-    if stat.S_ISCHR(mode):
+        return os_reason(exc)
+    if stat.S_ISCHR(mode) or stat.S_ISSOCK(mode):
+        return None
+    return "neither a unix socket nor a character device (the xenbus device)"
+
+
+def open_path(path: str) -> Transport:
+    """Open an explicit path: a character device is xenbus, a socket is xenstored's socket."""
+    problem = path_problem(path)
+    if problem is not None:
+        raise ConnectionClosedError("cannot reach xenstored at %s: %s" % (path, problem))
+    if stat.S_ISCHR(os.stat(path).st_mode):
         return XenbusTransport.open(path)
-    if stat.S_ISSOCK(mode):
-        return UnixSocketTransport.connect(path)
-    raise ConnectionClosedError(
-        "%s is neither a unix socket nor a character device (the xenbus device)" % path)
+    return UnixSocketTransport.connect(path)
 
 
 def candidate_paths(environ: Optional[Mapping[str, str]] = None) -> List[str]:
@@ -198,4 +209,4 @@ def open_default(environ: Optional[dict] = None) -> Transport:
         log.debug("connected to xenstored via %s (%s)", path, transport.kind)
         return transport
     raise ConnectionClosedError(
-        "no XenStore found: " + "; ".join("%s" % detail for _, detail in failures))
+        NO_XENSTORE + ": " + "; ".join("%s" % detail for _, detail in failures))

@@ -33,10 +33,30 @@ class TestWithoutDaemon:
         assert "not running" in result.stderr
 
     def test_status_without_daemon(self, root):
+        """The files' status, and exit 3: first boot is not done, nothing will do it."""
         result = run_ovmd(root, "--status", "--json")
-        assert result.returncode == 0
+        assert result.returncode == 3
         status = json.loads(result.stdout)
         assert status["status"] == "not-started" and status["daemon_running"] is False
+        assert result.stderr.startswith("ovmd: the ovmd daemon is not running")
+        assert run_ovmd(root, "--status", "--wait").returncode == 3
+
+    @pytest.mark.parametrize("state, code", [("done", 0), ("failed", 1)])
+    def test_status_without_daemon_once_first_boot_is_over(self, root, state, code):
+        """Done or failed: the files say all there is, the exit status is the status's."""
+        from ovmd.runreport import RunStatus
+
+        report = Paths(str(root)).report_file
+        os.makedirs(os.path.dirname(report))
+        with open(report, "w") as handle:
+            json.dump({"target": "configure", "status": getattr(RunStatus, state.upper()),
+                       "modules": []}, handle)
+        (root / "etc/sysconfig").mkdir()
+        (root / "etc/sysconfig/ovmd").write_text(
+            "INITIAL_CONFIG=%s\n" % ("no" if state == "done" else "yes"))
+        result = run_ovmd(root, "--status")
+        assert (result.returncode, result.stderr) == (code, "")
+        assert result.stdout.startswith("status: %s\n" % state)
 
     def test_help_documents_exit_codes_and_every_flag(self, root):
         result = run_ovmd(root, "--help")
@@ -73,6 +93,25 @@ class TestClientFlags:
         assert ovmd.cli("-g", "com.example.db-password").stdout == "s3cret value\n"
         assert host.received()["com.example.db-password"] == "s3cret value"
 
+    def test_set_param_on_a_terminal_asks_and_reads_without_echo(self, ovmd, host):
+        """-p KEY typed at a terminal: a prompt, then the value read with echo off (a real
+        pty as the controlling terminal), never shown on the screen."""
+        from runner_helpers import ConsoleOnPty
+
+        key = "com.example.db-password"
+        console = ConsoleOnPty(["--root", str(ovmd.root), "-p", key], command=bin_path("ovmd"))
+        try:
+            console.expect("value for %s (not shown): " % key)
+            assert not console.echo_on()
+            console.type("typed s3cret")
+            assert console.finish() == 0, console.transcript
+            assert console.echo_on()  # the terminal is given back as it was
+        finally:
+            console.close()
+        assert "typed s3cret" not in console.transcript
+        assert ovmd.cli("-g", key).stdout == "typed s3cret\n"
+        assert host.received()[key] == "typed s3cret"
+
     def test_set_get_delete_list_clear(self, ovmd, host):
         assert ovmd.cli("-p", "com.b=2").returncode == 0
         assert ovmd.cli("--set-param", "com.a=1=one").returncode == 0
@@ -102,7 +141,7 @@ class TestClientFlags:
         assert ovmd.cli("-e", "shutdown").returncode == 0
         assert host.received()["VMAPIEvent"] == "4"
         bad = ovmd.cli("-e", "bogus")
-        assert bad.returncode == 1 and "unknown event" in bad.stderr
+        assert bad.returncode == 2 and "unknown event" in bad.stderr
 
     def test_time_period_is_accepted(self, ovmd_factory):
         daemon = ovmd_factory(["-t", "30"])
