@@ -113,7 +113,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             parser.error("one of --list, --add, --del, --target is required")
     except registry.RegistryError as exc:
         sys.stderr.write("%s: error: %s\n" % (PROG, exc))
-        return EXIT_ERROR
+        return EXIT_USAGE if isinstance(exc, registry.UnknownTargetError) else EXIT_ERROR
     return EXIT_OK
 
 

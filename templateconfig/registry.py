@@ -31,6 +31,10 @@ class RegistryError(TemplateConfigError):
     """A registry operation that cannot be done; the message says what and where."""
 
 
+class UnknownTargetError(RegistryError):
+    """A target name that is not one of :data:`~templateconfig.header.TARGETS` (bad usage)."""
+
+
 class ModuleEntry(NamedTuple):
     """One module as ``ovm-chkconfig --list`` shows it.
 
@@ -115,9 +119,9 @@ def set_targets(paths: Paths, name: str, targets: Iterable[str], on: bool) -> No
     targets = list(targets)
     unknown = [target for target in targets if target not in TARGETS]
     if unknown or not targets:
-        raise RegistryError("unknown target %s; the targets are: %s"
-                            % (", ".join(repr(t) for t in unknown) or "(none given)",
-                               ", ".join(TARGETS)))
+        raise UnknownTargetError("unknown target %s; the targets are: %s"
+                                 % (", ".join(repr(t) for t in unknown) or "(none given)",
+                                    ", ".join(TARGETS)))
     if not on:
         _check_name(name)
         if not os.path.isfile(script_path(paths, name)) and not _module_links(paths, name):
@@ -168,8 +172,8 @@ def enabled_modules(paths: Paths, target: str,
     appended to ``problems`` when given.
     """
     if target not in TARGETS:
-        raise RegistryError("unknown target %r; the targets are: %s"
-                            % (target, ", ".join(TARGETS)))
+        raise UnknownTargetError("unknown target %r; the targets are: %s"
+                                 % (target, ", ".join(TARGETS)))
     links = _scan(paths, target, problems=problems, quiet=False)
     return sorted((link.priority, link.name, link.script_path) for link in links)
 

@@ -209,10 +209,11 @@ class TestTargetOnOff:
         assert "gives no priority" in result.stderr
         assert tree(root) == {}
 
-    def test_unknown_target(self, root):
+    def test_unknown_target_is_bad_usage(self, root):
         result = chkconfig(root, "--target", "configure,bogus", "ssh", "on")
-        assert result.returncode == 1
-        assert "unknown target 'bogus'" in result.stderr
+        assert result.returncode == 2
+        assert result.stderr == ("ovm-chkconfig: error: unknown target 'bogus'; the targets "
+                                 "are: %s\n" % ", ".join(TARGETS))
         assert tree(root) == {}
 
     @pytest.mark.parametrize("args", [
