@@ -300,7 +300,7 @@ def _main(argv: List[str]) -> int:
     else:
         args = fast
     from ovmd.paths import check_root
-    refused = check_root("ovm-template-config", args.root)
+    refused = check_root("ovm-template-config", args.root) or _idle_options(args)
     if refused:
         sys.stderr.write(refused)
         return EXIT_USAGE
@@ -308,6 +308,25 @@ def _main(argv: List[str]) -> int:
     import signal
     signal.signal(signal.SIGTERM, _interrupt)
     return _command(args)
+
+
+def _idle_options(args: Arguments) -> Optional[str]:
+    """The error for options given where they would do nothing: those of a run, with
+    ``--enumerate``/``--human-readable`` (which list the parameters and run nothing)."""
+    if not (args.enumerate or args.human_readable):
+        return None
+    idle = [flag for flag, given in (
+        ("--stdin", args.stdin), ("--input", args.input is not None),
+        ("--ovf-transport-iso", args.ovf_transport_iso is not None),
+        ("--console-input", args.console_input), ("--output", args.output is not None),
+        ("--dry-run", args.dry_run), ("--json", args.json),
+        ("--initial-config", args.initial_config), ("--changed-only", args.changed_only),
+        ("--lock-timeout", args.lock_timeout != DEFAULT_LOCK_TIMEOUT)) if given]
+    if not idle:
+        return None
+    return ("ovm-template-config: %s would do nothing with --enumerate, which lists the "
+            "parameters and runs no module; leave %s out\n"
+            % (" and ".join(idle), "it" if len(idle) == 1 else "them"))
 
 
 def _parse(argv: List[str]) -> Union[Arguments, int]:
