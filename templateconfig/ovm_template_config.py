@@ -161,6 +161,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="create the skeleton of a new module NAME in DIR (--dest DIR, "
                              "default .) and exit; see 'new module' below")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
+    from templateconfig.sdk import add_options
+    add_options(parser.add_argument_group("options of --new-module NAME"), defaults=False)
     return parser
 
 
@@ -334,6 +336,10 @@ def _parse(argv: List[str]) -> Union[Arguments, int]:
     and ``--help`` exit from argparse itself)."""
     parser = _parser()
     args = parser.parse_args(argv)
+    from templateconfig.sdk import OPTIONS
+    for flag, _ in OPTIONS:  # given without --new-module (which never comes here)
+        if hasattr(args, flag[2:].replace("-", "_")):
+            parser.error("%s goes with --new-module NAME" % flag)
     if args.version:
         return _print_version()
     if not args.target:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 from templateconfig import __version__
 from templateconfig.errors import TemplateConfigError
@@ -280,6 +280,32 @@ def create_module(name: str, dest_dir: str, priority_configure: int = 50,
     return written
 
 
+#: The options besides NAME, their defaults, and their help.
+OPTIONS = (
+    ("--dest", dict(metavar="DIR", default=".",
+                    help="where to create ovm-template-config-NAME/ (default: .)")),
+    ("--priority", dict(metavar="N", type=int, default=50,
+                        help="the configure priority, 0-99 (default 50)")),
+    ("--vendor-prefix", dict(metavar="PREFIX", default="com.example",
+                             help="the reverse-DNS prefix of the module's keys (default "
+                                  "com.example)")),
+    ("--force", dict(action="store_true", default=False,
+                     help="write into an existing, non-empty directory")),
+)
+
+
+def add_options(parser: Any, defaults: bool = True) -> None:
+    """Add :data:`OPTIONS` to an argparse parser or group; ``defaults=False`` leaves an
+    option not given out of the result (``ovm-template-config --help`` lists them)."""
+    import argparse
+
+    for flag, settings in OPTIONS:
+        settings = dict(settings)
+        if not defaults:
+            settings["default"] = argparse.SUPPRESS
+        parser.add_argument(flag, **settings)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``NAME [--dest DIR] [--priority N] [--vendor-prefix PREFIX] [--force]``."""
     import argparse
@@ -290,14 +316,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     "module script, an RPM spec, a Makefile (make rpm) and a README, in "
                     "DIR/ovm-template-config-NAME/.")
     parser.add_argument("name", metavar="NAME", help="the module name ([a-z0-9][a-z0-9_-]*)")
-    parser.add_argument("--dest", metavar="DIR", default=".",
-                        help="where to create ovm-template-config-NAME/ (default: .)")
-    parser.add_argument("--priority", metavar="N", type=int, default=50,
-                        help="the configure priority, 0-99 (default 50)")
-    parser.add_argument("--vendor-prefix", metavar="PREFIX", default="com.example",
-                        help="the reverse-DNS prefix of the module's keys (default com.example)")
-    parser.add_argument("--force", action="store_true",
-                        help="write into an existing, non-empty directory")
+    add_options(parser)
     args = parser.parse_args(argv)
     try:
         written = create_module(args.name, args.dest, args.priority, args.vendor_prefix,

@@ -42,8 +42,6 @@ ACCEPTED_WARNINGS = {
     "non-standard-dir-perm",
     # The packages are not uploaded to Debian, so there is no ITP bug to close.
     "initial-upload-closes-no-bugs",
-    # ovmd-xenstored is a development tool (documented in the README), not a guest command.
-    "no-manual-page",
 }
 
 
@@ -98,8 +96,10 @@ def test_ovmd_package_files(debs):
     assert files["/etc/init.d/ovmd"] == "-rwxr-xr-x"
     assert files["/etc/sysconfig/ovmd"] == "-rw-r--r--"
     assert files["/var/lib/ovmd"] == "drwx------"
-    for page in ("ovmd.8.gz", "ovm-vmmessage.8.gz"):
+    for page in ("ovmd.8.gz", "ovm-vmmessage.8.gz", "ovmd-xenstored.8.gz"):
         assert files["/usr/share/man/man8/" + page] == "-rw-r--r--"
+    for completion in ("ovmd", "ovm-vmmessage", "ovmd-xenstored"):
+        assert files["/usr/share/bash-completion/completions/" + completion] == "-rw-r--r--"
     assert files["/usr/share/doc/ovmd/copyright"] == "-rw-r--r--"
     # EL's `service ovmd ACTION` helpers have no place on Debian (its `service` runs
     # /etc/init.d/ovmd ACTION for actions systemctl does not know).

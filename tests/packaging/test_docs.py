@@ -1,5 +1,6 @@
-"""Man pages and bash completion: they render, they complete, and they move with the code
-(every long option a command's --help prints is in its man page and its completion)."""
+"""Man pages, bash completion and the README: they render, they complete, and they move
+with the code (every option a command's --help prints is in its man page and its
+completion; the output the README shows is what the commands print)."""
 from __future__ import annotations
 
 import os
@@ -13,7 +14,7 @@ from typing import List, Optional
 import pytest
 from packaging_helpers import REPO, bin_path, require_tool
 
-COMMANDS = ("ovmd", "ovm-template-config", "ovm-chkconfig", "ovm-vmmessage")
+COMMANDS = ("ovmd", "ovm-template-config", "ovm-chkconfig", "ovm-vmmessage", "ovmd-xenstored")
 MAN = REPO / "packaging" / "man"
 COMPLETION = REPO / "packaging" / "completion"
 TARGETS = "configure unconfigure reconfigure cleanup suspend resume migrate shutdown".split()
@@ -174,7 +175,13 @@ def test_vmmessage_completes_options_and_keys():
 
 # --- the docs move with the code -----------------------------------------------------------
 
-def long_options(command: str) -> List[str]:
+#: An option name: ``-p`` or ``--set-param``, not a part of a longer word.
+OPTION = r"(?<![\w-])(-[a-zA-Z]|--[a-z][a-z0-9-]*)(?![\w-])"
+
+
+def help_options(command: str) -> List[str]:
+    """Every option (short and long) of the option lines of ``command --help``, in every
+    section (argparse's groups included)."""
     proc = subprocess.run([bin_path(command), "--help"], capture_output=True, text=True,
                           timeout=30)
     assert proc.returncode == 0, proc.stderr
@@ -183,15 +190,110 @@ def long_options(command: str) -> List[str]:
         # argparse's option lines: "  -p KEY=VALUE, --set-param KEY=VALUE   help text"
         if re.match(r"\s+-", line):
             names = re.split(r"\s{2,}", line.strip())[0]
-            options.update(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", names))
+            options.update(re.findall(OPTION, names))
     return sorted(options)
 
 
+def named_options(text: str) -> set:
+    return set(re.findall(OPTION, text))
+
+
 @pytest.mark.parametrize("command", COMMANDS)
-def test_every_long_option_is_documented_and_completed(command):
-    options = long_options(command)
-    assert "--help" in options
-    page = set(re.findall(r"--[a-z][a-z0-9-]*", man_text(command)))
-    completion = set(re.findall(r"--[a-z][a-z0-9-]*", (COMPLETION / command).read_text()))
+def test_every_option_is_documented_and_completed(command):
+    options = help_options(command)
+    assert "--help" in options and "-h" in options
+    page = named_options(man_text(command))
+    completion = named_options((COMPLETION / command).read_text())
     assert [o for o in options if o not in page] == [], "missing from %s.8" % command
     assert [o for o in options if o not in completion] == [], "missing from the completion"
+
+
+def test_the_new_module_options_are_in_the_help():
+    """--new-module's own options are in ovm-template-config --help, so the test above
+    holds its man page and completion to them."""
+    assert {"--new-module", "--dest", "--priority", "--vendor-prefix", "--force"} <= set(
+        help_options("ovm-template-config"))
+
+
+# --- the README's output samples --------------------------------------------------------
+
+README = REPO / "README.md"
+
+
+def readme_samples() -> List[tuple]:
+    """(command, expected lines) of every README block whose first line is ``$ COMMAND``:
+    the lines that follow, up to the end of the indented block; a line ``...`` stands
+    for lines left out."""
+    lines = README.read_text().splitlines()
+    samples = []
+    for index, line in enumerate(lines):
+        if not line.startswith("    $ "):
+            continue
+        body = []
+        for following in lines[index + 1:]:
+            if not following.startswith("    "):
+                break
+            body.append(following[4:])
+        samples.append((line[6:], body))
+    return samples
+
+
+def test_the_readme_has_output_samples():
+    commands = [command for command, _ in readme_samples()]
+    assert "ovm-chkconfig --list" in commands
+    assert "ovm-template-config --enumerate --human-readable configure" in commands
+
+
+def check_excerpt(expected: List[str], actual: List[str]) -> None:
+    """``expected`` is ``actual`` with runs of lines replaced by ``...``: each run of
+    lines between them appears in ``actual``, in order; without a ``...`` at an end, the
+    sample starts (ends) where the output does."""
+    chunks = [[]]  # type: List[List[str]]
+    for line in expected:
+        if line.strip() == "...":
+            chunks.append([])
+        else:
+            chunks[-1].append(line)
+    position = 0
+    for number, chunk in enumerate(chunks):
+        if not chunk:
+            continue
+        found = next((start for start in range(position, len(actual) - len(chunk) + 1)
+                      if actual[start:start + len(chunk)] == chunk), None)
+        assert found is not None, "not in the output (in order):\n%s\n--- output:\n%s" % (
+            "\n".join(chunk), "\n".join(actual))
+        if number == 0:
+            assert found == 0, "the output does not start with:\n%s" % "\n".join(chunk)
+        position = found + len(chunk)
+    if chunks[-1]:
+        assert position == len(actual), "the output goes on after the sample:\n%s" % (
+            "\n".join(actual[position:]))
+
+
+@pytest.fixture(scope="module")
+def standard_root(tmp_path_factory):
+    """A guest root (the OL9 fixture) with the eight standard modules enabled."""
+    from testlib import fixture_root, install_modules
+
+    root = fixture_root("ol9", tmp_path_factory.mktemp("readme") / "root")
+    install_modules(root)
+    return root
+
+
+@pytest.mark.parametrize("command, expected", readme_samples(),
+                         ids=[command for command, _ in readme_samples()])
+def test_a_readme_sample_is_what_the_command_prints(standard_root, command, expected):
+    argv = shlex.split(command)
+    proc = subprocess.run([bin_path(argv[0]), "--root", str(standard_root)] + argv[1:],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    check_excerpt(expected, proc.stdout.splitlines())
+
+
+def test_check_excerpt_can_fail():
+    actual = ["a", "b", "c", "d"]
+    check_excerpt(["a", "...", "c", "..."], actual)
+    check_excerpt(["...", "d"], actual)
+    for wrong in (["b", "..."], ["a", "...", "c"], ["...", "c", "b"], ["a", "x", "..."]):
+        with pytest.raises(AssertionError):
+            check_excerpt(wrong, actual)

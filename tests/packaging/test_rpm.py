@@ -62,9 +62,9 @@ def test_ovmd_package_files(rpms):
         assert files["/usr/libexec/initscripts/legacy-actions/ovmd/%s" % action] == "-rwxr-xr-x"
     assert files["/etc/sysconfig/ovmd"] == "-rw-r--r--"
     assert files["/var/lib/ovmd"] == "drwx------"
-    for page in ("ovmd.8", "ovm-vmmessage.8"):
+    for page in ("ovmd.8", "ovm-vmmessage.8", "ovmd-xenstored.8"):
         assert files[man(files, page)] == "-rw-r--r--"
-    for completion in ("ovmd", "ovm-vmmessage"):
+    for completion in ("ovmd", "ovm-vmmessage", "ovmd-xenstored"):
         assert files["/usr/share/bash-completion/completions/%s" % completion] == "-rw-r--r--"
     # Nothing of the framework's.
     assert not [name for name in files if "/templateconfig/" in name or "template.d" in name]
