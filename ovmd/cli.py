@@ -178,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     import argparse
 
     from . import __version__
+    from .argtypes import seconds
 
     parser = argparse.ArgumentParser(
         prog="ovmd", description="Oracle VM guest agent: receives host messages through "
@@ -209,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--foreground", action="store_true",
                         help="do not daemonize (systemd Type=notify; READY=1 is sent to "
                         "$NOTIFY_SOCKET)")
-    parser.add_argument("--quiet-period", metavar="SECS", type=_seconds, default=None,
+    parser.add_argument("--quiet-period", metavar="SECS", type=seconds, default=None,
                         help="first boot: wait this long after the last message before "
                         "running configure (default: QUIET_PERIOD in /etc/sysconfig/ovmd, "
                         "else 0.1)")
@@ -222,18 +223,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "/var/run/xenstored/socket, /dev/xen/xenbus)")
     parser.add_argument("--verbose", action="store_true", help="daemon: log debug messages")
     return parser
-
-
-def _seconds(text: str) -> float:
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError("expected seconds (0 or more), got %r" % text)
-    return value
 
 
 def client_requests(options: argparse.Namespace) -> list[list[str]]:

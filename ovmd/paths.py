@@ -8,6 +8,7 @@ keep it free of heavy imports.
 from __future__ import annotations
 
 import os
+import stat  # os imports it anyway: no cost on the fast paths
 
 #: Environment variable that carries ``--root`` into module processes and sub-commands.
 ROOT_ENV = "OVM_TEMPLATE_CONFIG_ROOT"
@@ -40,10 +41,16 @@ def root_problem(root: str) -> "str | None":
         return None
     if not root:
         return "the path is empty"
-    if not os.path.isdir(root):
-        return "not a directory" if os.path.lexists(root) else "no such directory"
-    if not os.path.isdir(os.path.join(root, "etc")):
-        return "it has no etc/ directory"
+    for path, missing in ((root, "no such directory"), (os.path.join(root, "etc"),
+                                                         "it has no etc/ directory")):
+        try:
+            mode = os.stat(path).st_mode
+        except PermissionError:
+            return "permission denied (run as root)"
+        except OSError:
+            return missing
+        if not stat.S_ISDIR(mode):
+            return "not a directory" if path == root else missing
     return None
 
 

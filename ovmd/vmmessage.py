@@ -18,6 +18,7 @@ import time
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from . import __version__
+from .argtypes import seconds
 from .channel import (
     CHANNEL_DIR,
     FROM_GUEST,
@@ -215,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "print its value")
     parser.add_argument("-V", "--value", help="the value to send; '-' reads it from stdin "
                         "(one trailing newline is removed)")
-    parser.add_argument("--timeout", type=float, help="--wait: give up after S seconds")
+    parser.add_argument("--timeout", type=seconds, metavar="SECS",
+                        help="--wait: give up after SECS seconds")
     parser.add_argument("--new", action="store_true",
                         help="--wait: only a message sent after the wait started counts")
     parser.add_argument("--xenstore", metavar="PATH", help="XenStore socket (dom0)")

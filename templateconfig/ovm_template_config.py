@@ -111,6 +111,8 @@ Makefile and a README) and prints the files written.
 def _parser() -> argparse.ArgumentParser:
     import argparse
 
+    from ovmd.argtypes import descriptor, positive_seconds, seconds
+
     parser = argparse.ArgumentParser(
         prog="ovm-template-config", epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -127,7 +129,7 @@ def _parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--stdin", action="store_true",
                         help="read the params as JSON from standard input")
-    source.add_argument("--input", metavar="FD", type=int,
+    source.add_argument("--input", metavar="FD", type=descriptor,
                         help="read the params as one JSON object from file descriptor FD")
     source.add_argument("--ovf-transport-iso", metavar="DEVICE|FILE", nargs="?",
                         const="",
@@ -135,7 +137,7 @@ def _parser() -> argparse.ArgumentParser:
                              "or ovf-env.xml; default: the CD-ROM, /dev/cdrom)")
     parser.add_argument("--console-input", action="store_true",
                         help="prompt on the console for the params (passwords without echo)")
-    parser.add_argument("--output", metavar="FD", type=int,
+    parser.add_argument("--output", metavar="FD", type=descriptor,
                         help="write the final params as one JSON object to file descriptor FD")
     parser.add_argument("--root", metavar="DIR", default="/",
                         help="configure the guest tree under DIR instead of / (default /)")
@@ -144,7 +146,8 @@ def _parser() -> argparse.ArgumentParser:
                              "(diffs and commands); nothing is touched")
     parser.add_argument("--json", action="store_true",
                         help="print a machine-readable run report on standard output")
-    parser.add_argument("--timeout", metavar="SECS", type=float, default=DEFAULT_TIMEOUT,
+    parser.add_argument("--timeout", metavar="SECS", type=positive_seconds,
+                        default=DEFAULT_TIMEOUT,
                         help="kill a module that runs longer than SECS (default %g)"
                              % DEFAULT_TIMEOUT)
     parser.add_argument("--initial-config", action="store_true",
@@ -153,7 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--changed-only", action="store_true",
                         help="run only the modules whose params changed since they last "
                              "succeeded (a reconfiguration); the others are skipped")
-    parser.add_argument("--lock-timeout", metavar="SECS", type=float,
+    parser.add_argument("--lock-timeout", metavar="SECS", type=seconds,
                         default=DEFAULT_LOCK_TIMEOUT,
                         help="wait at most SECS for another run of the same root to finish "
                              "(default %g; 0: do not wait)" % DEFAULT_LOCK_TIMEOUT)
@@ -294,7 +297,7 @@ def _main(argv: List[str]) -> int:
         return _new_module(argv)
     args: Arguments
     fast = _fast_args(argv)
-    if fast is None or not fast.target or fast.timeout <= 0 or fast.lock_timeout < 0:
+    if fast is None or not fast.target or _odd_values(fast):
         parsed = _parse(argv)
         if isinstance(parsed, int):
             return parsed
@@ -302,7 +305,8 @@ def _main(argv: List[str]) -> int:
     else:
         args = fast
     from ovmd.paths import check_root
-    refused = check_root("ovm-template-config", args.root) or _idle_options(args)
+    refused = check_root("ovm-template-config", args.root) or _idle_options(args) \
+        or _closed_descriptor(args)
     if refused:
         sys.stderr.write(refused)
         return EXIT_USAGE
@@ -346,11 +350,32 @@ def _parse(argv: List[str]) -> Union[Arguments, int]:
         parser.print_usage(sys.stderr)
         sys.stderr.write("ovm-template-config: error: TARGET is required\n")
         return EXIT_USAGE
-    if args.timeout <= 0:
-        parser.error("--timeout must be positive")
-    if args.lock_timeout < 0:
-        parser.error("--lock-timeout must not be negative")
     return args
+
+
+def _odd_values(args: Arguments) -> bool:
+    """True if a timeout is not a finite number of seconds or a descriptor cannot be one
+    (argparse then says so)."""
+    from ovmd.argtypes import descriptor_problem, seconds_problem
+
+    return bool(seconds_problem(args.timeout, positive=True)
+                or seconds_problem(args.lock_timeout)
+                or any(descriptor_problem(fd) for fd in (args.input, args.output)
+                       if fd is not None))
+
+
+def _closed_descriptor(args: Arguments) -> Optional[str]:
+    """The error for ``--input FD``/``--output FD`` naming a descriptor this process does
+    not have open: said before the run, not after it."""
+    for flag, fd in (("--input", args.input), ("--output", args.output)):
+        if fd is None:
+            continue
+        try:
+            os.fstat(fd)
+        except OSError:
+            return ("ovm-template-config: %s %d: not an open file descriptor; give one this "
+                    "process was started with (as ovmd does: a pipe's end)\n" % (flag, fd))
+    return None
 
 
 def _command(args: Arguments) -> int:

@@ -99,6 +99,29 @@ def start_xenstored(socket_dir: Path, domains=None, extra_args=()) -> DevXenStor
 
 
 
+# --- the commands' options ------------------------------------------------------------------
+
+#: An option name: ``-p`` or ``--set-param``, not a part of a longer word.
+OPTION_NAME = r"(?<![\w-])(-[a-zA-Z]|--[a-z][a-z0-9-]*)(?![\w-])"
+
+
+def help_options(command: str) -> list:
+    """Every option (short and long) on the option lines of ``command --help``, in every
+    section (argparse's groups included), sorted."""
+    import re
+
+    proc = subprocess.run([bin_path(command), "--help"], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    options = set()
+    for line in proc.stdout.splitlines():
+        # argparse's option lines: "  -p KEY=VALUE, --set-param KEY=VALUE   help text"
+        if re.match(r"\s+-", line):
+            names = re.split(r"\s{2,}", line.strip())[0]
+            options.update(re.findall(OPTION_NAME, names))
+    return sorted(options)
+
+
 # --- the fixture roots of the module tests ---------------------------------------------------
 
 FIXTURE_ROOTS = REPO / "tests" / "templateconfig" / "modules" / "fixtures" / "roots"

@@ -13,6 +13,7 @@ from typing import List, Optional
 
 import pytest
 from packaging_helpers import REPO, bin_path, require_tool
+from testlib import OPTION_NAME, help_options
 
 COMMANDS = ("ovmd", "ovm-template-config", "ovm-chkconfig", "ovm-vmmessage", "ovmd-xenstored")
 MAN = REPO / "packaging" / "man"
@@ -175,27 +176,8 @@ def test_vmmessage_completes_options_and_keys():
 
 # --- the docs move with the code -----------------------------------------------------------
 
-#: An option name: ``-p`` or ``--set-param``, not a part of a longer word.
-OPTION = r"(?<![\w-])(-[a-zA-Z]|--[a-z][a-z0-9-]*)(?![\w-])"
-
-
-def help_options(command: str) -> List[str]:
-    """Every option (short and long) of the option lines of ``command --help``, in every
-    section (argparse's groups included)."""
-    proc = subprocess.run([bin_path(command), "--help"], capture_output=True, text=True,
-                          timeout=30)
-    assert proc.returncode == 0, proc.stderr
-    options = set()
-    for line in proc.stdout.splitlines():
-        # argparse's option lines: "  -p KEY=VALUE, --set-param KEY=VALUE   help text"
-        if re.match(r"\s+-", line):
-            names = re.split(r"\s{2,}", line.strip())[0]
-            options.update(re.findall(OPTION, names))
-    return sorted(options)
-
-
 def named_options(text: str) -> set:
-    return set(re.findall(OPTION, text))
+    return set(re.findall(OPTION_NAME, text))
 
 
 @pytest.mark.parametrize("command", COMMANDS)
