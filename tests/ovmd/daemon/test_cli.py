@@ -9,10 +9,11 @@ import socket
 import stat
 import subprocess
 import tempfile
+from pathlib import Path
 
 import pytest
 from daemon_helpers import wait_consumed
-from testlib import bin_path
+from testlib import bin_path, start_xenstored
 
 from ovmd.control import ControlClient, ControlError
 from ovmd.paths import Paths
@@ -268,3 +269,59 @@ class TestLifeCycle:
             shutil.rmtree(notify_dir, ignore_errors=True)
             if pid:
                 os.kill(pid, signal.SIGTERM)
+
+
+class TestWhereXenStoreIs:
+    """A XenStore path the operator named that cannot be one stops the daemon at start;
+    one that does not answer yet is waited for, said once, and connected to when it
+    answers (the real server started on it afterwards)."""
+
+    def test_a_named_path_that_is_not_there_is_fatal_at_start(self, root):
+        result = run_ovmd(root, "--foreground", "-d", "1", "--xenstore", str(root / "nope"))
+        assert result.returncode == 1
+        assert result.stderr == (
+            "ovmd: --xenstore %s: no such file or directory; give xenstored's socket "
+            "(/var/run/xenstored/socket) or the guest's device (/dev/xen/xenbus), or leave "
+            "it out to use those\n" % (root / "nope"))
+        assert not os.path.exists(Paths(str(root)).run_dir)
+
+    def test_a_socket_that_does_not_answer_yet_is_waited_for_and_said_once(self, root):
+        socket_dir = tempfile.mkdtemp(prefix="xsw-", dir="/tmp")
+        guest_socket = os.path.join(socket_dir, "domain", "1")
+        os.makedirs(os.path.dirname(guest_socket))
+        silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        silent.bind(guest_socket)  # bound, not listening: connections are refused
+        daemon = subprocess.Popen([bin_path("ovmd"), "--foreground", "-d", "1", "--verbose",
+                                   "--root", str(root), "--xenstore", guest_socket],
+                                  stderr=subprocess.PIPE, text=True)
+        server = None
+        try:
+            lines = []
+            retries = 0
+            while retries < 3:  # the backoff's first retries: 0.1, 0.2, 0.4 s
+                line = daemon.stderr.readline()
+                assert line, "ovmd ended: %s" % "".join(lines)
+                lines.append(line)
+                retries += "still cannot connect to XenStore" in line
+            warnings = [line for line in lines if " WARNING " in line]
+            assert len(warnings) == 1, lines
+            assert ("cannot connect to XenStore: cannot connect to xenstored at %s: connection "
+                    "refused (xenstored does not answer there yet); retrying every 10 s at "
+                    "most, host messages wait in XenStore until then" % guest_socket) \
+                in warnings[0]
+            ready = next(line for line in lines if " ready (root " in line)
+            assert "not connected to XenStore yet" in ready
+            silent.close()
+            os.unlink(guest_socket)
+            server = start_xenstored(Path(socket_dir), {1: "guest1"})
+            while "connected to XenStore again" not in line:
+                line = daemon.stderr.readline()
+                assert line, "ovmd ended"
+            assert ControlClient(Paths(str(root)).control_socket).call("ping")[0] == 0
+        finally:
+            daemon.terminate()
+            daemon.wait(10)
+            if server is not None:
+                server.stop()
+            silent.close()
+            shutil.rmtree(socket_dir, ignore_errors=True)
