@@ -24,7 +24,7 @@ from ..paths import Paths
 from ..secrets import RedactingFilter
 from ..status import compute_status
 from .hostlink import HostLink
-from .loop import EventLoop
+from .loop import EventLoop, guarded
 from .requests import ControlRequests
 from .runs import RunResult, RunSlot
 from .service import LogSetup, sd_notify
@@ -59,7 +59,7 @@ class Daemon:
         self.loop.on_signals((signal.SIGCHLD,), self.runs.child_exited)
         self.cache.load()
         self.control = ControlServer(self.paths.control_socket, self.requests.handle,
-                                     self.loop.selector)
+                                     self.loop.selector, self.paths.root)
         self.link.connect(drain_all=True)  # the messages waiting before READY=1
         self.first_boot.started()
         sd_notify("READY=1\nSTATUS=waiting for host messages")
@@ -97,6 +97,9 @@ class Daemon:
         self.first_boot.messages_stored(keys)
 
     def _run_finished(self, result: RunResult) -> None:
+        # the run has just enumerated the modules: keys not known before may now go to
+        # disk (or must leave it), before a successful first boot wipes the secrets
+        guarded(self.cache.refresh)
         self.first_boot.run_ended(result.event, result.reason, result.returned)
         for conn in result.run.waiters:
             conn.respond(*result.answer)
@@ -142,9 +145,12 @@ class DaemonFirstBootActions:
         mark_configured(self.daemon.paths)
 
     def keep_results(self, params: Sequence[Tuple[str, str]]) -> None:
+        cache = self.daemon.cache
         if params:
-            self.daemon.cache.update(params)
+            cache.update(params)
         for key, value in params:
+            if cache.is_secret(key):  # flagged password by a module: never sent
+                continue
             try:
                 check_message(key, value)
             except MessageError as err:
