@@ -83,15 +83,26 @@ class PidFile:
     (``__enter__`` writes the pid after the fork; the descriptor must be preserved).
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, root: Optional[str] = None) -> None:
         self.path = path
+        #: the directory must resolve inside this root (the default pid file's)
+        self.root = root
         self.fd: Optional[int] = None
 
     def acquire(self) -> "PidFile":
         from ..fsutil import ensure_private_dir
 
-        ensure_private_dir(os.path.dirname(self.path))
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        ensure_private_dir(os.path.dirname(self.path), self.root)
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        try:
+            fd = os.open(self.path, flags, 0o644)
+        except OSError as err:
+            if err.errno != errno.ELOOP:
+                raise
+            os.unlink(self.path)  # a symbolic link planted there: never followed
+            fd = os.open(self.path, flags, 0o644)
+        if os.fstat(fd).st_mode & 0o7777 != 0o644:
+            os.fchmod(fd, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:

@@ -8,7 +8,6 @@ other lines. The daemon and the runner both read and write the flag through this
 """
 from __future__ import annotations
 
-import os
 import re
 from typing import List, Optional
 
@@ -63,9 +62,9 @@ def set_initial_config(paths: Paths, enabled: bool) -> List[str]:
                 replaced = True
         if not replaced:
             lines.append(wanted)
-        mode = os.stat(path).st_mode & 0o7777 if text is not None else 0o644
-        atomic_write(path, ("\n".join(lines) + "\n").encode("utf-8"), mode,
-                     make_dirs=0o755)
+        # mode None: the file's own (never a symbolic link's), 0644 for a new one
+        atomic_write(path, ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape"),
+                     None, make_dirs=0o755, root=paths.root)
         written.append(path)
     return written
 
