@@ -117,7 +117,7 @@ class ModuleState:
     def write_file(self, path: str, content, mode: Optional[int] = None) -> bool:
         data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
         real = common.root_path(path)
-        if (common.read_bytes(path) == data and not os.path.islink(real)
+        if (not os.path.islink(real) and common.read_bytes(path) == data
                 and (mode is None or not os.path.exists(real)
                      or os.stat(real).st_mode & 0o7777 == mode)):
             return False
