@@ -436,7 +436,7 @@ class MessageChannel:
         write_message(self.client, self.base, FROM_GUEST, number, key, value)
         self.client.write(box_path(self.base, FROM_GUEST, LAST_WRITE), str(number))
         self._sent = number
-        log.debug("sent message %d (%s) to the host", number, key)
+        log.debug("sent message %d (%s) to the host", number, printable(key))
         return number
 
 

@@ -171,7 +171,12 @@ def run(do_enumerate, targets: dict, argv: Optional[list] = None, stdin=None, st
         stderr.write("%s: error: %s\n" % (prog, exc))
         stderr.write(_USAGE % {"prog": prog, "targets": ", ".join(targets) or "(none)"})
         return EXIT_USAGE
-    except Exception:  # the module failed: the runner shows the traceback
+    except Exception as exc:  # the module failed: the runner shows the traceback
+        from templateconfig.errors import TemplateConfigError
+
+        if isinstance(exc, TemplateConfigError):  # a clear error, not a bug: one line
+            stderr.write("%s: error: %s\n" % (prog, exc))
+            return EXIT_FAILED
         import traceback
         traceback.print_exc(file=stderr)
         return EXIT_FAILED

@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from .. import __version__
 from ..cache import ParamCache
-from ..channel import MessageError, check_message
+from ..channel import MessageError, check_message, printable
 from ..control import ControlServer
 from ..firstboot.contract import TRIGGER_KEY
 from ..firstboot.flag import initial_config_enabled, mark_configured
@@ -154,7 +154,7 @@ class DaemonFirstBootActions:
             try:
                 check_message(key, value)
             except MessageError as err:
-                log.warning("not sending %s back: %s", key, err)
+                log.warning("not sending %s back: %s", printable(key), err)
                 continue
             warning = self.daemon.link.send(key, value)
             if warning:

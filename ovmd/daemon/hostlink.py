@@ -234,7 +234,7 @@ class HostLink:
             self.channel.send(key, value)
         except OSError as err:
             if getattr(err, "name", None) in _REFUSED:
-                return "could not send %s to the host: %s" % (key, err)
+                return "could not send %s to the host: %s" % (printable(key), err)
             self.outbox.append((key, value))
             self._disconnect()
             return "XenStore connection lost: queued for sending"
@@ -247,7 +247,7 @@ class HostLink:
                 self.channel.send(key, value)
             except OSError as err:
                 if getattr(err, "name", None) in _FORBIDDEN:
-                    log.warning("could not send %s to the host: %s", key, err)
+                    log.warning("could not send %s to the host: %s", printable(key), err)
                     continue
                 self.outbox.appendleft((key, value))
                 raise

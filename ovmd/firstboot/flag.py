@@ -35,7 +35,10 @@ def initial_config_value(paths: Paths) -> Optional[str]:
     """INITIAL_CONFIG (lower case), the OL7+ file winning; None when neither sets it."""
     value = None
     for path in sysconfig_files(paths):
-        text = read_text(path)
+        try:
+            text = read_text(path)
+        except OSError:  # a directory there, say: it sets nothing
+            text = None
         found = _value(text) if text is not None else None
         if found is not None:
             value = found

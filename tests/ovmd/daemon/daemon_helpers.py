@@ -8,11 +8,13 @@ systemd), consumption from XenStore watches on the message nodes, process ends f
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -38,6 +40,8 @@ class Ovmd:
         self.env = env
         self.log_path = root.parent / "ovmd.log"  # beside the root, not in it
         self.process: Optional[subprocess.Popen] = None
+        self._lines: List[str] = []
+        self._heard = threading.Condition()
 
     def start(self, wait_ready: bool = True, timeout: float = 20) -> "Ovmd":
         notify_dir = tempfile.mkdtemp(prefix="ntf-", dir="/tmp")
@@ -49,7 +53,11 @@ class Ovmd:
         argv = [bin_path("ovmd"), "--foreground", "--root", str(self.root),
                 "--xenstore", self.xs_socket, "-d", "1"] + self.extra
         self.log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(argv, stdout=self.log, stderr=self.log, env=env)
+        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, env=env)
+        self._copier = threading.Thread(target=self._copy_log, args=(self.process, self.log),
+                                        daemon=True)
+        self._copier.start()
         try:
             if wait_ready:
                 sock.settimeout(timeout)
@@ -66,6 +74,40 @@ class Ovmd:
             shutil.rmtree(notify_dir, ignore_errors=True)
         return self
 
+    def _copy_log(self, process: subprocess.Popen, log) -> None:
+        """Copy the daemon's output to its log file, line by line, and tell waiters."""
+        assert process.stdout is not None
+        for raw in process.stdout:
+            try:
+                log.write(raw)
+                log.flush()
+            except ValueError:  # closed: a child of the daemon still writes after it died
+                pass
+            with self._heard:
+                self._lines.append(raw.decode("utf-8", "replace"))
+                self._heard.notify_all()
+        with self._heard:
+            self._lines.append("")  # end of output
+            self._heard.notify_all()
+
+    def wait_log(self, pattern: str, timeout: float = 60, since: int = 0) -> int:
+        """Block until a log line (from line ``since`` on) matches ``pattern``; returns the
+        number of lines seen so far (pass it as ``since`` to wait for a later line)."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._heard:
+            index = since
+            while True:
+                while index < len(self._lines):
+                    if regex.search(self._lines[index]):
+                        return index + 1
+                    index += 1
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self._lines and self._lines[-1] == ""):
+                    raise AssertionError("no log line matching %r within %ss; log:\n%s"
+                                         % (pattern, timeout, self.log_text()[-3000:]))
+                self._heard.wait(remaining)
+
     def log_text(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")
@@ -77,13 +119,17 @@ class Ovmd:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         code = self.process.wait(timeout)
-        self.log.close()
+        self._close_log()
         return code
 
     def kill(self) -> None:
         assert self.process is not None
         self.process.kill()
         self.process.wait(10)
+        self._close_log()
+
+    def _close_log(self) -> None:
+        self._copier.join(5)  # what the daemon wrote last is in the file
         self.log.close()
 
     def cli(self, *args: str, input: Optional[str] = None,
@@ -145,3 +191,54 @@ def files_containing(root: Path, needle: str) -> List[str]:
             except OSError:
                 continue
     return hits
+
+
+def descendants(pid: int) -> List[int]:
+    """Every process below ``pid`` (children, their children...), from /proc."""
+    found: List[int] = []
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            with open("/proc/%d/task/%d/children" % (current, current)) as handle:
+                children = [int(c) for c in handle.read().split()]
+        except OSError:
+            children = []
+        found.extend(children)
+        todo.extend(children)
+    return found
+
+
+def kill_quietly(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+# --- a guest with modules (first boot) ---------------------------------------------------
+
+HEADER = """\
+#!/bin/sh
+### BEGIN PLUGIN INFO
+# name: {name}
+# configure: {priority}
+# description: test module {name}
+### END PLUGIN INFO
+if [ "$1" = "--enumerate" ]; then echo '[]'; exit 0; fi
+"""
+
+
+def make_guest(root: Path, modules, initial_config="yes", sysconfig_extra=""):
+    (root / "etc/sysconfig").mkdir(parents=True, exist_ok=True)
+    (root / "etc/sysconfig/ovmd").write_text(
+        "# ovmd settings\n%sINITIAL_CONFIG=%s\n" % (sysconfig_extra, initial_config))
+    scripts = root / "etc/template.d/scripts"
+    configure = root / "etc/template.d/configure.d"
+    scripts.mkdir(parents=True, exist_ok=True)
+    configure.mkdir(parents=True, exist_ok=True)
+    for priority, name, body in modules:
+        script = scripts / name
+        script.write_text(HEADER.format(name=name, priority=priority) + body)
+        script.chmod(0o755)
+        os.symlink("../scripts/%s" % name, str(configure / ("%02d%s" % (priority, name))))

@@ -5,29 +5,24 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import threading
 import time
 from pathlib import Path
 
-from daemon_helpers import files_containing, wait_consumed
+from daemon_helpers import (
+    descendants,
+    files_containing,
+    kill_quietly,
+    make_guest,
+    wait_consumed,
+)
 from testlib import bin_path
 
 from ovmd.firstboot.contract import STATUS_KEY
 
 ROOT_PASSWORD = "com.oracle.linux.root-password"
 PASSWORD = "S3cret-Passw0rd-xyzzy"
-
-HEADER = """\
-#!/bin/sh
-### BEGIN PLUGIN INFO
-# name: {name}
-# configure: {priority}
-# description: test module {name}
-### END PLUGIN INFO
-if [ "$1" = "--enumerate" ]; then echo '[]'; exit 0; fi
-"""
 
 # Records which com.example keys it saw (names only: stdin holds the root password).
 RECORD = """\
@@ -54,21 +49,6 @@ echo started > "$OVM_TEMPLATE_CONFIG_ROOT/gate-started"
 read _ < "$OVM_TEMPLATE_CONFIG_ROOT/gate-release"
 cat
 """
-
-
-def make_guest(root: Path, modules, initial_config="yes", sysconfig_extra=""):
-    (root / "etc/sysconfig").mkdir(parents=True, exist_ok=True)
-    (root / "etc/sysconfig/ovmd").write_text(
-        "# ovmd settings\n%sINITIAL_CONFIG=%s\n" % (sysconfig_extra, initial_config))
-    scripts = root / "etc/template.d/scripts"
-    configure = root / "etc/template.d/configure.d"
-    scripts.mkdir(parents=True, exist_ok=True)
-    configure.mkdir(parents=True, exist_ok=True)
-    for priority, name, body in modules:
-        script = scripts / name
-        script.write_text(HEADER.format(name=name, priority=priority) + body)
-        script.chmod(0o755)
-        os.symlink("../scripts/%s" % name, str(configure / ("%02d%s" % (priority, name))))
 
 
 def sysconfig(root: Path) -> str:
@@ -271,25 +251,3 @@ def open_gate(root: Path) -> None:
         started.read()
     with open(str(root / "gate-release"), "w") as release:
         release.write("go\n")
-
-
-def descendants(pid: int):
-    found = []
-    todo = [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            with open("/proc/%d/task/%d/children" % (current, current)) as handle:
-                children = [int(c) for c in handle.read().split()]
-        except OSError:
-            children = []
-        found.extend(children)
-        todo.extend(children)
-    return found
-
-
-def kill_quietly(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
