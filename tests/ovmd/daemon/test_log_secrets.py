@@ -3,10 +3,10 @@ filter (a last resort) masks only whole values of at least 8 characters.
 
 A first boot runs once per root password, on the same root path and the same host, with
 modules that talk about the keys, the root user and Oracle's names on their stderr; the
-second fails, so that the runner, the daemon and the status sent to the host quote it. With a
-short dictionary password (``oracle``, ``linux``, ``root``) the daemon's log and the runner's log are identical, but for timestamps,
-pids and durations, to those of a run with a long random password; and no password ever
-appears in them.
+second fails, so that the runner, the daemon and the status sent to the host quote it.
+With a short dictionary password (``oracle``, ``linux``, ``root``) the daemon's log, the
+runner's log and the status are identical, but for timestamps, pids and durations, to
+those of a run with a long random password; and no password ever appears in them.
 """
 from __future__ import annotations
 
