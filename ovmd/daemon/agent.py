@@ -14,7 +14,7 @@ import signal
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from .. import __version__
-from ..cache import ParamCache
+from ..cache import CacheError, ParamCache
 from ..channel import MessageError, check_message, printable
 from ..control import ControlServer
 from ..firstboot.contract import TRIGGER_KEY
@@ -147,7 +147,10 @@ class DaemonFirstBootActions:
     def keep_results(self, params: Sequence[Tuple[str, str]]) -> None:
         cache = self.daemon.cache
         if params:
-            cache.update(params)
+            try:
+                cache.update(params)
+            except CacheError as err:  # a full disk: the host still gets them
+                log.error("cannot store the params the run returned: %s", err)
         for key, value in params:
             if cache.is_secret(key):  # flagged password by a module: never sent
                 continue
