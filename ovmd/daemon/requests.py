@@ -56,8 +56,8 @@ class ControlRequests:
             return
         try:
             self.handlers[request.name](conn, *rest)
-        except OSError as err:
-            log.exception("control request %s failed", request.name)
+        except OSError as err:  # the environment (a full disk), not a bug: no traceback
+            log.error("control request %s failed: %s", request.name, err)
             conn.respond(EXIT_FAILURE, err=one_line("ovmd: %s failed: %s" % (request.name, err)))
         except Exception as err:  # noqa: BLE001 - a bug in a handler never stops the daemon
             log.exception("internal error in control request %s (the daemon keeps running)",

@@ -38,6 +38,13 @@ def test_a_full_disk_loses_nothing_and_space_coming_back_stores_everything(
         served = listed(daemon)
         assert {k: v for k, v in served.items() if k != SEQUENCE_KEY} == \
             {k: v for k, v in stored.items() if k != SEQUENCE_KEY}  # nothing not durable
+        # a failed batch is rolled back, freeing what it had taken: take the rest too,
+        # then a local store fails, clearly, and stores nothing
+        ballast = disk.fill()
+        local = daemon.cli("-p", "com.fault.local=" + "l" * 8000)
+        assert local.returncode == 1 and "No space left on device" in local.stderr
+        assert "com.fault.local" not in listed(daemon)
+        ballast.unlink()
         disk.resize("16m")  # space returns
         daemon.wait_log(r"storing host messages again", since=seen)
         wait_consumed(dom0, len(messages))
