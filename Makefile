@@ -7,10 +7,19 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Real peers the tests drive: Debian's xenstore tools, rpmbuild, debootstrap,
-# shadow-utils and ssh-keygen, groff/man (man pages) and systemd-analyze (units).
-DEBIAN_PACKAGES := xenstore-utils rpm debootstrap passwd openssh-client openssl tzdata groff-base man-db systemd
+# shadow-utils and ssh-keygen, groff/man (man pages) and systemd-analyze (units);
+# dpkg-buildpackage with debhelper and dh-python, and lintian (the .deb packages);
+# systemd-nspawn, ip, dnsmasq (DHCP), ssh and sshpass (the booted Debian guest; ip also
+# makes the network namespaces of the address reporter's tests); the
+# validators of what the modules write: sshd -t, chronyd -p, ifup --no-act,
+# netplan generate, nmcli --offline, nft -c (scripts/install-debian-deps keeps apt-get
+# from starting the services these packages bring).
+DEBIAN_PACKAGES := xenstore-utils rpm debootstrap passwd openssh-client openssl tzdata groff-base man-db systemd \
+	dpkg-dev debhelper dh-python lintian fakeroot \
+	systemd-container iproute2 dnsmasq-base sshpass openssh-server \
+	chrony ifupdown netplan.io network-manager nftables
 
-.PHONY: all test demo debian-deps venv clean dist install rpm print-version
+.PHONY: all test lint demo debian-deps venv clean dist install rpm deb print-version
 
 all: test
 
@@ -25,7 +34,13 @@ venv: $(STAMP)
 debian-deps:
 	@scripts/install-debian-deps $(DEBIAN_PACKAGES)
 
-test: $(STAMP) debian-deps
+# Lint and types first: ruff (pyflakes, pycodestyle, import order) over the code, the
+# scripts, the benchmarks and the tests; mypy over the two packages (pyproject.toml).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check ovmd templateconfig scripts bench tests
+	$(VENV)/bin/mypy
+
+test: lint debian-deps
 	$(PY) -m pytest tests
 
 demo: $(STAMP) debian-deps
@@ -46,9 +61,11 @@ $(DIST): FORCE
 	    tar --null -T - --transform 's,^,ovmd-$(VERSION)/,' -czf $@
 	@echo "wrote $@"
 
-# Put files where the RPM puts them (the spec runs the same script).
+# Put files where the RPM puts them (the spec runs the same script). The Python
+# packages go where the target python3 searches (scripts/python-sitelib.py: Debian's
+# /usr/lib/python3/dist-packages, EL's site-packages); SITELIB=DIR overrides it.
 install:
-	DESTDIR=$(DESTDIR) sh scripts/install-tree
+	DESTDIR=$(DESTDIR) $(if $(SITELIB),SITELIB=$(SITELIB)) sh scripts/install-tree
 
 # Build the RPMs with rpmbuild (Debian's rpm package works; no Fedora macros needed).
 RPMTOP := $(CURDIR)/dist/rpmbuild
@@ -59,6 +76,20 @@ rpm: $(DIST)
 	rpmbuild --define "_topdir $(RPMTOP)" --define "version $(VERSION)" $(RPMBUILD_FLAGS) \
 	    -bb packaging/ovmd.spec
 	@find $(RPMTOP)/RPMS -name '*.rpm' | sort
+
+# Build the Debian packages with dpkg-buildpackage (debhelper, dh-python) from a copy of
+# the tree with packaging/debian made into debian/ (scripts/debian-tree); the .deb
+# files land in DEBTOP.
+DEBTOP := $(CURDIR)/dist/deb
+deb:
+	@scripts/install-debian-deps dpkg-dev debhelper dh-python python3
+	rm -rf $(DEBTOP)/ovmd-$(VERSION)
+	mkdir -p $(DEBTOP)/ovmd-$(VERSION)
+	git ls-files --cached --others --exclude-standard -z | \
+	    tar --null -T - -cf - | tar -xf - -C $(DEBTOP)/ovmd-$(VERSION)
+	sh scripts/debian-tree $(DEBTOP)/ovmd-$(VERSION)
+	cd $(DEBTOP)/ovmd-$(VERSION) && dpkg-buildpackage -b -us -uc $(DPKG_BUILDPACKAGE_FLAGS)
+	@find $(DEBTOP) -maxdepth 1 -name '*.deb' | sort
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -69,8 +69,11 @@ class Server:
 
 
 class Daemon:
-    def __init__(self, root: str, server: Server, env: dict) -> None:
+    """``ovmd --foreground``, run through ``prefix`` (e.g. ``ip netns exec NS``)."""
+
+    def __init__(self, root: str, server: Server, env: dict, prefix=()) -> None:
         self.root, self.server, self.env = root, server, env
+        self.prefix = list(prefix)
         self.process = None
 
     def start(self) -> float:
@@ -83,8 +86,8 @@ class Daemon:
         env = dict(self.env, NOTIFY_SOCKET=path)
         started = time.perf_counter()
         self.process = subprocess.Popen(
-            [os.path.join(BIN, "ovmd"), "--foreground", "--root", self.root, "--xenstore",
-             self.server.guest, "-d", "0"], env=env)
+            self.prefix + [os.path.join(BIN, "ovmd"), "--foreground", "--root", self.root,
+                           "--xenstore", self.server.guest, "-d", "0"], env=env)
         try:
             while b"READY=1" not in sock.recv(4096).split(b"\n"):
                 pass

@@ -21,7 +21,8 @@ it is overhead; "per extra module" is (16 - 8) / 8.
 
 Part 2, the eight standard modules (selinux ... authentication) on a fresh copy of the
 Oracle Linux 9 fixture root (``tests/templateconfig/modules/fixtures/roots/ol9``,
-registered with ``ovm-chkconfig --add``) with the demo's messages (``scripts/demo.py``'s MESSAGES). Each
+registered with ``ovm-chkconfig --add``) with the demo's messages (``scripts/demo.py``'s
+MESSAGES). Each
 repetition configures a fresh copy (copied outside the timing) and measures
 
 * total: the wall time of the whole ``ovm-template-config --root R --stdin --json
@@ -187,7 +188,7 @@ def time_cli(roots: Dict[int, str], env: Dict[str, str],
 
 
 def time_runner(paths, fork: bool, repeat: int) -> Tuple[float, float]:
-    from templateconfig.runner import Runner
+    from templateconfig.run.runner import Runner
 
     Runner(paths, "configure", fork=fork).run(PARAMS)  # warm-up
     samples = []
@@ -220,7 +221,8 @@ def probe_work(root: str, params_file: str) -> None:
     """
     from ovmd.paths import ROOT_ENV, Paths
     from templateconfig import registry
-    from templateconfig.runner import ACTIONS_ENV, preload
+    from templateconfig.run.contract import ACTIONS_ENV
+    from templateconfig.run.preload import preload
 
     with open(params_file) as handle:
         params = json.load(handle)
@@ -261,6 +263,8 @@ def probe_work(root: str, params_file: str) -> None:
 
 
 def bench_standard(workdir: str, env: Dict[str, str], repeat: int) -> Dict[str, object]:
+    from ovmd.runreport import ModuleStatus
+
     template = os.path.join(workdir, "ol9-template")
     build_standard(template)
     messages = demo_messages()
@@ -299,7 +303,7 @@ def bench_standard(workdir: str, env: Dict[str, str], repeat: int) -> Dict[str, 
             shutil.copy2(cache, cache_dir)
         elapsed, proc = run_command(root, messages, env, json_report=True)
         report = json.loads(proc.stdout)
-        bad = [m["name"] for m in report["modules"] if m["status"] != "ok"]
+        bad = [m["name"] for m in report["modules"] if m["status"] != ModuleStatus.OK]
         if bad:
             raise SystemExit("modules failed in the benchmark: %s" % bad)
         totals.append(elapsed)

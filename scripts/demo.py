@@ -93,7 +93,8 @@ class Demo:
         return str(BIN / name)
 
     def run(self, argv: List[str], stdin: Optional[str] = None, check: bool = True) -> str:
-        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=self.timeout)
+        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True,
+                              timeout=self.timeout)
         if check and proc.returncode != 0:
             raise RuntimeError("%s failed (%d): %s" % (" ".join(argv[:3]), proc.returncode,
                                                          proc.stderr.strip()))
@@ -162,7 +163,8 @@ class Demo:
 
     # --- report -----------------------------------------------------------------------------------
     def status(self) -> dict:
-        out = self.run([self.tool("ovmd"), "--root", str(self.root), "--status", "--json"], check=False)
+        out = self.run([self.tool("ovmd"), "--root", str(self.root), "--status", "--json"],
+                       check=False)
         return json.loads(out) if out.strip() else {}
 
     def print_modules(self, status: dict) -> None:
@@ -194,13 +196,14 @@ class Demo:
         for path in changed:
             old, new = before.get(path), after.get(path)
             if new is not None and _looks_secret(path):
-                print("--- /%s: changed (secret: mode %o, content not shown)" % (path, new[0] & 0o7777))
+                print("--- /%s: changed (secret: mode %o, content not shown)"
+                      % (path, new[0] & 0o7777))
                 continue
             old_text = _text(old)
             new_text = _text(new)
             if old_text is None or new_text is None:
-                print("--- /%s: %s (binary or special file)" % (path, "created" if old is None else
-                                                                  "removed" if new is None else "changed"))
+                what = "created" if old is None else "removed" if new is None else "changed"
+                print("--- /%s: %s (binary or special file)" % (path, what))
                 continue
             sys.stdout.writelines(difflib.unified_diff(
                 old_text.splitlines(True), new_text.splitlines(True),
@@ -254,7 +257,8 @@ def _looks_secret(path: str) -> bool:
     name = os.path.basename(path)
     if name.endswith(".pub"):
         return False
-    return name in ("shadow", "gshadow", "shadow-", "gshadow-") or name.endswith("_key") or name.startswith("id_")
+    return (name in ("shadow", "gshadow", "shadow-", "gshadow-") or name.endswith("_key")
+            or name.startswith("id_"))
 
 
 def _text(entry: Optional[Tuple[int, Optional[bytes]]]) -> Optional[str]:

@@ -37,7 +37,11 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Optional
+
+# typing costs start-up time in every module process; mypy takes TYPE_CHECKING as true
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
 #: Exit statuses of a module process (see the module docstring).
 EXIT_OK = 0
@@ -148,25 +152,7 @@ def run(do_enumerate, targets: dict, argv: Optional[list] = None, stdin=None, st
         if action == "enumerate":
             output = _to_text(do_enumerate(target), "do_enumerate(%r)" % target)
         else:
-            params = None
-            function = targets.get(target)
-            if function is None:
-                from templateconfig.header import TARGETS
-                if target not in TARGETS:
-                    raise UsageError("unknown target %r (registered: %s; known targets: %s)"
-                                     % (target, ", ".join(targets) or "none",
-                                        ", ".join(TARGETS)))
-                params = _read_params(stdin)
-                stderr.write("%s: target %r is not registered by this module; params passed "
-                             "through unchanged\n" % (prog, target))
-                output = params
-            else:
-                params = _read_params(stdin)
-                result = function(params)
-                if result is None:
-                    output = params
-                else:
-                    output = _to_text(result, "the %r target function" % target)
+            output = _run_target(targets, target, stdin, stderr, prog)
     except UsageError as exc:
         stderr.write("%s: error: %s\n" % (prog, exc))
         stderr.write(_USAGE % {"prog": prog, "targets": ", ".join(targets) or "(none)"})
@@ -180,6 +166,30 @@ def run(do_enumerate, targets: dict, argv: Optional[list] = None, stdin=None, st
         import traceback
         traceback.print_exc(file=stderr)
         return EXIT_FAILED
+    return _write_output(output, stdout, stderr, prog)
+
+
+def _run_target(targets: dict, target: str, stdin, stderr, prog: str) -> str:
+    """The output of ``target``: its function's result, or the params passed through
+    unchanged for a known target the module does not register."""
+    function = targets.get(target)
+    if function is None:
+        from templateconfig.header import TARGETS
+        if target not in TARGETS:
+            raise UsageError("unknown target %r (registered: %s; known targets: %s)"
+                             % (target, ", ".join(targets) or "none", ", ".join(TARGETS)))
+        params = _read_params(stdin)
+        stderr.write("%s: target %r is not registered by this module; params passed "
+                     "through unchanged\n" % (prog, target))
+        return params
+    params = _read_params(stdin)
+    result = function(params)
+    if result is None:
+        return params
+    return _to_text(result, "the %r target function" % target)
+
+
+def _write_output(output: str, stdout, stderr, prog: str) -> int:
     if not output.endswith("\n"):
         output += "\n"
     buffer = getattr(stdout, "buffer", None)

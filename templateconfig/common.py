@@ -42,11 +42,9 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from ovmd import fsutil
 from ovmd.paths import ROOT_ENV, join_root
 from templateconfig.errors import TemplateConfigError
+from templateconfig.run.contract import ACTIONS_ENV, DRY_RUN_ENV
 
 log = logging.getLogger(__name__)
-
-DRY_RUN_ENV = "OVM_TEMPLATE_CONFIG_DRY_RUN"
-ACTIONS_ENV = "OVM_TEMPLATE_CONFIG_ACTIONS"
 
 
 class CommandError(TemplateConfigError):
@@ -508,13 +506,22 @@ def edit_sysconfig(path: str, updates: Mapping[str, Optional[str]],
 # --- services ---------------------------------------------------------------------------------
 
 class ServiceControl:
-    """Enable, disable and restart services, whatever the guest's init system.
+    """Enable, disable, start, stop and restart services, whatever the guest's init system.
 
     systemd guests use ``systemctl`` (``--root`` for enabling in a sandbox root, which
     needs no running systemd); SysV guests use ``chkconfig``/``service`` (EL5/6) or
     ``update-rc.d``/``invoke-rc.d`` (Debian). Persistent changes (enable/disable) are
     made on the root; runtime changes (start/restart/stop) go through
     :func:`system_cmd`, so they are recorded, not run, under a sandbox root.
+
+    Runtime changes never wait for the service. On systemd they are queued with
+    ``--no-block``: during a first boot the configuration runs before
+    ``network-pre.target``, and a service ordered after it (chrony after
+    ``network.target``, sshd after the first-boot wait unit) cannot start until the
+    configuration is done, so a blocking ``systemctl restart`` would wait for itself. The
+    queued job merges with the service's own boot job, which then starts it once, with
+    the new configuration; on a running guest (a reconfigure) the service restarts at
+    once. SysV has no job queue: ``service NAME ACTION`` runs the script there and then.
     """
 
     SYSTEMD, CHKCONFIG, UPDATE_RC = "systemd", "chkconfig", "update-rc.d"
@@ -556,13 +563,20 @@ class ServiceControl:
         else:
             self._persistent(["update-rc.d", name, "disable"])
 
-    def _runtime(self, action: str, name: str) -> None:
+    #: Red Hat's SysV scripts name try-restart ``condrestart``.
+    _CHKCONFIG_ACTIONS = {"try-restart": "condrestart"}
+
+    def runtime_argv(self, action: str, name: str) -> List[str]:
+        """The command for a runtime ``action`` (start, stop, restart, try-restart,
+        reload) on service ``name``: one that queues it and returns (see the class)."""
         if self.kind == self.SYSTEMD:
-            system_cmd(["systemctl", action, name])
-        elif self.kind == self.CHKCONFIG:
-            system_cmd(["service", name, action])
-        else:
-            system_cmd(["invoke-rc.d", name, action])
+            return ["systemctl", "--no-block", action, name]
+        if self.kind == self.CHKCONFIG:
+            return ["service", name, self._CHKCONFIG_ACTIONS.get(action, action)]
+        return ["invoke-rc.d", name, action]
+
+    def _runtime(self, action: str, name: str) -> None:
+        system_cmd(self.runtime_argv(action, name))
 
     def start(self, name: str) -> None:
         self._runtime("start", name)
@@ -571,10 +585,34 @@ class ServiceControl:
         self._runtime("stop", name)
 
     def restart(self, name: str) -> None:
+        """Restart ``name`` (start it if it is stopped): its configuration changed."""
         self._runtime("restart", name)
+
+    def try_restart(self, name: str) -> None:
+        """Restart ``name`` only if it runs now: its configuration changed, and a service
+        that is not running (or will start later in this boot) reads it when it starts."""
+        self._runtime("try-restart", name)
 
     def reload(self, name: str) -> None:
         self._runtime("reload", name)
+
+    def is_active(self, name: str) -> Optional[bool]:
+        """Whether service ``name`` runs now on the running system; None under a sandbox
+        root (no running system to ask). A service queued to start later in this boot
+        is not active yet. SysV: Red Hat's scripts keep ``/var/lock/subsys/NAME`` while
+        the service runs; Debian's answer ``invoke-rc.d NAME status`` (LSB)."""
+        if is_sandbox():
+            return None
+        if self.kind == self.CHKCONFIG:
+            return os.path.exists(root_path("/var/lock/subsys/" + name))
+        try:
+            if self.kind == self.SYSTEMD:
+                out = query_cmd(["systemctl", "is-active", name], success_return_code=range(256))
+                return out.strip() == "active"
+            query_cmd(["invoke-rc.d", "--quiet", name, "status"])
+        except CommandError:      # not running, or no such command: nothing runs it
+            return False
+        return True
 
 
 def _have(command: str) -> bool:

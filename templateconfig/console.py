@@ -27,7 +27,7 @@ import logging
 import os
 import select
 import sys
-from typing import IO, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import IO, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from ovmd.secrets import is_secret_key
 from templateconfig.descriptors import (
@@ -329,34 +329,11 @@ def prompt_params(modules: Sequence[ModuleParams], params: Mapping[str, str],
         raise ConsoleError("cannot prompt: %s" % exc) from None
     result = dict(params)
     secret_keys = password_keys(modules)
-    known = set(known)
-    asked = set()
-    for _name, desc in questions:
-        key = desc["key"]
-        if key in known and key in result and check_value(
-                desc, result[key], desc["password"] or is_secret_key(key, secret_keys)) is None:
-            asked.add(key)  # given already: not asked again
+    asked = _already_given(questions, result, set(known), secret_keys)
     terminal = _Terminal.open(stdin, stdout, tty_path)
     terminal.cancel = cancel
-    session = _Session(terminal, secret_keys)
     try:
-        heading = None
-        progress = True
-        while progress:  # again after a pass, for keys an answer made applicable
-            progress = False
-            for name, desc in questions:
-                key = desc["key"]
-                if key in asked or not is_applicable(desc, result):
-                    continue
-                if name != heading:
-                    terminal.write("\n== %s ==\n" % name)
-                    heading = name
-                answer = session.ask(desc, result.get(key))
-                asked.add(key)
-                progress = True
-                if answer is not None:
-                    result[key] = answer
-                log.debug("console: %s %s", key, "answered" if answer is not None else "left unset")
+        _ask_all(questions, result, asked, terminal, _Session(terminal, secret_keys))
         terminal.write("\n")
     except KeyboardInterrupt:
         _end_line(terminal)
@@ -367,6 +344,41 @@ def prompt_params(modules: Sequence[ModuleParams], params: Mapping[str, str],
     finally:
         terminal.close()
     return result
+
+
+def _already_given(questions, params: Mapping[str, str], known: Set[str],
+                   secret_keys: Set[str]) -> Set[str]:
+    """The keys not to ask: in ``known`` with a valid value in ``params``."""
+    given = set()
+    for _name, desc in questions:
+        key = desc["key"]
+        if key in known and key in params and check_value(
+                desc, params[key], desc["password"] or is_secret_key(key, secret_keys)) is None:
+            given.add(key)
+    return given
+
+
+def _ask_all(questions, result: Dict[str, str], asked: Set[str], terminal: "_Terminal",
+             session: "_Session") -> None:
+    """Ask every applicable question not asked yet, in order, into ``result``; again
+    after a pass, for keys an answer made applicable."""
+    heading = None
+    progress = True
+    while progress:
+        progress = False
+        for name, desc in questions:
+            key = desc["key"]
+            if key in asked or not is_applicable(desc, result):
+                continue
+            if name != heading:
+                terminal.write("\n== %s ==\n" % name)
+                heading = name
+            answer = session.ask(desc, result.get(key))
+            asked.add(key)
+            progress = True
+            if answer is not None:
+                result[key] = answer
+            log.debug("console: %s %s", key, "answered" if answer is not None else "left unset")
 
 
 __all__ = ["CONSOLE_DEVICE", "DEFAULT_TTY", "ConsoleAborted", "ConsoleCancelled", "ConsoleError",

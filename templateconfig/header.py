@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from templateconfig.errors import TemplateConfigError
 
@@ -122,26 +122,55 @@ def parse_header(path: str, strict_name: bool = False) -> PluginInfo:
 
 def parse_header_lines(lines: List[str], path: str, strict_name: bool = False) -> PluginInfo:
     """:func:`parse_header` on lines already read (``path`` names them in errors)."""
-    begin = None
+    begin = _find_begin(lines, path)
+    fields, field_lines = _read_fields(lines, begin, path)
+    begin_lineno = begin + 1
+    name = _module_name(fields, field_lines, path, begin_lineno)
+    targets: Dict[str, int] = {}
+    for key, value in fields.items():
+        if key in TARGETS:
+            targets[key] = _priority(path, field_lines[key], key, value)
+        elif _is_integer(value):
+            raise HeaderError(path, field_lines[key], "unknown target %r (priority %s); the "
+                              "targets are: %s" % (key, value, ", ".join(TARGETS)))
+    warnings = []
+    file_name = os.path.basename(path)
+    if name not in (file_name, os.path.splitext(file_name)[0]):
+        problem = ("header name %r differs from the file name %r; the file name is what "
+                   "ovm-chkconfig and the runner use" % (name, file_name))
+        if strict_name:
+            raise HeaderError(path, field_lines["name"], problem)
+        warnings.append("%s:%d: %s" % (path, field_lines["name"], problem))
+    if not targets:
+        warnings.append("%s:%d: the header enables no target (%s)"
+                        % (path, begin_lineno, ", ".join(TARGETS)))
+    for message in warnings:
+        log.warning("%s", message)
+    return PluginInfo(name=name, targets=targets, description=fields.get("description", ""),
+                      path=path, fields=fields, warnings=warnings)
+
+
+def _find_begin(lines: List[str], path: str) -> int:
+    """The index of the ``### BEGIN PLUGIN INFO`` line."""
     for index, line in enumerate(lines[:HEADER_SEARCH_LINES]):
         if line.rstrip() == BEGIN_MARKER:
-            begin = index
-            break
-    if begin is None:
-        raise HeaderError(path, None, "no '%s' line in the first %d lines: not a template "
-                          "configuration module" % (BEGIN_MARKER, HEADER_SEARCH_LINES))
-    begin_lineno = begin + 1
+            return index
+    raise HeaderError(path, None, "no '%s' line in the first %d lines: not a template "
+                      "configuration module" % (BEGIN_MARKER, HEADER_SEARCH_LINES))
 
+
+def _read_fields(lines: List[str], begin: int,
+                 path: str) -> Tuple[Dict[str, str], Dict[str, int]]:
+    """The header's fields (lower-case key -> value, continuations joined) and the line
+    number of each, from the line after ``begin`` to the end marker."""
     fields: Dict[str, str] = {}
     field_lines: Dict[str, int] = {}
     last_key = None
-    end_seen = False
     for index in range(begin + 1, len(lines)):
         lineno = index + 1
         line = lines[index].rstrip()
         if line == END_MARKER:
-            end_seen = True
-            break
+            return fields, field_lines
         if line.startswith("###"):
             raise HeaderError(path, lineno, "unexpected %r inside the plugin header (expected "
                               "'%s')" % (line, END_MARKER))
@@ -168,43 +197,18 @@ def parse_header_lines(lines: List[str], path: str, strict_name: bool = False) -
         fields[key] = value.strip()
         field_lines[key] = lineno
         last_key = key
-    if not end_seen:
-        raise HeaderError(path, begin_lineno, "'%s' has no matching '%s'"
-                          % (BEGIN_MARKER, END_MARKER))
+    raise HeaderError(path, begin + 1, "'%s' has no matching '%s'" % (BEGIN_MARKER, END_MARKER))
 
-    name = fields.get("name", "")
+
+def _module_name(fields: Dict[str, str], field_lines: Dict[str, int], path: str,
+                 begin_lineno: int) -> str:
     if "name" not in fields:
         raise HeaderError(path, begin_lineno, "the plugin header has no 'name' field")
+    name = fields["name"]
     if not name or "/" in name or any(ch.isspace() for ch in name) or name in (".", ".."):
         raise HeaderError(path, field_lines["name"], "invalid module name %r: it must be a "
                           "plain file name (no '/', no spaces)" % name)
-
-    targets: Dict[str, int] = {}
-    for key, value in fields.items():
-        if key in TARGETS:
-            targets[key] = _priority(path, field_lines[key], key, value)
-        elif _is_integer(value):
-            raise HeaderError(path, field_lines[key], "unknown target %r (priority %s); the "
-                              "targets are: %s" % (key, value, ", ".join(TARGETS)))
-
-    warnings = []
-    file_name = os.path.basename(path)
-    if name not in (file_name, os.path.splitext(file_name)[0]):
-        problem = ("header name %r differs from the file name %r; the file name is what "
-                   "ovm-chkconfig and the runner use" % (name, file_name))
-        if strict_name:
-            raise HeaderError(path, field_lines["name"], problem)
-        message = "%s:%d: %s" % (path, field_lines["name"], problem)
-        log.warning("%s", message)
-        warnings.append(message)
-    if not targets:
-        message = "%s:%d: the header enables no target (%s)" % (path, begin_lineno,
-                                                                ", ".join(TARGETS))
-        log.warning("%s", message)
-        warnings.append(message)
-
-    return PluginInfo(name=name, targets=targets, description=fields.get("description", ""),
-                      path=path, fields=fields, warnings=warnings)
+    return name
 
 
 def _is_integer(value: str) -> bool:

@@ -1,40 +1,44 @@
 """``ovm-template-config``: run a target's template-configuration modules.
 
-Oracle's command line (REFERENCE §4) plus ``--root``, ``--dry-run``, ``--json`` and
-``--timeout``. Where the params come from: ``--stdin``, ``--input FD`` (how ``ovmd``
-runs us: secrets never on a command line), ``--ovf-transport-iso``, or, with none of
-them, the running daemon's cache; ``--console-input`` then prompts on the console for
-what is missing (alone, it starts from no params).
+Oracle's command line (docs/command-lines.md) plus ``--root``, ``--dry-run``, ``--json``,
+``--timeout`` and ``--lock-timeout``. This module is the command: its arguments (a fast
+path for the command lines ``ovmd`` and the units use, argparse for everything else), and
+what it prints and exits with. The work is the runner's (:mod:`templateconfig.run`):
+where the params come from (:mod:`templateconfig.run.params`), the run
+(:mod:`templateconfig.run.runner`), first boot (:mod:`templateconfig.run.firstboot`).
+``--new-module NAME`` hands over to the module SDK (:mod:`templateconfig.sdk`).
 
-First boot (``--initial-config``, see :mod:`ovmd.firstboot`): the run happens
-only while INITIAL_CONFIG=yes, under the run lock, and sets INITIAL_CONFIG=no when it
-succeeded; with ``--console-input`` the dialog stands down as soon as the message path
-configured the guest. ``--new-module NAME`` hands over to the module SDK
-(:mod:`templateconfig.sdk`).
-
-Start-up matters (this command runs on every first boot): nothing beyond ``os`` and
-``sys`` is imported before the command line says what to do, and each path imports only
-what it needs.
+Start-up matters (this command runs on every first boot): nothing beyond ``os``, ``sys``,
+``typing`` and the runner's constants is imported before the command line says what to
+do, and each path imports only what it needs.
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, TextIO, Union
+
+from templateconfig.run.contract import DEFAULT_LOCK_TIMEOUT, DEFAULT_TIMEOUT
+
+if TYPE_CHECKING:
+    import argparse
+    from types import FrameType
+
+    from ovmd.paths import Paths
+    from templateconfig.run.firstboot import FirstBootRun
+    from templateconfig.run.runner import ModuleOutcome, Runner, RunResult
+
+    #: What the command line parses into: the fast path's or argparse's.
+    Arguments = Union["_Args", argparse.Namespace]
 
 EXIT_OK = 0
 EXIT_MODULE_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NO_DAEMON = 3
-EXIT_ALREADY_CONFIGURED = 4  # ovmd.firstboot.contract (not imported: --help stays cheap)
+# 4: --initial-config found the guest configured (ovmd.firstboot.contract)
 EXIT_LOCK_TIMEOUT = 5
 EXIT_INTERRUPTED = 130
-
-#: Keep in step with templateconfig.runner.DEFAULT_TIMEOUT and
-#: templateconfig.runlock.DEFAULT_LOCK_TIMEOUT (not imported: --help must stay cheap;
-#: tests check they agree).
-DEFAULT_TIMEOUT = 300.0
-DEFAULT_LOCK_TIMEOUT = 600.0
 
 _EPILOG = """\
 params: --stdin reads JSON from standard input, either one object or one object per line
@@ -78,7 +82,7 @@ Makefile and a README) and prints the files written.
 """
 
 
-def _parser():
+def _parser() -> argparse.ArgumentParser:
     import argparse
 
     parser = argparse.ArgumentParser(
@@ -131,9 +135,9 @@ def _parser():
     return parser
 
 
-#: The command lines ovmd and the units use, parsed without argparse (its import and
-#: the parser cost ~4 ms of every first boot): option -> (attribute, type or None for a
-#: flag). Anything else (abbreviations, --help, repeated or conflicting options, a value
+#: The command lines ovmd and the units use, parsed without argparse (importing it and
+#: building the parser would be a cost of every first boot): option -> (attribute, type or
+#: None for a flag). Anything else (abbreviations, --help, repeated or conflicting options, a value
 #: that starts with "-", ...) goes to argparse, which gives the same result or message.
 _FAST_OPTIONS = {
     "-e": ("enumerate", None), "--enumerate": ("enumerate", None),
@@ -206,84 +210,7 @@ def _fast_args(argv: List[str]) -> Optional[_Args]:
     return args
 
 
-class UsageError(Exception):
-    """Bad input: reported with exit status 2."""
-
-
-def parse_params_text(text: str, source: str) -> Dict[str, Any]:
-    """Params given as one JSON object, or as one JSON object per line (merged in order;
-    ``ovmd -l`` prints ``{"key": "value"}`` lines). Blank lines are ignored."""
-    import json
-
-    text = text.strip()
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except ValueError:
-        value = None
-        params: Dict[str, Any] = {}
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except ValueError as exc:
-                raise UsageError("%s, line %d: not valid JSON (expected a JSON object, or "
-                                 "one per line): %s" % (source, number, exc))
-            if not isinstance(item, dict):
-                raise UsageError("%s, line %d: expected a JSON object, got a JSON %s"
-                                 % (source, number, type(item).__name__))
-            params.update(item)
-        return _check_params(params, source)
-    if not isinstance(value, dict):
-        raise UsageError("%s: expected a JSON object of key -> value, got a JSON %s"
-                         % (source, type(value).__name__))
-    return _check_params(value, source)
-
-
-def _check_params(params: Dict[str, Any], source: str) -> Dict[str, Any]:
-    for key, value in params.items():
-        if isinstance(value, (dict, list)):
-            raise UsageError("%s: the value of %s must be a string, not a JSON %s"
-                             % (source, key, type(value).__name__))
-    return params
-
-
-def _read_fd(fd: int) -> str:
-    try:
-        with os.fdopen(fd, "rb", closefd=True) as handle:
-            data = handle.read()
-    except OSError as exc:
-        raise UsageError("--input %d: cannot read: %s" % (fd, exc.strerror or exc))
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UsageError("--input %d: not UTF-8: %s" % (fd, exc))
-
-
-def _params_from_daemon(paths, timeout: Optional[float] = None) -> Dict[str, Any]:
-    from ovmd.control import EXIT_OK as DAEMON_OK
-    from ovmd.control import ControlClient
-
-    client = ControlClient(paths.control_socket, timeout=timeout)
-    if hasattr(client, "list_params"):
-        return dict(client.list_params())
-    code, out, err = client.call("list")
-    if code != DAEMON_OK:
-        raise UsageError("ovmd -l failed: %s" % err.decode("utf-8", "replace").strip())
-    return parse_params_text(out.decode("utf-8", "replace"), "ovmd's parameter cache")
-
-
-def _write_output(fd: int, params: Dict[str, Any]) -> None:
-    import json
-
-    data = (json.dumps(params, sort_keys=True) + "\n").encode("utf-8")
-    with os.fdopen(fd, "wb", closefd=True) as handle:
-        handle.write(data)
-
-
-def _print_outcome_line(outcome, stream) -> None:
+def _print_outcome_line(outcome: ModuleOutcome, stream: TextIO) -> None:
     module = outcome.module
     stream.write("%-7s %2d %-20s %7.3f s%s\n" % (
         outcome.status, module.priority, module.name, outcome.seconds,
@@ -297,8 +224,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     code = _main(sys.argv[1:] if argv is None else argv)
     if argv is None:
         # Everything imported (the runner preloads what modules import) lives until the
-        # end anyway: spare the interpreter's last cyclic collection over all of it
-        # (~10 ms at exit).
+        # end anyway: spare the interpreter its last cyclic collection over all of it.
         import gc
         gc.freeze()
         sys.exit(code)
@@ -316,97 +242,142 @@ def _new_module(argv: List[str]) -> int:
     return sdk_main(rest)
 
 
+def _print_version() -> int:
+    from templateconfig import __version__
+    print("ovm-template-config %s" % __version__)
+    return EXIT_OK
+
+
 def _main(argv: List[str]) -> int:
     if argv == ["--version"]:
-        from templateconfig import __version__
-        print("ovm-template-config %s" % __version__)
-        return EXIT_OK
+        return _print_version()
     if any(arg == "--new-module" or arg.startswith("--new-module=") for arg in argv) \
             and "-h" not in argv and "--help" not in argv:
         return _new_module(argv)
-    args = _fast_args(argv)
-    if args is None or not args.target or args.timeout <= 0 or args.lock_timeout < 0:
-        parser = _parser()
-        args = parser.parse_args(argv)
-        if args.version:
-            from templateconfig import __version__
-            print("ovm-template-config %s" % __version__)
-            return EXIT_OK
-        if not args.target:
-            parser.print_usage(sys.stderr)
-            sys.stderr.write("ovm-template-config: error: TARGET is required\n")
-            return EXIT_USAGE
-        if args.timeout <= 0:
-            parser.error("--timeout must be positive")
-        if args.lock_timeout < 0:
-            parser.error("--lock-timeout must not be negative")
+    args: Arguments
+    fast = _fast_args(argv)
+    if fast is None or not fast.target or fast.timeout <= 0 or fast.lock_timeout < 0:
+        parsed = _parse(argv)
+        if isinstance(parsed, int):
+            return parsed
+        args = parsed
+    else:
+        args = fast
     _log_errors_to_stderr()
     import signal
     signal.signal(signal.SIGTERM, _interrupt)
-    from ovmd.paths import Paths
+    return _command(args)
 
+
+def _parse(argv: List[str]) -> Union[Arguments, int]:
+    """``argv`` through argparse: the parsed arguments, or the exit status (usage errors
+    and ``--help`` exit from argparse itself)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        return _print_version()
+    if not args.target:
+        parser.print_usage(sys.stderr)
+        sys.stderr.write("ovm-template-config: error: TARGET is required\n")
+        return EXIT_USAGE
+    if args.timeout <= 0:
+        parser.error("--timeout must be positive")
+    if args.lock_timeout < 0:
+        parser.error("--lock-timeout must not be negative")
+    return args
+
+
+def _command(args: Arguments) -> int:
+    """Run (or enumerate) as ``args`` say; the exit status documented in ``--help``."""
+    from ovmd.paths import Paths
+    from templateconfig.run.runner import Runner
+
+    assert args.target, "the parsing refused a command line without TARGET"
     paths = Paths(args.root)
-    watch = None
-    if args.initial_config and args.console_input and not (args.enumerate or args.human_readable):
-        # first-boot console dialog: watch first, then check, so no change is missed
-        watch = _watch_sysconfig(paths)
-        from ovmd.firstboot.flag import initial_config_enabled
-        if not initial_config_enabled(paths):
-            if watch is not None:
-                watch.close()
-            print("ovm-template-config: INITIAL_CONFIG is not yes: the guest is already "
-                  "configured; nothing to do")
-            return EXIT_OK
-    from templateconfig.runlock import LockError
-    from templateconfig.runner import Runner, RunnerError, ValidationError
+    listing = args.enumerate or args.human_readable
+    first_boot = None
     try:
+        if args.initial_config:
+            from templateconfig.run.firstboot import FirstBootRun
+            first_boot = FirstBootRun(paths, console=args.console_input, dry_run=args.dry_run)
+            if args.console_input and not listing:
+                first_boot.begin()
         runner = Runner(paths, args.target, timeout=args.timeout, dry_run=args.dry_run,
                         only=args.script, lock_timeout=args.lock_timeout)
-        runner.on_lock_wait = lambda pid: sys.stderr.write(
-            "ovm-template-config: another run of this root (pid %s) is in progress; waiting "
-            "up to %g s for it to finish\n" % (pid if pid is not None else "unknown",
-                                                 args.lock_timeout))
-        if args.enumerate or args.human_readable:
+        runner.on_lock_wait = functools.partial(_say_lock_wait, args.lock_timeout)
+        if listing:
             return _enumerate(runner, args)
-        try:
-            params = _gather_params(runner, args, paths, watch)
-        except _StoodDown:
-            print("ovm-template-config: configured by the host; console dialog stopped")
-            return EXIT_OK
-        finally:
-            if watch is not None:
-                watch.close()
-        on_module = None if args.json else (
-            lambda outcome: _print_outcome_line(outcome, sys.stdout))
-        if args.initial_config:
-            result = _initial_config_run(runner, args, paths, params, on_module)
-            if isinstance(result, int):
-                return result
-        else:
-            result = runner.run(params, on_module=on_module)
-    except LockError as exc:
-        sys.stderr.write("ovm-template-config: %s\n" % exc)
-        return EXIT_LOCK_TIMEOUT
-    except ValidationError as exc:
-        sys.stderr.write("ovm-template-config: %s\n" % exc)
-        return EXIT_USAGE
-    except (RunnerError, UsageError) as exc:
-        sys.stderr.write("ovm-template-config: %s\n" % exc)
-        return EXIT_USAGE
-    except _DaemonUnreachable as exc:
-        sys.stderr.write("ovm-template-config: cannot get the params from ovmd: %s\n" % exc)
-        return EXIT_NO_DAEMON
+        result = _run(runner, args, paths, first_boot)
     except KeyboardInterrupt:
         sys.stderr.write("ovm-template-config: interrupted\n")
         return EXIT_INTERRUPTED
+    except Exception as exc:
+        code = _stopped(exc)
+        if code is None:
+            raise
+        return code
+    finally:
+        if first_boot is not None:
+            first_boot.stop_watching()
     for problem in runner.problems:
         sys.stderr.write("ovm-template-config: warning: %s\n" % problem)
     return _finish(runner, result, args)
 
 
+def _stopped(exc: Exception) -> Optional[int]:
+    """Say why the command stopped before or instead of a run; its exit status (None: not
+    an error of ours, to be raised on). The error classes are imported here, where one of
+    them was raised, not on every run's start-up."""
+    from templateconfig.run.firstboot import FirstBootOver
+    from templateconfig.run.lock import LockError
+    from templateconfig.run.params import DaemonUnreachable, ParamsError
+    from templateconfig.run.runner import RunnerError
+
+    if isinstance(exc, FirstBootOver):
+        stream = sys.stdout if exc.exit_status == EXIT_OK else sys.stderr
+        stream.write("ovm-template-config: %s\n" % exc)
+        return exc.exit_status
+    if isinstance(exc, DaemonUnreachable):
+        sys.stderr.write("ovm-template-config: cannot get the params from ovmd: %s\n" % exc)
+        return EXIT_NO_DAEMON
+    codes = ((LockError, EXIT_LOCK_TIMEOUT),
+             (RunnerError, EXIT_USAGE),  # a ValidationError too: nothing was run
+             (ParamsError, EXIT_USAGE))
+    for kind, code in codes:
+        if isinstance(exc, kind):
+            sys.stderr.write("ovm-template-config: %s\n" % exc)
+            return code
+    return None
+
+
+def _run(runner: Runner, args: Arguments, paths: Paths,
+         first_boot: Optional[FirstBootRun]) -> RunResult:
+    from templateconfig.run.params import gather_params
+
+    try:
+        params = gather_params(runner, paths, stdin=args.stdin, input_fd=args.input,
+                               ovf=args.ovf_transport_iso, console=args.console_input,
+                               first_boot=first_boot is not None,
+                               cancel=first_boot.cancel if first_boot is not None else None)
+    finally:
+        if first_boot is not None:
+            first_boot.stop_watching()
+    on_module = None if args.json else functools.partial(_print_outcome_line,
+                                                         stream=sys.stdout)
+    if first_boot is not None:
+        return first_boot.run(runner, params, on_module)
+    return runner.run(params, on_module=on_module)
+
+
+def _say_lock_wait(lock_timeout: float, pid: Optional[int]) -> None:
+    sys.stderr.write("ovm-template-config: another run of this root (pid %s) is in progress; "
+                     "waiting up to %g s for it to finish\n"
+                     % (pid if pid is not None else "unknown", lock_timeout))
+
+
 def _log_errors_to_stderr() -> None:
-    """Errors on stderr; the run's progress goes to the log file (see report.py), and
-    module failures are printed once, at the end."""
+    """Errors on stderr; the run's progress goes to the run log
+    (:mod:`templateconfig.run.runlog`), and module failures are printed once, at the end."""
     import logging
 
     handler = logging.StreamHandler(sys.stderr)
@@ -415,100 +386,11 @@ def _log_errors_to_stderr() -> None:
     logging.getLogger().addHandler(handler)
 
 
-def _interrupt(signum, frame):
+def _interrupt(signum: int, frame: Optional[FrameType]) -> None:
     raise KeyboardInterrupt("signal %d" % signum)
 
 
-class _DaemonUnreachable(Exception):
-    pass
-
-
-class _StoodDown(Exception):
-    """The console dialog stopped: the guest was configured by the message path."""
-
-
-def _watch_sysconfig(paths):
-    from ovmd.firstboot.watch import SysconfigWatch
-    try:
-        return SysconfigWatch(paths)
-    except OSError as exc:  # no sysconfig directory (then no INITIAL_CONFIG=yes either)
-        import logging
-        logging.getLogger(__name__).info("cannot watch the sysconfig files: %s", exc)
-        return None
-
-
-def _initial_config_run(runner, args, paths, params, on_module):
-    """Run under the lock only if INITIAL_CONFIG is still yes; then set it to no. The
-    RunResult, or an exit status when the guest turned out to be configured already."""
-    from ovmd.firstboot.flag import initial_config_enabled, mark_configured
-
-    if args.dry_run:  # touches nothing: no lock, no flag change
-        if not initial_config_enabled(paths):
-            sys.stderr.write("ovm-template-config: INITIAL_CONFIG is not yes: already "
-                             "configured; nothing done\n")
-            return EXIT_ALREADY_CONFIGURED
-        return runner.run(params, on_module=on_module)
-    with runner.run_lock():
-        if not initial_config_enabled(paths):
-            if args.console_input:
-                print("ovm-template-config: configured by the host; console dialog stopped")
-                return EXIT_OK
-            sys.stderr.write("ovm-template-config: INITIAL_CONFIG is not yes: already "
-                             "configured; nothing done\n")
-            return EXIT_ALREADY_CONFIGURED
-        result = runner.run(params, on_module=on_module)
-        if result.ok:
-            mark_configured(paths)
-    return result
-
-
-def _gather_params(runner, args, paths, watch=None) -> Dict[str, Any]:
-    if args.stdin:
-        params = parse_params_text(sys.stdin.read(), "standard input")
-    elif args.input is not None:
-        params = parse_params_text(_read_fd(args.input), "--input %d" % args.input)
-    elif args.ovf_transport_iso is not None:
-        from templateconfig.ovf import DEFAULT_OVF_DEVICE, OvfError, read_ovf_params
-        try:
-            params = read_ovf_params(args.ovf_transport_iso or DEFAULT_OVF_DEVICE)
-        except OvfError as exc:
-            raise UsageError(str(exc))
-    elif args.console_input and args.initial_config:
-        params = _cached_params_if_any(paths)  # prefill from ovmd when it runs
-    elif args.console_input:
-        params = {}
-    else:
-        from ovmd.control import ControlError
-        try:
-            params = _params_from_daemon(paths)
-        except ControlError as exc:
-            raise _DaemonUnreachable(str(exc))
-    if args.console_input:
-        from templateconfig.console import ConsoleCancelled, ConsoleError, prompt_params
-        enumeration = [(name, descs) for _, name, descs in runner.enumerate()]
-        known = set(params) if args.initial_config else ()
-        try:
-            params = prompt_params(enumeration, params, known=known, cancel=watch)
-        except ConsoleCancelled:
-            raise _StoodDown()
-        except ConsoleError as exc:
-            raise UsageError("console input: %s" % exc)
-    return params
-
-
-def _cached_params_if_any(paths) -> Dict[str, Any]:
-    """ovmd's cached params, or none when the daemon is not reachable (the console
-    dialog works without it)."""
-    from ovmd.control import ControlError
-    try:
-        return _params_from_daemon(paths, timeout=5.0)
-    except (ControlError, UsageError, OSError, ValueError) as exc:
-        import logging
-        logging.getLogger(__name__).info("no params from ovmd: %s", exc)
-        return {}
-
-
-def _enumerate(runner, args) -> int:
+def _enumerate(runner: Runner, args: Arguments) -> int:
     enumeration = runner.enumerate()
     for name, error in runner.enumerate_errors.items():
         sys.stderr.write("ovm-template-config: %s: %s\n" % (name, error))
@@ -524,25 +406,14 @@ def _enumerate(runner, args) -> int:
     return EXIT_MODULE_FAILED if runner.enumerate_errors else EXIT_OK
 
 
-def _finish(runner, result, args) -> int:
+def _finish(runner: Runner, result: RunResult, args: Arguments) -> int:
     import json
 
     from ovmd.runreport import ModuleStatus
 
     redact = runner.redact
     if args.dry_run:
-        from templateconfig.plan import plan_json, render_plan
-        planned = [(o.module.name, o.actions) for o in result.outcomes
-                   if o.status == ModuleStatus.OK]
-        skipped = [(o.module.name, o.error if o.status == ModuleStatus.SKIPPED
-                    else "failed: %s" % o.error)
-                   for o in result.outcomes if o.status != ModuleStatus.OK]
-        if args.json:
-            report = dict(result.report)
-            report["plan"] = plan_json(planned, skipped)
-            sys.stdout.write(redact(json.dumps(report, indent=2, sort_keys=True)) + "\n")
-        else:
-            sys.stdout.write(redact(render_plan(planned, skipped)))
+        _print_plan(result, args.json, redact)
     elif args.json:
         sys.stdout.write(json.dumps(result.report, indent=2, sort_keys=True) + "\n")
     for outcome in result.outcomes:
@@ -557,3 +428,31 @@ def _finish(runner, result, args) -> int:
                              % (args.output, exc.strerror or exc))
             return EXIT_MODULE_FAILED
     return EXIT_OK if result.ok else EXIT_MODULE_FAILED
+
+
+def _print_plan(result: RunResult, as_json: bool, redact: Callable[[str], str]) -> None:
+    """The dry run's plan: the diffs and commands, or the report with a ``plan``."""
+    import json
+
+    from ovmd.runreport import ModuleStatus
+    from templateconfig.run.plan import plan_json, render_plan
+
+    planned = [(o.module.name, o.actions) for o in result.outcomes
+               if o.status == ModuleStatus.OK]
+    skipped = [(o.module.name, (o.error or "") if o.status == ModuleStatus.SKIPPED
+                else "failed: %s" % o.error)
+               for o in result.outcomes if o.status != ModuleStatus.OK]
+    if as_json:
+        report = dict(result.report)
+        report["plan"] = plan_json(planned, skipped)
+        sys.stdout.write(redact(json.dumps(report, indent=2, sort_keys=True)) + "\n")
+    else:
+        sys.stdout.write(redact(render_plan(planned, skipped)))
+
+
+def _write_output(fd: int, params: Dict[str, Any]) -> None:
+    import json
+
+    data = (json.dumps(params, sort_keys=True) + "\n").encode("utf-8")
+    with os.fdopen(fd, "wb", closefd=True) as handle:
+        handle.write(data)

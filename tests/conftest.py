@@ -11,9 +11,14 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from testlib import (  # noqa: F401  (re-exported)
-    BIN, IN_CI, REPO, DevXenStore, bin_path, require_tool, start_xenstored,
+    BIN,
+    IN_CI,
+    REPO,
+    DevXenStore,
+    bin_path,
+    require_tool,
+    start_xenstored,
 )
 
 

@@ -40,6 +40,15 @@ def require_tool(name: str) -> str:
     return path
 
 
+def require_root(why: str) -> None:
+    """Skip (fail under CI=true) unless running as uid 0; ``why`` says what needs it."""
+    if os.geteuid() != 0:
+        message = "this test needs root: %s" % why
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 class DevXenStore:
     """A running ``ovmd-xenstored``: its socket directory and how to reach it."""
 
@@ -98,45 +107,61 @@ DEBIAN_MIRROR = os.environ.get("OVMD_TEST_MIRROR", "http://deb.debian.org/debian
 #: What the tests need inside it: python3 (RPM scriptlets run ovm-chkconfig in the root)
 #: and openssh (the identity modules' real-tools test uses the root's own ssh-keygen).
 DEBIAN_ROOT_PACKAGES = ("python3", "openssh-client", "openssh-server")
-DEBIAN_ROOT_TARBALL = CACHE_DIR / ("bookworm-minbase-%s.tar" % "-".join(DEBIAN_ROOT_PACKAGES))
+#: A root that boots under systemd-nspawn as a Debian 12 guest would: systemd, the
+#: services the standard modules configure (ssh, chrony, ifupdown with a DHCP client),
+#: and what the project's .deb packages depend on, so dpkg installs them offline.
+DEBIAN_BOOT_PACKAGES = ("systemd", "systemd-sysv", "dbus", "openssh-server", "openssh-client",
+                        "chrony", "ifupdown", "isc-dhcp-client", "iproute2", "python3",
+                        "python3-daemon", "python3-pyudev", "python3-simplejson",
+                        "python3-pycdlib")
 
 
-def debian_root_tarball() -> Path:
-    """The cached tarball of ``debootstrap --variant=minbase --include=... bookworm``.
+def debian_root_tarball_path(packages=DEBIAN_ROOT_PACKAGES) -> Path:
+    """Where the tarball of a root with ``packages`` is cached (keyed by the list)."""
+    return CACHE_DIR / ("bookworm-minbase-%s.tar" % "-".join(packages))
 
-    Built once per machine (about a minute; needs root and the mirror) under a lock, so
-    parallel test runs wait for one build. A failure raises RuntimeError; callers turn
-    it into a skip, which fails under CI=true.
+
+DEBIAN_ROOT_TARBALL = debian_root_tarball_path()
+
+
+def debian_root_tarball(packages=DEBIAN_ROOT_PACKAGES) -> Path:
+    """The cached tarball of ``debootstrap --variant=minbase --include=PACKAGES bookworm``.
+
+    Built once per machine and package list (about a minute; needs root and the mirror)
+    under a lock, so parallel test runs wait for one build; written under a temporary
+    name and renamed. A failure raises RuntimeError; callers turn it into a skip, which
+    fails under CI=true.
     """
-    if DEBIAN_ROOT_TARBALL.exists():
-        return DEBIAN_ROOT_TARBALL
+    tarball = debian_root_tarball_path(packages)
+    if tarball.exists():
+        return tarball
     require_tool("debootstrap")
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     with open(CACHE_DIR / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if DEBIAN_ROOT_TARBALL.exists():
-            return DEBIAN_ROOT_TARBALL
+        if tarball.exists():
+            return tarball
         staging = Path(tempfile.mkdtemp(prefix="bookworm-", dir=str(CACHE_DIR)))
         try:
             proc = subprocess.run(
-                ["debootstrap", "--variant=minbase", "--include=" + ",".join(DEBIAN_ROOT_PACKAGES),
+                ["debootstrap", "--variant=minbase", "--include=" + ",".join(packages),
                  "bookworm", str(staging / "root"), DEBIAN_MIRROR],
                 capture_output=True, text=True, timeout=1800)
             if proc.returncode != 0:
                 raise RuntimeError("debootstrap failed (%d): %s" % (
                     proc.returncode, (proc.stdout + proc.stderr)[-2000:]))
-            partial = DEBIAN_ROOT_TARBALL.with_suffix(".tar.partial")
+            partial = staging / "root.tar.partial"
             with tarfile.open(partial, "w") as archive:
                 archive.add(str(staging / "root"), arcname=".")
-            os.rename(partial, DEBIAN_ROOT_TARBALL)
+            os.rename(partial, tarball)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    return DEBIAN_ROOT_TARBALL
+    return tarball
 
 
-def extract_debian_root(dest: Path) -> Path:
-    """A fresh copy of the cached Debian root at ``dest``."""
-    tarball = debian_root_tarball()
+def extract_debian_root(dest: Path, packages=DEBIAN_ROOT_PACKAGES) -> Path:
+    """A fresh copy of the cached Debian root with ``packages`` at ``dest``."""
+    tarball = debian_root_tarball(packages)
     dest.mkdir(parents=True, exist_ok=True)
     subprocess.run(["tar", "-xpf", str(tarball), "-C", str(dest), "--numeric-owner"], check=True)
     return dest
@@ -152,11 +177,7 @@ class Tmpfs:
     def __init__(self, path: Path, size: str) -> None:
         self.path = path
         path.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() != 0:
-            message = "mounting a tmpfs needs root"
-            if IN_CI:
-                pytest.fail(message)
-            pytest.skip(message)
+        require_root("it mounts a tmpfs")
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s,mode=0755" % size,
                         "ovmd-test-tmpfs", str(path)], check=True, capture_output=True)
 

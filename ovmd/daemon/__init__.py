@@ -1,7 +1,8 @@
 """The ovmd daemon: one event loop over XenStore, the control socket and signals.
 
 Everything is event-driven (no polling loop): a ``selectors`` loop waits on the XenStore
-connection (the watch on ``to-guest/last-write``), the control socket, a signal wakeup
+connection (the watches on ``to-guest/last-write`` and ``device/vif``), the kernel's
+routing socket (address changes), the control socket, a signal wakeup
 descriptor, the pipes of a running ``ovm-template-config`` child, and the nearest timer
 (the first-boot quiet period, the XenStore reconnect backoff). Idle, it sleeps in
 ``select()``.
@@ -17,6 +18,7 @@ One file per job:
 ``agent``       :class:`Daemon`: builds the parts, connects them, start to READY=1 to stop
 ``loop``        the event loop: descriptors, signals, named timers
 ``hostlink``    XenStore: the connection and its reconnects, host messages in, the outbox
+``addresses``   the guest's IP addresses to the host, from rtnetlink notifications
 ``requests``    the control requests' handlers (the table is :data:`ovmd.control.REQUESTS`)
 ``runs``        the runner slot: one ``ovm-template-config`` run at a time, and its result
 ``targetrun``   one ``ovm-template-config`` child process and its pipes

@@ -1,7 +1,9 @@
 """The daemon: builds its parts, connects them, and runs them until SIGTERM.
 
 The parts: the :class:`~.loop.EventLoop`; the :class:`~.hostlink.HostLink` (XenStore in
-and out) storing into the :class:`~ovmd.cache.ParamCache`; the control socket answered by
+and out) storing into the :class:`~ovmd.cache.ParamCache`; the
+:class:`~.addresses.AddressReporter` (the guest's IP addresses to the host, through the
+host link); the control socket answered by
 :class:`~.requests.ControlRequests`; the :class:`~.runs.RunSlot` for
 ``ovm-template-config`` children; and the first-boot
 :class:`~ovmd.firstboot.machine.FirstBootMachine`, which the daemon feeds events and
@@ -23,6 +25,7 @@ from ..firstboot.machine import CONFIGURE, FirstBootMachine
 from ..paths import Paths
 from ..secrets import RedactingFilter
 from ..status import compute_status
+from .addresses import AddressReporter
 from .hostlink import HostLink
 from .loop import EventLoop, guarded
 from .requests import ControlRequests
@@ -46,6 +49,7 @@ class Daemon:
         self.loop = EventLoop()
         self.cache = ParamCache(paths, redactor or RedactingFilter())
         self.link = HostLink(self.loop, self.cache, xenstore_path, self._stored)
+        self.addresses = AddressReporter(paths, self.loop, self.link)
         self.runs = RunSlot(paths, self.loop, self.cache, self._run_finished)
         self.first_boot = FirstBootMachine(DaemonFirstBootActions(self), quiet_period)
         self.requests = ControlRequests(self.cache, self.link, self.runs, self.first_boot,
@@ -60,6 +64,7 @@ class Daemon:
         self.cache.load()
         self.control = ControlServer(self.paths.control_socket, self.requests.handle,
                                      self.loop.selector, self.paths.root)
+        self.addresses.start()  # before connecting: it watches device/vif
         self.link.connect(drain_all=True)  # the messages waiting before READY=1
         self.first_boot.started()
         sd_notify("READY=1\nSTATUS=waiting for host messages")
@@ -88,6 +93,7 @@ class Daemon:
         self.requests.close()
         if self.control is not None:
             self.control.close()
+        self.addresses.close()
         self.link.close()
         self.cache.close()
         self.loop.close()

@@ -5,6 +5,10 @@ them durably in the :class:`~ovmd.cache.ParamCache`, then delete them from XenSt
 (docs/protocol.md); ``VMAPIEvent`` messages are recorded, not stored. Out: send to
 ``from-guest``, or keep the message in an outbox while XenStore is unreachable.
 
+Other daemon parts share the connection: :meth:`HostLink.add_watch` registers a watch
+(again on every connection) whose events are handed to its callback, and
+:meth:`HostLink.on_connected` callbacks run after each successful (re)connect.
+
 What goes wrong, and what happens:
 
 - the connection breaks (EOF, bad framing, no reply): reconnect with a doubling backoff
@@ -69,6 +73,8 @@ class HostLink:
         self._dirty = False
         self._xs_fd: Optional[int] = None
         self._refused: Optional[str] = None  # the XenStore refusal last logged
+        self._watches: Dict[str, Tuple[str, Callable[[], None]]] = {}  # token -> path, callback
+        self._connected: List[Callable[[], None]] = []
 
     @property
     def connected(self) -> bool:
@@ -88,6 +94,8 @@ class HostLink:
         channel = MessageChannel(client)
         try:
             channel.watch()
+            for token, (path, _) in self._watches.items():
+                client.watch(path, token)
             self.client, self.channel = client, channel
             self._xs_fd = client.fileno()
             self.loop.add_reader(self._xs_fd, self._on_xenstore)
@@ -105,6 +113,23 @@ class HostLink:
         if self.backoff > RECONNECT_FIRST:
             log.info("connected to XenStore again")
         self.backoff = RECONNECT_FIRST
+        for callback in self._connected:
+            guarded(callback)
+
+    def add_watch(self, path: str, token: str, callback: Callable[[], None]) -> None:
+        """Watch ``path`` on every connection (from the next one on); ``callback()`` for
+        its events, the one at registration included. Events are hints: re-read."""
+        self._watches[token] = (path, callback)
+
+    def on_connected(self, callback: Callable[[], None]) -> None:
+        """``callback()`` after every successful connect (XenStore may have lost what was
+        written before: a resumed domain, a restarted xenstored)."""
+        self._connected.append(callback)
+
+    def lost(self, err: OSError) -> None:
+        """A part using :attr:`client` found the connection broken: reconnect."""
+        log.warning("XenStore error: %s", err)
+        self._disconnect()
 
     def _schedule_reconnect(self, why: str) -> None:
         log.warning("%s; retrying in %.1f s", why, self.backoff)
@@ -129,6 +154,8 @@ class HostLink:
     def work(self) -> bool:
         """The loop's work before each wait: fetch the next batch if one is waiting; True
         while more are (the loop must not sleep)."""
+        if self.client is not None and self._take_events():
+            self._dirty = True  # queued while another part made requests
         if self._dirty and self.client is not None:
             guarded(self._drain)
         return self._dirty
@@ -136,12 +163,13 @@ class HostLink:
     def _on_xenstore(self, _mask: int) -> None:
         assert self.client is not None
         try:
-            self.client.receive_events()
+            events = self.client.receive_events()
         except OSError as err:
             log.warning("XenStore error: %s", err)
             self._disconnect()
             return
-        self._drain()
+        if self._take_events(events):
+            self._drain()
 
     def _drain(self) -> None:
         """Fetch one batch, store it durably, then delete it from XenStore."""
@@ -158,8 +186,7 @@ class HostLink:
             if messages:
                 self._store(messages)
                 self.channel.acknowledge(messages)
-            self._dirty = bool(messages) or self.channel.has_more \
-                or bool(self.client.pending_events())
+            self._dirty = self._take_events() or bool(messages) or self.channel.has_more
             self._refused = None
         except CacheError as err:
             self._store_failed(err)
@@ -198,6 +225,21 @@ class HostLink:
 
     def _retry_store(self) -> None:
         self._dirty = True
+
+    def _take_events(self, events: Optional[List[Any]] = None) -> bool:
+        """Hand the queued events of other watches to their callbacks; True if any were
+        the channel's own."""
+        assert self.client is not None
+        ours = False
+        called = set()
+        for event in self.client.pending_events() if events is None else events:
+            watch = self._watches.get(event.token)
+            if watch is None:
+                ours = True
+            elif event.token not in called:  # one call per turn: they re-read anyway
+                called.add(event.token)
+                guarded(watch[1])
+        return ours
 
     def _store(self, messages: List[Message]) -> None:
         params = [(m.key, m.value) for m in messages if not m.is_event]

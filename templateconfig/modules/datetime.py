@@ -118,7 +118,8 @@ def configure(params: Dict[str, str]) -> Optional[Dict[str, str]]:
     utc = _flag(params, UTC)
     if utc is not None:
         platform.set_hardware_clock_utc(state, utc)
-    if ntp is not False and sync is not None and (servers or local):
+    reconfigured = ntp is not False and sync is not None and bool(servers or local)
+    if sync is not None and reconfigured:
         sync.configure(state, servers, local)
     elif ntp is not False and sync is None and (servers or local):
         log.warning("datetime: no NTP client is installed: %s ignored", NTP_SERVERS)
@@ -129,15 +130,29 @@ def configure(params: Dict[str, str]) -> Optional[Dict[str, str]]:
     if DATETIME in params:
         when = parse_datetime(params[DATETIME])
         common.system_cmd(["date", "-s", when.strftime("%Y-%m-%d %H:%M:%S")])
-        common.system_cmd(["hwclock", "--systohc", clock_mode])
-    elif utc is not None:
-        common.system_cmd(["hwclock", "--systohc", clock_mode])
+    if DATETIME in params or utc is not None:
+        set_hardware_clock(clock_mode)
     if ntp is not None and sync is not None:
-        platform.set_service(state, sync.service, ntp)
-    elif sync is not None and (servers or local):
+        platform.set_service(state, sync.service, ntp, reconfigured=reconfigured)
+    elif sync is not None and reconfigured:
         platform.service_control().restart(sync.service)
     state.mark_applied(digest)
     return None
+
+
+def set_hardware_clock(mode: str) -> None:
+    """``hwclock --systohc``, where the guest has a hardware clock. Xen PV guests and
+    containers have none (nor may a container set it): that failure is noted on stderr,
+    with hwclock's own reason, and the module goes on; the system clock and NTP are what
+    the guest keeps time by."""
+    argv = ["hwclock", "--systohc", mode]
+    try:
+        common.system_cmd(argv)
+    except common.CommandError as exc:
+        lines = [line.strip() for line in exc.stderr.splitlines() if line.strip()]
+        reason = lines[0] if lines else "exit code %d" % exc.returncode
+        log.warning("datetime: the hardware clock was not set (%s: %s), ignored",
+                    " ".join(argv), reason)
 
 
 @SPEC.target("cleanup")

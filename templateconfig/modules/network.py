@@ -6,10 +6,15 @@ address; the module waits a bounded time for a NIC that has not appeared yet). E
 (dotted or prefix length), gateway, MTU, DNS servers and search domains.
 
 The files written depend on the guest's network stack, chosen by the platform
-(ifcfg, NetworkManager keyfile, ifupdown, netplan: ``templateconfig.platform.network``);
-the change is activated on a running system. Applied once: a later boot with the same
-params does nothing; new or changed keys apply again. ``cleanup`` restores every file
-configure changed and removes those it created.
+(ifcfg, NetworkManager keyfile, ifupdown, netplan: ``templateconfig.platform.network``),
+and DNS settings go where the guest's resolver reads them (the stack's own files, or
+``/etc/resolv.conf`` itself where nothing manages it). The change is activated on a
+running system once its network service runs; during a first boot that service starts
+after the configuration and brings the interfaces up itself. ``/etc/hosts`` gets the
+``host.N`` lines in a marked block (and, on a guest without the file, the distribution's
+localhost lines). Applied once: a later boot with the same params does nothing; new or
+changed keys apply again. ``cleanup`` restores every file configure changed and removes
+those it created.
 
 Environment: ``OVM_TEMPLATE_CONFIG_NIC_WAIT`` (seconds, default 10) bounds the wait for
 a NIC named by its hardware address.
@@ -313,7 +318,12 @@ def configure(params: Dict[str, str]) -> Optional[Dict[str, str]]:
     if hostname:
         platform.set_hostname(state, hostname.rstrip("."))
     if entries or (hostname and platform.hosts_self_address):
-        original = common.read_file("/etc/hosts") or ""
+        original = common.read_file("/etc/hosts")
+        if original is None:
+            # A guest without /etc/hosts (a debootstrap root): the distribution's
+            # localhost lines first, or localhost would not resolve at all.
+            current = (common.read_file(platform.hostname_file) or "").strip() or None
+            original = platform.default_hosts(None if hostname else current)
         state.write_file("/etc/hosts", hosts_text(original, entries, hostname,
                                                   platform.hosts_self_address))
     if stack is not None:

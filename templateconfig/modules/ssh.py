@@ -5,7 +5,8 @@ impersonate every other). ``configure`` installs the host keys the host supplied
 generates fresh ones for every other type the guest's ``sshd`` uses (its ``HostKey``
 lines, including ``Include``d files, else the platform's defaults for its release); fresh
 keys are made once per boot (see :func:`templateconfig.modules.support.state.generated_this_boot`),
-so a retried configure keeps them. Per user N it writes ``authorized_keys``,
+so a retried configure keeps them; a running sshd is then restarted (``try-restart``,
+without waiting for it). Per user N it writes ``authorized_keys``,
 ``known_hosts`` and a private key into ``~/.ssh`` with sshd's required owner and modes,
 refusing any path that leaves the user's home (a symlinked ``~/.ssh``, ``..``).
 
@@ -183,28 +184,33 @@ def _generate_host_key(key_type: str, path: str, mode: int, gid: Optional[int]) 
         common.set_metadata(path + ".pub", 0o644, 0, 0)
 
 
-def configure_host_keys(params: Dict[str, str]) -> None:
+def configure_host_keys(params: Dict[str, str]) -> bool:
+    """Install the supplied host keys, generate the others; True if any changed."""
     used = used_host_keys()
     mode, gid = _private_key_mode()
     fresh = not generated_this_boot("ssh-host-keys")
     supplied = [t for t in HOST_KEY_FILES if params.get(host_key_name(t))]
+    changed = False
     for key_type in supplied:
         path = used.get(key_type, "%s/%s" % (SSH_DIR, HOST_KEY_FILES[key_type]))
-        common.write_file(path, _with_newline(params[host_key_name(key_type)]), mode=mode,
-                          uid=0, gid=gid, secret=True)
-        common.write_file(path + ".pub", _with_newline(params[host_key_name(key_type) + "-pub"]),
-                          mode=0o644, uid=0, gid=0)
+        changed |= common.write_file(path, _with_newline(params[host_key_name(key_type)]),
+                                     mode=mode, uid=0, gid=gid, secret=True)
+        changed |= common.write_file(path + ".pub",
+                                     _with_newline(params[host_key_name(key_type) + "-pub"]),
+                                     mode=0o644, uid=0, gid=0)
     for key_type, path in sorted(used.items()):
         if key_type in supplied:
             continue
         if fresh or not common.exists(path):
             _generate_host_key(key_type, path, mode, gid)
+            changed = True
     if fresh:
         # The template's keys of types sshd does not use would still be shared: drop them.
         for key_type, name in HOST_KEY_FILES.items():
             if key_type not in used and key_type not in supplied:
                 _remove_host_key("%s/%s" % (SSH_DIR, name))
         mark_generated("ssh-host-keys")
+    return changed
 
 
 # --- users' files -----------------------------------------------------------------------
@@ -347,7 +353,12 @@ def _check(params: Dict[str, str]) -> List[int]:
 @SPEC.target("configure")
 def configure(params: Dict[str, str]) -> Optional[Dict[str, str]]:
     plans = [plan_user(params, n) for n in _check(params)]
-    configure_host_keys(params)
+    if configure_host_keys(params):
+        # A running sshd keeps what it loaded when it started: restart it (queued, not
+        # waited for). One that has not started yet in this boot (it is ordered after
+        # the first-boot configuration) starts with the new keys anyway.
+        platform = detect()
+        platform.service_control().try_restart(platform.ssh_service)
     for plan in plans:
         if plan is not None:
             configure_user(*plan)

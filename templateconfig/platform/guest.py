@@ -63,12 +63,15 @@ class GuestPlatform(Platform):
                 return bool(glob.glob(os.path.join(real, "S[0-9][0-9]" + name)))
         return None
 
-    def set_service(self, files: Optional[FileChanges], name: str, enabled: bool) -> None:
+    def set_service(self, files: Optional[FileChanges], name: str, enabled: bool,
+                    reconfigured: bool = False) -> None:
         """Enable and start, or disable and stop, service ``name``.
 
         The persistent change is made only when needed (and the previous setting saved
         in ``files`` for cleanup, unless ``files`` is None); start/stop acts on the
-        running system.
+        running system, without waiting for the service (see
+        :class:`templateconfig.common.ServiceControl`). ``reconfigured``: its
+        configuration just changed, so a running service is restarted to read it.
         """
         control = self.service_control()
         current = self.service_enabled(name)
@@ -79,7 +82,9 @@ class GuestPlatform(Platform):
                 control.enable(name)
             else:
                 control.disable(name)
-        if enabled:
+        if enabled and reconfigured:
+            control.restart(name)
+        elif enabled:
             control.start(name)
         else:
             control.stop(name)
@@ -90,6 +95,12 @@ class GuestPlatform(Platform):
 
     def activate_hostname(self, name: str) -> None:
         common.system_cmd(["hostname", name])
+
+    def default_hosts(self, hostname: Optional[str]) -> str:
+        """The ``/etc/hosts`` the distribution installs, for a guest that has none (a
+        debootstrap root): the localhost lines, so that ``localhost`` resolves."""
+        return ("127.0.0.1   localhost localhost.localdomain localhost4 localhost4.localdomain4\n"
+                "::1         localhost localhost.localdomain localhost6 localhost6.localdomain6\n")
 
     # --- network ----------------------------------------------------------------------------
     def networkmanager_installed(self) -> bool:
@@ -160,6 +171,8 @@ class GuestPlatform(Platform):
         return services
 
     # --- SSH ----------------------------------------------------------------------------------
+    #: The service that runs sshd.
+    ssh_service = "sshd"
     #: The group that may read the SSH host private keys (mode 0640), or None (0600).
     ssh_host_key_group: Optional[str] = None
 

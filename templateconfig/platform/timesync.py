@@ -5,11 +5,25 @@ module calls :meth:`TimeSync.configure` with validated servers and the local-tim
 flag, and never asks which client it is. Where the client reads a drop-in directory we
 write our own file there; otherwise our lines go into one marked block of the shared
 file (see :mod:`templateconfig.platform.textedit`), undone by cleanup.
+
+Requested servers replace the vendor sources, so that the client uses exactly them:
+
+- chrony: the ``server``/``pool``/``peer`` lines and the ``sourcedir`` directives other
+  than ours (``/run/chrony-dhcp``, the servers DHCP offered) of the main file, i.e.
+  Debian's ``chrony/chrony.conf`` (our servers in ``sources.d``), EL9's ``chrony.conf``
+  (ours in ``chrony.d``), EL7/8's ``chrony.conf`` (ours in its block);
+- ntpd: the ``server``/``pool``/``peer`` lines of ``ntp.conf`` (EL5/6, Debian's ntp and
+  ntpsec), but never the local clock ``127.127.1.0`` unless a local source is requested;
+- systemd-timesyncd: ``FallbackNTP=`` (the vendor's, used when no server is set) is
+  emptied; ``NTP=`` holds ours.
+
+Lines switched off are marked (see :mod:`templateconfig.platform.textedit`), so cleanup
+gives them back.
 """
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, List, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence
 
 from templateconfig import common
 from templateconfig.platform.textedit import apply_managed, strip_managed
@@ -24,8 +38,11 @@ LOCAL_STRATUM = 10
 
 
 def _server_line(line: str) -> bool:
+    """A source line of ntp.conf or chrony.conf (``server``, ``pool``, ``peer``), but not
+    ntpd's local clock (``127.127.1.0``)."""
     words = line.split()
-    return bool(words) and words[0] in ("server", "pool") and not words[1:2] == ["127.127.1.0"]
+    return bool(words) and words[0] in ("server", "pool", "peer") \
+        and not words[1:2] == ["127.127.1.0"]
 
 
 class TimeSync:
@@ -41,7 +58,10 @@ class TimeSync:
 class Chrony(TimeSync):
     """chrony. ``conf_dir`` (``*.conf``) and ``sources_dir`` (``*.sources``, server lines
     only) are drop-in directories where the guest's chrony supports them; if the main
-    file does not read ``conf_dir`` yet, an ``include`` line is added to it."""
+    file does not read ``conf_dir`` yet, an ``include`` line is added to it.
+
+    Requested servers replace the vendor sources of the main file (see the module
+    docstring); files that others put into the drop-in directories are left alone."""
 
     name = "chrony"
 
@@ -61,17 +81,31 @@ class Chrony(TimeSync):
                 return True
         return False
 
+    @staticmethod
+    def _vendor_source(keep: Optional[str]) -> Callable[[str], bool]:
+        """Whether a line of the main file is a source of the vendor's (``keep``: the
+        ``sourcedir`` that holds ours)."""
+        def vendor(line: str) -> bool:
+            words = line.split()
+            if words[:1] == ["sourcedir"] and len(words) > 1:
+                return words[1].rstrip("/") != keep
+            return _server_line(line)
+        return vendor
+
     def configure(self, files: FileChanges, servers: Sequence[str], local_source: bool) -> None:
         server_lines = ["server %s iburst" % s for s in servers]
         local_lines = ["local stratum %d" % LOCAL_STRATUM] if local_source else []
         text = common.read_file(self.conf) or ""
+        base = strip_managed(text, "datetime")
+        own_sources = self.sources_dir is not None and self.conf_dir is not None \
+            and self._reads(base, self.sources_dir)
+        disable = self._vendor_source(self.sources_dir if own_sources else None) \
+            if servers else None
         if self.conf_dir is None:
             files.write_file(self.conf, apply_managed(
-                text, "datetime", server_lines + local_lines,
-                disable=_server_line if servers else None))
+                text, "datetime", server_lines + local_lines, disable=disable))
             return
-        base = strip_managed(text, "datetime")
-        if self.sources_dir is not None and self._reads(base, self.sources_dir):
+        if own_sources:
             self._drop_in(files, "%s/ovm.sources" % self.sources_dir, server_lines)
             conf_lines = local_lines
         else:
@@ -79,7 +113,7 @@ class Chrony(TimeSync):
         self._drop_in(files, "%s/ovm.conf" % self.conf_dir, conf_lines)
         include = ["include %s/*.conf" % self.conf_dir] \
             if conf_lines and not self._reads(base, self.conf_dir) else []
-        files.write_file(self.conf, apply_managed(text, "datetime", include))
+        files.write_file(self.conf, apply_managed(text, "datetime", include, disable=disable))
 
     @staticmethod
     def _drop_in(files: FileChanges, path: str, lines: List[str]) -> None:
@@ -90,7 +124,9 @@ class Chrony(TimeSync):
 
 
 class Ntpd(TimeSync):
-    """ntpd (EL5/6): server lines in ``ntp.conf``; the local clock as ``127.127.1.0``."""
+    """ntpd (EL5/6; ntp or ntpsec on Debian): server lines in ``ntp.conf``, where the
+    vendor's ``server``/``pool``/``peer`` lines are switched off; the local clock as
+    ``127.127.1.0``."""
 
     name = "ntpd"
 
@@ -116,8 +152,10 @@ class Ntpd(TimeSync):
 
 
 class Timesyncd(TimeSync):
-    """systemd-timesyncd (Ubuntu's default): ``timesyncd.conf.d/ovm.conf``. It cannot
-    serve the local clock; a request for that is reported, not failed."""
+    """systemd-timesyncd (Ubuntu's default): ``timesyncd.conf.d/ovm.conf``. ``NTP=``
+    takes the requested servers; the vendor's (``FallbackNTP=``, e.g. ntp.ubuntu.com) are
+    emptied. It cannot serve the local clock; a request for that is reported, not
+    failed."""
 
     name = "systemd-timesyncd"
     service = "systemd-timesyncd"
@@ -131,7 +169,8 @@ class Timesyncd(TimeSync):
                         "com.oracle.linux.datetime.ntp-local-time-source ignored "
                         "(install chrony for that)")
         if servers:
-            files.write_file(self.path, HEADER + "[Time]\nNTP=%s\n" % " ".join(servers), mode=0o644)
+            files.write_file(self.path, HEADER + "[Time]\nNTP=%s\nFallbackNTP=\n"
+                             % " ".join(servers), mode=0o644)
         else:
             files.remove_file(self.path)
 

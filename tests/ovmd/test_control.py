@@ -15,8 +15,16 @@ import threading
 import pytest
 
 from ovmd import control
-from ovmd.control import (ControlClient, ControlError, ControlServer, decode_request,
-                          decode_response, encode_request, encode_response, peer_uid)
+from ovmd.control import (
+    ControlClient,
+    ControlError,
+    ControlServer,
+    decode_request,
+    decode_response,
+    encode_request,
+    encode_response,
+    peer_uid,
+)
 
 NOBODY = 65534
 needs_root = pytest.mark.skipif(os.getuid() != 0, reason="needs root to switch uid")

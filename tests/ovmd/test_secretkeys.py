@@ -1,8 +1,8 @@
 """Which keys the daemon keeps off the disk: by name, and by the modules' descriptors as the
 runner's enumerate cache records them (docs/formats.md §1 and §6).
 
-The enumerate cache is written by the runner's own code (``templateconfig.report``), so
-these tests also hold the daemon to the format the runner really writes.
+The enumerate cache is written by the runner's own code (``templateconfig.run.enumcache``),
+so these tests also hold the daemon to the format the runner really writes.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from ovmd.cache import ParamCache
 from ovmd.paths import Paths
 from ovmd.secretkeys import PUBLIC, SECRET, UNKNOWN, SecretKeys
-from templateconfig.report import EnumerateCache, script_identity
+from templateconfig.run.enumcache import EnumerateCache, script_identity
 
 ORACLE = "com.oracle.linux."
 DESCRIPTORS = [

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Dict
 
 import pytest
-
 from packaging_helpers import DEBIAN_SITELIB, build_rpms, debian_root, rpm_root
+
 
 @pytest.fixture(scope="session")
 def rpms(tmp_path_factory) -> Dict[str, Path]:
@@ -36,3 +36,10 @@ def installed_root(tmp_path_factory, debian_rpms) -> Path:
     root = debian_root(tmp_path_factory.mktemp("installed") / "root")
     rpm_root(root, "-ivh", *[str(p) for p in debian_rpms.values()])
     return root
+
+
+@pytest.fixture(scope="session")
+def debs(tmp_path_factory) -> Dict[str, Path]:
+    """``make deb`` once: package name -> .deb."""
+    from packaging_helpers import build_debs
+    return build_debs(tmp_path_factory.mktemp("debbuild"))

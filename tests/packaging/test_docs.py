@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import List, Optional
 
 import pytest
-
 from packaging_helpers import REPO, bin_path, require_tool
 
 COMMANDS = ("ovmd", "ovm-template-config", "ovm-chkconfig", "ovm-vmmessage")
@@ -164,6 +163,13 @@ def test_vmmessage_completes_options_and_keys():
     assert complete("ovm-vmmessage", "ovm-vmmessage -k com.oracle.linux.root") == \
         ["com.oracle.linux.root-password"]
     assert complete("ovm-vmmessage", "ovm-vmmessage -V ") == ["-"]
+    # what the guest sends, for -q and --wait
+    assert complete("ovm-vmmessage", "ovm-vmmessage -q com.oracle.linux.network.ipa") == \
+        ["com.oracle.linux.network.ipaddr.0", "com.oracle.linux.network.ipaddrs"]
+    assert complete("ovm-vmmessage", "ovm-vmmessage --wait com.oracle.linux.ovmd.") == \
+        ["com.oracle.linux.ovmd.initial-config-status"]
+    assert complete("ovm-vmmessage", "ovm-vmmessage -k com.oracle.linux.network.ipa") == \
+        ["com.oracle.linux.network.ipaddr.0"]
 
 
 # --- the docs move with the code -----------------------------------------------------------

@@ -6,28 +6,18 @@ installed packages: what a guest does on ``yum install``.
 """
 from __future__ import annotations
 
-import os
 import subprocess
-from pathlib import Path
 
 import pytest
-
-from packaging_helpers import MODULES, TARGETS, debian_root, rpm_root, run
-
-#: configure priorities of the standard modules, as Oracle's (docs/keys.md).
-CONFIGURE_PRIORITIES = {"selinux": 30, "firewall": 41, "datetime": 50, "network": 50,
-                        "system": 60, "user": 60, "ssh": 70, "authentication": 90}
-CHROOT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": "/root"}
-
-
-def in_root(root: Path, *argv: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    return run(["chroot", str(root)] + list(argv), env=CHROOT_ENV, check=check, timeout=120,
-               **kwargs)
-
-
-def links(root: Path, target: str):
-    directory = root / "etc/template.d" / ("%s.d" % target)
-    return {entry.name: os.readlink(entry) for entry in sorted(directory.iterdir())}
+from packaging_helpers import (
+    CONFIGURE_PRIORITIES,
+    MODULES,
+    TARGETS,
+    debian_root,
+    in_root,
+    links,
+    rpm_root,
+)
 
 
 def test_installed_files_verify(installed_root, debian_rpms):

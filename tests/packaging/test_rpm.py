@@ -8,8 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from packaging_helpers import MODULES, REPO, TARGETS, rpm_files, rpm_scripts, run
+from packaging_helpers import MODULES, REPO, TARGETS, framework_sources, rpm_files, rpm_scripts, run
 
 SYSCONF = "/etc"
 COMMANDS_OVMD = ("ovmd", "ovm-vmmessage", "ovmd-xenstored")
@@ -76,15 +75,13 @@ def test_framework_package_files(rpms):
     sitelib = sitelib_of(files)
     for command in COMMANDS_FRAMEWORK:
         assert files["/usr/bin/%s" % command] == "-rwxr-xr-x"
-    modules = set(MODULES)
-    for source in sorted((REPO / "templateconfig").rglob("*.py")):
-        relative = source.relative_to(REPO)
+    for relative, is_module in framework_sources():
         name = "%s/%s" % (sitelib, relative)
-        if relative.parent.name == "modules" and source.stem in modules:
+        if is_module:
             assert name not in files, "%s belongs to its module's package" % name
         else:
             assert files.get(name) == "-rw-r--r--", name
-            compiled = "%s/%s/__pycache__/%s.%s.pyc" % (sitelib, relative.parent, source.stem,
+            compiled = "%s/%s/__pycache__/%s.%s.pyc" % (sitelib, relative.parent, relative.stem,
                                                        BUILD_CACHE_TAG)
             assert files.get(compiled) == "-rw-r--r--", compiled
     assert files["%s/templateconfig/sdk.py" % sitelib] == "-rw-r--r--"
@@ -164,12 +161,14 @@ def _tree(root: Path):
     return tree
 
 
-def test_make_install_matches_the_rpms(rpms, tmp_path):
+def test_make_install_matches_the_rpms(debian_rpms, tmp_path):
+    """`make install` with its defaults on this Debian machine puts the packages in
+    Debian's dist-packages, where the debian_rpms build puts them too."""
     dest = tmp_path / "destdir"
     run(["make", "-s", "-C", str(REPO), "install", "DESTDIR=%s" % dest], timeout=120)
     installed = _tree(dest)
     packaged = {}
-    for path in rpms.values():
+    for path in debian_rpms.values():
         for name, mode in rpm_files(path).items():
             if name.startswith("/usr/share/man/") and name.endswith(".gz"):
                 name = name[:-3]

@@ -9,9 +9,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from packaging_helpers import (
+    REPO,
+    bin_path,
+    debian_root,
+    require_tool,
+    rpm_files,
+    rpm_root,
+    rpm_scripts,
+    run,
+)
 
-from packaging_helpers import REPO, bin_path, debian_root, require_tool, rpm_files, rpm_root, \
-    rpm_scripts, run
 from templateconfig import sdk
 from templateconfig.header import parse_header
 

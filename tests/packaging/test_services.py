@@ -14,10 +14,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from packaging_helpers import REPO, require_tool, run
 
-UNITS = ("ovmd.service", "ovm-template-initial-config.service")
+UNITS = ("ovmd.service", "ovmd-initial-config-wait.service", "ovm-template-initial-config.service")
 SYSV = REPO / "packaging" / "sysv" / "ovmd"
 
 

@@ -1,5 +1,6 @@
 """The version string has one source, ``ovmd/__init__.py``; everything that shows a
-version says the same (both packages, the commands, the man pages, the RPM changelog)."""
+version says the same (both packages, the commands, the man pages, the RPM and Debian
+changelogs)."""
 from __future__ import annotations
 
 import re
@@ -7,10 +8,10 @@ import subprocess
 import sys
 
 import pytest
+from testlib import REPO
 
 import templateconfig
 from ovmd import __version__
-from testlib import REPO
 
 MAN_PAGES = sorted((REPO / "packaging" / "man").glob("*.8"))
 
@@ -30,6 +31,11 @@ def test_rpm_changelog_starts_with_the_version():
     changelog = spec.split("%changelog", 1)[1]
     first = next(line for line in changelog.splitlines() if line.startswith("*"))
     assert re.search(r" - %s-\d+$" % re.escape(__version__), first), first
+
+
+def test_debian_changelog_starts_with_the_version():
+    first = (REPO / "packaging/debian/changelog").read_text().splitlines()[0]
+    assert first.startswith("ovmd (%s-1) " % __version__), first
 
 
 def test_spec_has_no_version_of_its_own():

@@ -11,8 +11,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from testlib import bin_path
+
 from ovmd.paths import ROOT_ENV, Paths
 from templateconfig import registry
 from templateconfig.header import TARGETS

@@ -228,7 +228,7 @@ class TestServiceControl:
         control.restart("chronyd")
         argvs = [(r["argv"], r["applied"]) for r in records(journal)]
         assert argvs == [(["systemctl", "--root=%s" % root, "enable", "chronyd"], False),
-                         (["systemctl", "restart", "chronyd"], False)]
+                         (["systemctl", "--no-block", "restart", "chronyd"], False)]
 
     def test_detects_chkconfig_on_sysv_guests(self, guest):
         root, journal = guest
@@ -240,6 +240,34 @@ class TestServiceControl:
         control.stop("iptables")
         assert [r["argv"] for r in records(journal)] == [["chkconfig", "iptables", "off"],
                                                          ["service", "iptables", "stop"]]
+
+    # Runtime changes never wait for the service: during a first boot the configuration
+    # runs before services that are ordered after it (chrony, sshd), and a blocking
+    # systemctl would wait for a job that cannot start until the configuration is done.
+    @pytest.mark.parametrize("kind, action, argv", [
+        ("systemd", "start", ["systemctl", "--no-block", "start", "chrony"]),
+        ("systemd", "restart", ["systemctl", "--no-block", "restart", "chrony"]),
+        ("systemd", "try-restart", ["systemctl", "--no-block", "try-restart", "chrony"]),
+        ("systemd", "stop", ["systemctl", "--no-block", "stop", "chrony"]),
+        ("chkconfig", "restart", ["service", "chrony", "restart"]),
+        ("chkconfig", "try-restart", ["service", "chrony", "condrestart"]),
+        ("update-rc.d", "restart", ["invoke-rc.d", "chrony", "restart"]),
+        ("update-rc.d", "try-restart", ["invoke-rc.d", "chrony", "try-restart"]),
+    ])
+    def test_runtime_argv_per_init_system(self, guest, kind, action, argv):
+        _, journal = guest
+        control = common.ServiceControl(kind)
+        assert control.runtime_argv(action, "chrony") == argv
+        {"start": control.start, "restart": control.restart, "stop": control.stop,
+         "try-restart": control.try_restart}[action]("chrony")
+        assert [(r["argv"], r["applied"]) for r in records(journal)] == [(argv, False)]
+
+    @pytest.mark.parametrize("kind", ["systemd", "chkconfig", "update-rc.d"])
+    def test_a_sandbox_root_has_no_running_service_to_ask_about(self, guest, kind):
+        root, _ = guest
+        (root / "var/lock/subsys").mkdir(parents=True)
+        (root / "var/lock/subsys/network").write_text("")
+        assert common.ServiceControl(kind).is_active("network") is None
 
 
 class TestRootConfinement:

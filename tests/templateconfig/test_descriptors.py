@@ -6,7 +6,11 @@ import logging
 import pytest
 
 from templateconfig.descriptors import (
-    DescriptorError, format_human_readable, is_applicable, normalize, password_keys,
+    DescriptorError,
+    format_human_readable,
+    is_applicable,
+    normalize,
+    password_keys,
     validate_params,
 )
 

@@ -14,9 +14,16 @@ import subprocess
 import time
 
 import pytest
-
-from runner_helpers import (OVM_TEMPLATE_CONFIG, add_python_module, add_shell_module,
-                            all_text_under, guest, run_cli, tree_hashes)
+from runner_helpers import (
+    OVM_TEMPLATE_CONFIG,
+    add_python_module,
+    add_shell_module,
+    all_text_under,
+    guest,
+    run_cli,
+    tree_hashes,
+    wait_readable,
+)
 
 PASSWORD = "Tr0ub4dor&3-hunter2"
 SECRET_KEY = "com.example.admin-password"  # a password by its name and its descriptor
@@ -191,7 +198,9 @@ class TestExitStatus:
         assert "  5  another run of the same root held the run lock" in proc.stdout
 
     def test_cli_defaults_match_the_framework(self):
-        from templateconfig import ovm_template_config, runlock, runner
+        from templateconfig import ovm_template_config
+        from templateconfig.run import lock as runlock
+        from templateconfig.run import runner
         assert ovm_template_config.DEFAULT_TIMEOUT == runner.DEFAULT_TIMEOUT
         assert ovm_template_config.DEFAULT_LOCK_TIMEOUT == runlock.DEFAULT_LOCK_TIMEOUT
 
@@ -358,11 +367,14 @@ class TestResume:
             body = 'open(%r, "a").write("%s\\n")\nparams["%s"] = "done"\n' % (
                 str(runs), name, name)
             if name == "three":
-                # first time: announce itself and hang, so the runner can be killed
+                # first time: note its pid, announce itself on the FIFO and hang, so the
+                # runner can be killed
                 body += ('if not os.path.exists(%r):\n'
                          '    open(%r, "w").write(str(os.getpid()))\n'
+                         '    open(%r, "w").write("hung\\n")\n'
                          '    import time; time.sleep(60)\n'
-                         % (str(tmp_path / "hung"), str(tmp_path / "hung")))
+                         % (str(tmp_path / "hung"), str(tmp_path / "hung"),
+                            str(tmp_path / "hung-fifo")))
             add_python_module(paths, name, priority, body)
         return paths, runs
 
@@ -375,12 +387,16 @@ class TestResume:
         return process
 
     def kill_mid_run(self, tmp_path, paths, params):
-        process = self.start(paths, params)
+        fifo = tmp_path / "hung-fifo"
+        os.mkfifo(fifo)
+        announced = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            process = self.start(paths, params)
+            assert wait_readable(announced), "module three did not start"
+            assert os.read(announced, 100) == b"hung\n"
+        finally:
+            os.close(announced)
         hung = tmp_path / "hung"
-        deadline = time.monotonic() + 30
-        while not (hung.exists() and hung.read_text()):
-            assert time.monotonic() < deadline, process.stderr.read() if process.poll() else ""
-            time.sleep(0.02)
         process.send_signal(signal.SIGKILL)
         process.wait()
         os.kill(int(hung.read_text()), signal.SIGKILL)  # the orphaned module

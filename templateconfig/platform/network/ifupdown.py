@@ -1,10 +1,11 @@
 """Debian's ifupdown: our ``interfaces.d/ovm-<dev>`` snippets."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from templateconfig import common
 from templateconfig.platform.network.interface import HEADER, Interface, NetworkStack
+from templateconfig.platform.network.resolvconf import ResolvConf
 from templateconfig.platform.textedit import apply_managed, strip_managed
 
 if TYPE_CHECKING:
@@ -16,14 +17,22 @@ _STANZAS = ("iface", "auto", "mapping", "source", "source-directory", "rename")
 
 class IfupdownStack(NetworkStack):
     """ifupdown: our ``interfaces.d/ovm-<dev>``; the template's stanza for the same
-    device in ``/etc/network/interfaces`` is disabled (marked, undone by cleanup)."""
+    device in ``/etc/network/interfaces`` is disabled (marked, undone by cleanup).
+
+    The ``dns-*`` options reach the resolver only through resolvconf or systemd-resolved;
+    where neither reads them the platform gives ``resolv_conf``, which writes
+    ``/etc/resolv.conf`` itself.
+    """
 
     name = "ifupdown"
+    services = ("networking",)
 
     def __init__(self, interfaces_file: str = "/etc/network/interfaces",
-                 directory: str = "/etc/network/interfaces.d") -> None:
+                 directory: str = "/etc/network/interfaces.d",
+                 resolv_conf: Optional[ResolvConf] = None) -> None:
         self.interfaces_file = interfaces_file
         self.directory = directory
+        self.resolv_conf = resolv_conf
 
     def path(self, iface: Interface) -> str:
         return "%s/ovm-%s" % (self.directory, iface.device)
@@ -77,8 +86,10 @@ class IfupdownStack(NetworkStack):
             files.write_file(self.interfaces_file, text)
         for iface in interfaces:
             files.write_file(self.path(iface), self.render(iface), mode=0o644)
+        if self.resolv_conf is not None:
+            self.resolv_conf.write(files, interfaces)
 
-    def activate(self, interfaces: Sequence[Interface]) -> None:
+    def apply_now(self, interfaces: Sequence[Interface]) -> None:
         for iface in interfaces:
             common.system_cmd(["ifdown", "--force", iface.device], success_return_code=(0, 1))
             if iface.onboot:

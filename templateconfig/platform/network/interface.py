@@ -5,15 +5,21 @@ params); :class:`NetworkStack` is what a renderer offers: write its files for th
 interfaces through the ``files`` object it is given
 (:class:`templateconfig.modules.support.state.ModuleState`, which saves the originals
 for cleanup), and activate them on a running system through
-:func:`templateconfig.common.system_cmd` (recorded, not run, under ``--root``).
+:func:`templateconfig.common.system_cmd` (recorded, not run, under ``--root``), once the
+guest's network service has started.
 """
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING, List, Optional, Sequence
+import logging
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
+
+from templateconfig import common
 
 if TYPE_CHECKING:
     from templateconfig.platform.guest import FileChanges
+
+log = logging.getLogger(__name__)
 
 #: The first line (as a comment) of every file a stack writes.
 HEADER = "Written by ovm-template-config (network module); its cleanup target undoes this."
@@ -74,9 +80,31 @@ class NetworkStack:
     """How one network stack is configured and activated."""
 
     name = ""
+    #: The services that bring the interfaces up at boot: the network has started in
+    #: this boot once one of them runs.
+    services: Tuple[str, ...] = ()
 
     def write(self, files: FileChanges, interfaces: Sequence[Interface]) -> None:
         raise NotImplementedError
 
     def activate(self, interfaces: Sequence[Interface]) -> None:
+        """Bring the interfaces up with their new files, unless the network has not
+        started yet in this boot: a first boot configures before ``network-pre.target``
+        (or, on SysV, before the network script), and the network service then brings
+        them up itself, with these files; bringing them up here as well would fight it
+        (ifupdown fails with "Address already assigned"). Under a sandbox root there is
+        no running system to ask: the commands are recorded as usual."""
+        control = common.service_control()
+        if self.services and all(control.is_active(name) is False for name in self.services):
+            log.info("network: %s has not started yet; it brings the interfaces up with "
+                     "the new configuration", " or ".join(self.services))
+            self.prepare_start(interfaces)
+            return
+        self.apply_now(interfaces)
+
+    def apply_now(self, interfaces: Sequence[Interface]) -> None:
+        """Bring the interfaces up with their new files on a guest whose network runs."""
         raise NotImplementedError
+
+    def prepare_start(self, interfaces: Sequence[Interface]) -> None:
+        """What the network service needs before it starts (nothing, for most stacks)."""

@@ -30,6 +30,7 @@ class KeyfileStack(NetworkStack):
     """NetworkManager keyfiles (EL9+, and wherever NetworkManager is keyfile-only)."""
 
     name = "keyfile"
+    services = ("NetworkManager",)
 
     def __init__(self, directory: str = "/etc/NetworkManager/system-connections") -> None:
         self.directory = directory
@@ -77,7 +78,7 @@ class KeyfileStack(NetworkStack):
         for iface in interfaces:
             files.write_file(self.path(iface), self.render(iface), mode=0o600)
 
-    def activate(self, interfaces: Sequence[Interface]) -> None:
+    def apply_now(self, interfaces: Sequence[Interface]) -> None:
         common.system_cmd(["nmcli", "connection", "reload"])
         for iface in interfaces:
             if iface.onboot:

@@ -16,6 +16,7 @@ class NetplanStack(NetworkStack):
     template's files, later names win)."""
 
     name = "netplan"
+    services = ("systemd-networkd", "NetworkManager")
 
     def __init__(self, path: str = "/etc/netplan/90-ovm.yaml") -> None:
         self.path = path
@@ -52,5 +53,10 @@ class NetplanStack(NetworkStack):
     def write(self, files: FileChanges, interfaces: Sequence[Interface]) -> None:
         files.write_file(self.path, self.render(interfaces), mode=0o600)
 
-    def activate(self, interfaces: Sequence[Interface]) -> None:
+    def apply_now(self, interfaces: Sequence[Interface]) -> None:
         common.system_cmd(["netplan", "apply"])
+
+    def prepare_start(self, interfaces: Sequence[Interface]) -> None:
+        # netplan's systemd generator ran early in this boot, before our file existed:
+        # render it now, so that the renderer's configuration is ours when it starts.
+        common.system_cmd(["netplan", "generate"])

@@ -46,8 +46,9 @@ def host(dom0):
 def ovmd_factory(root, xenstored):
     started: List[Ovmd] = []
 
-    def make(extra: List[str] = (), start: bool = True, env=None, root_dir: Path = None) -> Ovmd:
-        daemon = Ovmd(root_dir or root, xenstored.guest_socket(GUEST), extra, env)
+    def make(extra: List[str] = (), start: bool = True, env=None, root_dir: Path = None,
+             prefix: List[str] = ()) -> Ovmd:
+        daemon = Ovmd(root_dir or root, xenstored.guest_socket(GUEST), extra, env, prefix)
         started.append(daemon)
         return daemon.start() if start else daemon
 

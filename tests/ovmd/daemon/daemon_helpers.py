@@ -29,11 +29,13 @@ CHANNEL = "/local/domain/%d/control/oracle-vmapi" % GUEST
 
 
 class Ovmd:
-    """The real daemon: ``ovmd --foreground --root ROOT --xenstore SOCKET -d 1``."""
+    """The real daemon: ``ovmd --foreground --root ROOT --xenstore SOCKET -d 1``, run
+    through ``prefix`` (e.g. ``ip netns exec NS``, which execs: the pid stays ovmd's)."""
 
     def __init__(self, root: Path, xs_socket: str, extra: List[str] = (),
-                 env: Optional[Dict[str, str]] = None) -> None:
+                 env: Optional[Dict[str, str]] = None, prefix: List[str] = ()) -> None:
         self.root = root
+        self.prefix = list(prefix)
         self.paths = Paths(str(root))
         self.xs_socket = xs_socket
         self.extra = list(extra)
@@ -50,7 +52,7 @@ class Ovmd:
         sock.bind(notify_path)
         env = dict(os.environ if self.env is None else self.env)
         env["NOTIFY_SOCKET"] = notify_path
-        argv = [bin_path("ovmd"), "--foreground", "--root", str(self.root),
+        argv = self.prefix + [bin_path("ovmd"), "--foreground", "--root", str(self.root),
                 "--xenstore", self.xs_socket, "-d", "1"] + self.extra
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(argv, stdout=subprocess.PIPE,

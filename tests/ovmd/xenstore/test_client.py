@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+from fake_peer_helpers import error, event, ok, peer_factory, reply, unix_client
 
 from ovmd.xenstore import (
     ConnectionClosedError,
@@ -19,8 +20,6 @@ from ovmd.xenstore import (
     XenStoreError,
 )
 from ovmd.xenstore.protocol import HEADER, MAX_PAYLOAD, Op, encode, join_strings
-
-from fake_peer_helpers import peer_factory, error, event, ok, reply, unix_client
 
 
 @pytest.fixture

@@ -10,11 +10,10 @@ import selectors
 import subprocess
 
 import pytest
+from testlib import require_tool
 
 from ovmd.xenstore import ConnectionClosedError, WatchEvent, XenStoreClient, XenStoreError
 from ovmd.xenstore.protocol import MAX_PAYLOAD
-
-from testlib import require_tool
 
 TO_GUEST = "control/oracle-vmapi/to-guest"
 

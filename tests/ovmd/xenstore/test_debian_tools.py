@@ -11,10 +11,9 @@ import subprocess
 from typing import List
 
 import pytest
+from testlib import require_tool
 
 from ovmd.xenstore.protocol import Op, PacketParser, encode
-
-from testlib import require_tool
 
 HOME1 = "/local/domain/1"
 TO_GUEST1 = HOME1 + "/control/oracle-vmapi/to-guest"

@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Deque, Tuple
 
 import pytest
+from testlib import REPO, bin_path, start_xenstored
 
 from ovmd.xenstore.protocol import HEADER, Op, Packet, PacketParser, encode, join_strings
-
-from testlib import REPO, bin_path, start_xenstored
 
 TO_GUEST = "control/oracle-vmapi/to-guest"
 FROM_GUEST = "control/oracle-vmapi/from-guest"

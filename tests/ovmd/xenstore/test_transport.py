@@ -14,6 +14,7 @@ import os
 import socket
 
 import pytest
+from fake_peer_helpers import event, ok, peer_factory, reply, xenbus_client
 
 from ovmd.xenstore import ConnectionClosedError, WatchEvent, XenStoreClient, XenStoreError
 from ovmd.xenstore import transport as transport_module
@@ -25,8 +26,6 @@ from ovmd.xenstore.transport import (
     open_default,
     open_path,
 )
-
-from fake_peer_helpers import peer_factory, event, ok, reply, xenbus_client
 
 
 @pytest.fixture

@@ -4,8 +4,16 @@ from __future__ import annotations
 import json
 
 import pytest
+from identity_helpers import (
+    DISTROS,
+    SCRIPTS,
+    entry,
+    fixture_root,
+    run_module,
+    tree,
+    verify_password,
+)
 
-from identity_helpers import DISTROS, SCRIPTS, entry, fixture_root, run_module, tree, verify_password
 from templateconfig.modules.authentication import SPEC
 
 KEY = "com.oracle.linux.root-password"

@@ -5,9 +5,10 @@ Module scripts run as real processes on copies of the fixture roots (see conftes
 """
 from __future__ import annotations
 
-import pytest
+import os
 
-from module_helpers import (Case, CleanupSuite, enumerate_module, run_module)
+import pytest
+from module_helpers import Case, CleanupSuite, enumerate_module, run_module
 
 D = "com.oracle.linux.datetime."
 
@@ -78,3 +79,74 @@ def test_enumerate_configure_is_exact():
              "time source: True or False.", **hidden),
     ]
     assert enumerate_module("datetime", "cleanup") == []
+
+
+def test_a_guest_without_a_hardware_clock_gets_a_note_not_a_failure(fixture_root, monkeypatch,
+                                                                    caplog):
+    """Xen PV guests and containers have no RTC, so hwclock fails there (the booted guest
+    test sees the real one). Here hwclock would set this machine's clock, so the module
+    runs in-process and only the command runner answers as hwclock does without an RTC;
+    everything else (files, the service) is the module's real work on a fixture root."""
+    from templateconfig import common
+    from templateconfig.modules import datetime as module
+    root = fixture_root("debian12")
+    monkeypatch.setenv("OVM_TEMPLATE_CONFIG_ROOT", str(root))
+    monkeypatch.delenv("OVM_TEMPLATE_CONFIG_ACTIONS", raising=False)
+    common.new_guest()
+    ran = []
+
+    def system_cmd(argv, success_return_code=(0,), input=None):
+        ran.append(list(argv))
+        if argv[0] == "hwclock":
+            raise common.CommandError(argv, 1, "hwclock: Cannot access the Hardware Clock via "
+                                      "any known method.\nhwclock: Use the --verbose option to "
+                                      "see the details of our search for an access method.\n")
+        return ""
+
+    monkeypatch.setattr(common, "system_cmd", system_cmd)
+    params = {k: v for k, v in FULL.items() if k != D + "datetime"}
+    module.SPEC.run("configure", params)
+    notes = [r for r in caplog.records if "hardware clock" in r.getMessage()]
+    assert [(r.levelname, r.getMessage()) for r in notes] == [(
+        "WARNING", "datetime: the hardware clock was not set (hwclock --systohc --utc: hwclock: "
+        "Cannot access the Hardware Clock via any known method.), ignored")]
+    # the rest was done: the time zone, chrony's sources, chrony (re)started
+    assert os.readlink(root / "etc/localtime") == "/usr/share/zoneinfo/Europe/Paris"
+    assert (root / "etc/chrony/sources.d/ovm.sources").exists()
+    assert ran[-1] == ["systemctl", "--no-block", "restart", "chrony"]
+    assert (root / "var/lib/ovm-template-config/datetime.applied").exists()
+
+
+# --- the vendor's NTP sources give way to the requested ones ----------------------------------
+
+def test_ntpd_uses_only_the_requested_servers_and_cleanup_gives_the_vendors_back(fixture_root):
+    root = fixture_root("ol6")
+    original = (root / "etc/ntp.conf").read_text()
+    assert run_module("datetime", "configure", FULL, root)[0] == 0
+    active = [line.split()[1] for line in (root / "etc/ntp.conf").read_text().splitlines()
+              if line.split()[:1] in (["server"], ["pool"], ["peer"])]
+    assert active == ["ntp1.example.com", "192.0.2.123", "127.127.1.0"]   # + the local clock
+    assert run_module("datetime", "cleanup", {}, root)[0] == 0
+    assert (root / "etc/ntp.conf").read_text() == original
+
+
+def test_timesyncd_gets_no_vendor_fallback(fixture_root):
+    root = fixture_root("ubuntu2204")
+    assert run_module("datetime", "configure", FULL, root)[0] == 0
+    text = (root / "etc/systemd/timesyncd.conf.d/ovm.conf").read_text()
+    assert "\nNTP=ntp1.example.com 192.0.2.123\nFallbackNTP=\n" in text
+
+
+@pytest.mark.parametrize("ntp, expected", [
+    # servers changed: a running client restarts to read them (a queued job on systemd)
+    ("True", ["systemctl", "--no-block", "restart", "chronyd"]),
+    (None, ["systemctl", "--no-block", "restart", "chronyd"]),
+])
+def test_new_servers_restart_the_client(fixture_root, ntp, expected):
+    root = fixture_root("ol8")
+    params = {D + "ntp-servers": "192.0.2.5"}
+    if ntp is not None:
+        params[D + "ntp"] = ntp
+    rc, _, err, records = run_module("datetime", "configure", params, root)
+    assert rc == 0, err
+    assert [r["argv"] for r in records if r["op"] == "command"][-1] == expected

@@ -6,9 +6,7 @@ start/stop and SysV ``chkconfig``/``service`` are recorded, not run, under a san
 """
 from __future__ import annotations
 
-import pytest
-
-from module_helpers import (Case, GoldenSuite, enumerate_module, run_module, tree)
+from module_helpers import Case, GoldenSuite, enumerate_module, run_module, tree
 
 F = "com.oracle.linux.network.firewall"
 
@@ -36,7 +34,7 @@ def test_second_run_makes_no_persistent_change(fixture_root):
     run_module("firewall", "configure", {F: "True"}, root)
     rc, _, _, records = run_module("firewall", "configure", {F: "True"}, root)
     assert rc == 0
-    assert [r["argv"] for r in records] == [["systemctl", "start", "firewalld"]]
+    assert [r["argv"] for r in records] == [["systemctl", "--no-block", "start", "firewalld"]]
 
 
 def test_guest_without_firewall_is_a_noop_with_a_message(fixture_root):

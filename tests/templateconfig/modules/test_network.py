@@ -13,9 +13,28 @@ import types
 from typing import Optional
 
 import pytest
+from module_helpers import (
+    SCRIPTS,
+    Case,
+    CleanupSuite,
+    assert_dry_run_matches,
+    assert_golden,
+    assert_idempotent,
+    enumerate_module,
+    run_module,
+    start_module,
+    tree,
+)
 
-from module_helpers import (Case, CleanupSuite, SCRIPTS, assert_dry_run_matches, assert_golden,
-                            assert_idempotent, enumerate_module, run_module, start_module, tree)
+from templateconfig import common
+from templateconfig.common import ServiceControl
+from templateconfig.platform.network import (
+    IfcfgStack,
+    IfupdownStack,
+    Interface,
+    KeyfileStack,
+    NetplanStack,
+)
 
 P = "com.oracle.linux.network."
 
@@ -224,6 +243,152 @@ def test_without_pyudev_polls_sysfs(monkeypatch, tmp_path):
     (tmp_path / "sys/class/net/eth2/address").write_text("00:16:3e:00:00:02\n")
     assert network.find_device_by_mac("00:16:3e:00:00:02", 1, use_udev=True) == "eth2"
     assert network.find_device_by_mac("00:16:3e:00:00:09", 0.3, use_udev=True) is None
+
+
+# --- /etc/hosts -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, localhost", [
+    ("debian12", ["127.0.0.1\tlocalhost", "::1     localhost ip6-localhost ip6-loopback"]),
+    ("ol9", ["127.0.0.1   localhost localhost.localdomain localhost4 localhost4.localdomain4",
+             "::1         localhost localhost.localdomain localhost6 localhost6.localdomain6"]),
+])
+def test_a_guest_without_hosts_gets_the_localhost_lines(fixture_root, name, localhost):
+    root = fixture_root(name)
+    (root / "etc/hosts").unlink()
+    params = {P + "host.0": "192.0.2.50 db.example.com db"}
+    assert run_module("network", "configure", params, root)[0] == 0
+    lines = (root / "etc/hosts").read_text().splitlines()
+    assert [line for line in lines if line in localhost] == localhost
+    assert "192.0.2.50 db.example.com db" in lines
+    if name == "debian12":   # no new host name: the guest's own, on Debian's 127.0.1.1 line
+        assert "127.0.1.1\tdebian" in lines
+    assert run_module("network", "cleanup", {}, root)[0] == 0
+    assert not (root / "etc/hosts").exists()
+
+
+def test_an_existing_hosts_file_keeps_its_own_lines(fixture_root):
+    root = fixture_root("ol8")
+    original = (root / "etc/hosts").read_text() + "10.1.1.1 nfs.example.com nfs\n"
+    (root / "etc/hosts").write_text(original)
+    run_module("network", "configure", {P + "host.0": "192.0.2.50 db"}, root)
+    text = (root / "etc/hosts").read_text()
+    assert text.startswith(original) and "192.0.2.50 db" in text
+
+
+# --- DNS: the resolver configuration the guest uses --------------------------------------------
+
+DEBIAN_DNS_FILES = ("/etc/resolv.conf", "/etc/dhcp/dhclient-enter-hooks.d/ovm-dns")
+
+
+def written(records):
+    return sorted(r["path"] for r in records if r["op"] == "write")
+
+
+@pytest.mark.parametrize("manager", ["systemd-resolved", "resolvconf", "a symlink"])
+def test_debian_leaves_a_managed_resolver_to_its_manager(fixture_root, manager):
+    """With systemd-resolved (ifupdown's own hook) or resolvconf, dns-nameservers and
+    dns-search reach the resolver: resolv.conf is theirs, not ours."""
+    root = fixture_root("debian12")
+    hooks = root / "etc/network/if-up.d"
+    hooks.mkdir(parents=True)
+    if manager == "systemd-resolved":
+        (hooks / "resolved").write_text("#!/bin/sh\n")
+        wants = root / "etc/systemd/system/multi-user.target.wants"
+        (wants / "systemd-resolved.service").symlink_to("/lib/systemd/system/systemd-resolved.service")
+    elif manager == "resolvconf":
+        (hooks / "000resolvconf").write_text("#!/bin/sh\n")
+    else:
+        (root / "etc/resolv.conf").unlink()
+        (root / "etc/resolv.conf").symlink_to("../run/resolvconf/resolv.conf")
+    rc, _, err, records = run_module("network", "configure", TWO_NICS, root)
+    assert rc == 0, err
+    assert not set(DEBIAN_DNS_FILES) & set(written(records))
+    assert "    dns-nameservers 192.0.2.53 192.0.2.54\n" in \
+        (root / "etc/network/interfaces.d/ovm-eth0").read_text()
+
+
+def test_debian_systemd_resolved_installed_but_disabled_is_not_a_manager(fixture_root):
+    root = fixture_root("debian12")
+    (root / "etc/network/if-up.d").mkdir(parents=True)
+    (root / "etc/network/if-up.d/resolved").write_text("#!/bin/sh\n")
+    rc, _, err, records = run_module("network", "configure", TWO_NICS, root)
+    assert rc == 0, err
+    assert set(DEBIAN_DNS_FILES) <= set(written(records))
+
+
+def test_debian_dhcp_only_search_domains_keep_the_leases_servers(fixture_root):
+    root = fixture_root("debian12")
+    params = {P + "device.0": "eth0", P + "bootproto.0": "dhcp",
+              P + "dns-search-domains.0": "example.com"}
+    assert run_module("network", "configure", params, root)[0] == 0
+    resolv = (root / "etc/resolv.conf").read_text()
+    assert "search example.com\n" in resolv and "nameserver 10.0.2.3\n" in resolv
+    hook = (root / "etc/dhcp/dhclient-enter-hooks.d/ovm-dns").read_text()
+    assert "new_domain_search=example.com\n" in hook and "new_domain_name_servers" not in hook
+    # Later without search domains: the hook goes, the lease's settings apply again.
+    assert run_module("network", "configure", {P + "device.0": "eth0",
+                                               P + "bootproto.0": "dhcp"}, root)[0] == 0
+    assert not (root / "etc/dhcp/dhclient-enter-hooks.d/ovm-dns").exists()
+
+
+@pytest.mark.parametrize("params, peerdns", [
+    (TWO_NICS, "PEERDNS=no\n"),                         # eth0's DNS servers win over eth1's lease
+    (dict(TWO_NICS, **{P + "dns-servers.0": ""}), None),  # no servers requested: the lease's
+])
+def test_el6_dhcp_lease_does_not_replace_the_requested_dns(fixture_root, params, peerdns):
+    root = fixture_root("ol6")
+    params = {k: v for k, v in params.items() if v}
+    assert run_module("network", "configure", params, root)[0] == 0
+    eth1 = (root / "etc/sysconfig/network-scripts/ifcfg-eth1").read_text()
+    assert ("PEERDNS=no\n" in eth1) == (peerdns is not None)
+    assert "PEERDNS" not in (root / "etc/sysconfig/network-scripts/ifcfg-eth0").read_text()
+
+
+# --- activation: not before the network service has started in this boot ------------------------
+
+class RunningServices(ServiceControl):
+    """A systemd guest's service control whose running services are given: a sandbox
+    root has no running init system to ask (the booted guest test asks the real one)."""
+
+    def __init__(self, active: Optional[dict]) -> None:
+        super().__init__(ServiceControl.SYSTEMD)
+        self.active = active
+
+    def is_active(self, name: str) -> Optional[bool]:
+        return None if self.active is None else self.active.get(name, False)
+
+
+@pytest.mark.parametrize("stack_name, active, expected", [
+    # first boot: the network service has not started yet; it brings them up itself
+    ("ifupdown", {}, []),
+    ("netplan", {}, [["netplan", "generate"]]),
+    ("keyfile", {}, []),
+    ("ifcfg-nm", {}, []),
+    ("ifcfg", {}, []),
+    # a reconfigure of a running guest
+    ("ifupdown", {"networking": True}, [["ifdown", "--force", "eth0"], ["ifup", "eth0"]]),
+    ("netplan", {"systemd-networkd": True}, [["netplan", "apply"]]),
+    ("keyfile", {"NetworkManager": True},
+     [["nmcli", "connection", "reload"], ["nmcli", "connection", "up", "id", "ovm-eth0"]]),
+    ("ifcfg", {"network": True}, [["systemctl", "--no-block", "restart", "network"]]),
+    # no running system to ask (a sandbox root): recorded as on a running guest
+    ("ifupdown", None, [["ifdown", "--force", "eth0"], ["ifup", "eth0"]]),
+])
+def test_activation_waits_for_the_network_service(monkeypatch, tmp_path, stack_name, active,
+                                                  expected):
+    stacks = {"ifupdown": IfupdownStack(), "netplan": NetplanStack(), "keyfile": KeyfileStack(),
+              "ifcfg-nm": IfcfgStack(networkmanager=True),
+              "ifcfg": IfcfgStack(networkmanager=False)}
+    (tmp_path / "etc/systemd/system").mkdir(parents=True)
+    journal = tmp_path / "journal"
+    monkeypatch.setenv("OVM_TEMPLATE_CONFIG_ROOT", str(tmp_path))
+    monkeypatch.setenv("OVM_TEMPLATE_CONFIG_ACTIONS", str(journal))
+    common.new_guest()
+    monkeypatch.setattr(common, "service_control", lambda: RunningServices(active))
+    stacks[stack_name].activate([Interface(0, "eth0")])
+    argvs = [json.loads(line)["argv"] for line in journal.read_text().splitlines()] \
+        if journal.exists() else []
+    assert argvs == expected
 
 
 # --- the compatibility surface ---------------------------------------------------------------

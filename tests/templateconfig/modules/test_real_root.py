@@ -12,7 +12,6 @@ import os
 import subprocess
 
 import pytest
-
 from identity_helpers import extract_debian_root, run_module, verify_password
 from testlib import IN_CI, require_tool
 
@@ -82,3 +81,21 @@ def test_configure_on_a_real_root(debian_root, tmp_path):
     assert (ssh_dir.stat().st_mode & 0o777, ssh_dir.stat().st_uid) == (0o700, 3001)
     assert (ssh_dir / "authorized_keys").stat().st_mode & 0o777 == 0o600
     assert (root / "etc/machine-id").read_text() != "0123456789abcdef0123456789abcdef\n"
+
+
+def test_hosts_of_a_root_without_one_still_resolve_localhost(debian_root):
+    """debootstrap makes no /etc/hosts: the network module writes Debian's localhost lines
+    around its own, and the root's own getent (glibc's files backend) resolves both."""
+    root = debian_root
+    assert not (root / "etc/hosts").exists()
+    N = "com.oracle.linux.network."
+    run_module("network", "configure", {N + "hostname": "clone1.example.com",
+                                        N + "host.0": "192.0.2.50 db.example.com db"}, root)
+    assert "localhost" in chroot(root, "getent", "hosts", "localhost").split()
+    assert chroot(root, "getent", "ahostsv4", "localhost").split()[0] == "127.0.0.1"
+    assert chroot(root, "getent", "ahostsv6", "localhost").split()[0] == "::1"
+    assert chroot(root, "getent", "hosts", "clone1").split() == \
+        ["127.0.1.1", "clone1.example.com", "clone1"]
+    assert chroot(root, "getent", "hosts", "db").split()[0] == "192.0.2.50"
+    run_module("network", "cleanup", {}, root)
+    assert not (root / "etc/hosts").exists()       # the root had none

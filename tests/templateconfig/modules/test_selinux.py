@@ -5,9 +5,7 @@ Real processes on copies of the fixture roots; the EL fixtures model a running S
 """
 from __future__ import annotations
 
-import pytest
-
-from module_helpers import (Case, GoldenSuite, enumerate_module, run_module, tree)
+from module_helpers import Case, GoldenSuite, enumerate_module, run_module, tree
 
 S = "com.oracle.linux.selinux.mode"
 

@@ -6,8 +6,8 @@ import os
 import subprocess
 
 import pytest
-
 from identity_helpers import SCRIPTS, fixture_root, run_module, tree
+
 from templateconfig.modules.ssh import SPEC
 
 P = "com.oracle.linux.ssh."
@@ -43,22 +43,28 @@ def test_enumerate_exact(tmp_path):
     assert out[13]["choices"] == ["rsa", "dsa", "rsa1", "ecdsa", "ed25519"]
 
 
-@pytest.mark.parametrize("distro, types, mode, group", [
-    ("ol6", ["dsa", "rsa"], 0o600, 0),
-    ("ol7", ["ecdsa", "ed25519", "rsa"], 0o640, 998),
-    ("ol8", ["ecdsa", "ed25519", "rsa"], 0o640, 998),
-    ("ol9", ["ecdsa", "ed25519"], 0o640, 998),          # HostKey lines of an Include'd file
-    ("debian12", ["ecdsa", "ed25519", "rsa"], 0o600, 0),
-    ("ubuntu2204", ["ecdsa", "ed25519", "rsa"], 0o600, 0),
+#: sshd restarted after its host keys changed, only if it runs (queued, not waited for).
+SYSTEMD_RESTART = ["systemctl", "--no-block", "try-restart", "sshd"]
+
+
+@pytest.mark.parametrize("distro, types, mode, group, restart", [
+    ("ol6", ["dsa", "rsa"], 0o600, 0, ["service", "sshd", "condrestart"]),
+    ("ol7", ["ecdsa", "ed25519", "rsa"], 0o640, 998, SYSTEMD_RESTART),
+    ("ol8", ["ecdsa", "ed25519", "rsa"], 0o640, 998, SYSTEMD_RESTART),
+    # HostKey lines of an Include'd file
+    ("ol9", ["ecdsa", "ed25519"], 0o640, 998, SYSTEMD_RESTART),
+    ("debian12", ["ecdsa", "ed25519", "rsa"], 0o600, 0, SYSTEMD_RESTART[:-1] + ["ssh"]),
+    ("ubuntu2204", ["ecdsa", "ed25519", "rsa"], 0o600, 0, SYSTEMD_RESTART[:-1] + ["ssh"]),
 ])
-def test_fresh_host_keys_per_distro(tmp_path, distro, types, mode, group):
+def test_fresh_host_keys_per_distro(tmp_path, distro, types, mode, group, restart):
     root = fixture_root(distro, tmp_path / "r")
     old = {p.name: p.read_bytes() for p in (root / "etc/ssh").glob("ssh_host_*")}
     run = run_module("ssh", "configure", {}, root)
     keys = sorted(p.name for p in (root / "etc/ssh").glob("ssh_host_*_key"))
     assert keys == ["ssh_host_%s_key" % t for t in types]
     assert run.commands() == [["ssh-keygen", "-q", "-t", t, "-N", "", "-C", "", "-f",
-                               str(root / "etc/ssh" / ("ssh_host_%s_key" % t))] for t in types]
+                               str(root / "etc/ssh" / ("ssh_host_%s_key" % t))]
+                              for t in types] + [restart]
     for name in keys:
         private, public = root / "etc/ssh" / name, root / "etc/ssh" / (name + ".pub")
         st = private.stat()
@@ -93,8 +99,9 @@ def test_supplied_host_keys(tmp_path):
     assert (root / "etc/ssh/ssh_host_ed25519_key").read_text() == ed   # newline restored
     assert (root / "etc/ssh/ssh_host_ed25519_key.pub").read_text() == ed_pub
     assert (root / "etc/ssh/ssh_host_rsa_key").stat().st_mode & 0o777 == 0o640
-    # the type sshd uses that was not supplied is generated fresh
-    assert [argv[3] for argv in run.commands()] == ["ecdsa"]
+    # the type sshd uses that was not supplied is generated fresh; sshd reads them anew
+    assert run.commands() == [["ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-C", "", "-f",
+                               str(root / "etc/ssh/ssh_host_ecdsa_key")], SYSTEMD_RESTART]
     writes = [e for e in run.journal if e["op"] == "write" and e["path"].endswith("_key")]
     assert writes and all(e["secret"] and e["new"] is None for e in writes)
     before = tree(root)
@@ -161,6 +168,7 @@ def test_dry_run(tmp_path):
     before = tree(root, normalize_hashes=False)
     run = run_module("ssh", "configure", {P + "authorized-keys.0": "ssh-rsa AAAA x"}, root, dry_run=True)
     assert tree(root, normalize_hashes=False) == before
-    assert [argv[3] for argv in run.commands()] == ["ecdsa", "ed25519", "rsa"]
+    assert [argv[3] for argv in run.commands()[:-1]] == ["ecdsa", "ed25519", "rsa"]
+    assert run.commands()[-1] == SYSTEMD_RESTART
     assert ("write", "/root/.ssh/authorized_keys") in run.files()
     assert all(not e["applied"] for e in run.journal)

@@ -5,8 +5,8 @@ import json
 import re
 
 import pytest
-
 from identity_helpers import DISTROS, SCRIPTS, fixture_root, run_module, tree
+
 from templateconfig.modules.system import SPEC
 
 TEMPLATE_ID = "0123456789abcdef0123456789abcdef\n"

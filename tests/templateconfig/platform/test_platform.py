@@ -1,11 +1,11 @@
 """Platform detection from the release files under the root."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from templateconfig.platform import Platform, UnsupportedPlatform, detect, detect_generic
-
-from pathlib import Path
 
 #: The modules' fixture roots: one small tree per supported distro release.
 ROOTS = Path(__file__).resolve().parents[1] / "modules" / "fixtures" / "roots"

@@ -1,4 +1,4 @@
-"""First boot: the run lock, ``--initial-config``, and the console dialog racing the message path.
+"""First boot: ``--initial-config``, and the console dialog racing the message path.
 
 Everything runs the installed ``ovm-template-config`` in real processes on a sandbox root;
 the console dialog runs on a real pseudo-terminal that is its controlling terminal, as on
@@ -16,11 +16,21 @@ import termios
 import time
 
 import pytest
+from runner_helpers import (
+    OVM_TEMPLATE_CONFIG,
+    TIMEOUT,
+    add_python_module,
+    guest,
+    ran,
+    recording_module,
+    run_cli,
+)
 
-from runner_helpers import OVM_TEMPLATE_CONFIG, add_python_module, guest, run_cli
-from templateconfig.runlock import RunLock, lock_path
+from ovmd.firstboot.contract import EXIT_ALREADY_CONFIGURED
+from ovmd.firstboot.flag import initial_config_value
+from templateconfig.run.firstboot import AlreadyConfigured, FirstBootRun, NothingToDo, StoodDown
+from templateconfig.run.runner import Runner
 
-TIMEOUT = 30.0
 PASSWORD_KEY = "com.example.admin-password"
 SECRET = "Sw0rdfish-console-9"
 
@@ -40,142 +50,6 @@ def set_flag(paths, ovmd=None, initial=None):
 def read(path):
     with open(path) as handle:
         return handle.read()
-
-
-def ran(tmp_path):
-    path = tmp_path / "ran"
-    return path.read_text().splitlines() if path.exists() else []
-
-
-def recording_module(paths, tmp_path, name="recorder", priority=50, descriptors=None):
-    """A module that appends ``NAME run=<params["run"]>`` to tmp_path/ran."""
-    add_python_module(paths, name, priority, '''\
-        with open(%r, "a") as handle:
-            handle.write("%s run=%%s\\n" %% params.get("run", "?"))
-        params["%s.done"] = "yes"
-        ''' % (str(tmp_path / "ran"), name, name), descriptors=descriptors)
-
-
-def wait_readable(fd, timeout=TIMEOUT):
-    ready, _, _ = select.select([fd], [], [], timeout)
-    return bool(ready)
-
-
-# --- the run lock ------------------------------------------------------------------------
-
-class TestRunLock:
-    def test_two_runners_on_one_root_serialise(self, tmp_path):
-        """The second run waits for the lock until the first finishes, then runs whole."""
-        paths = guest(tmp_path)
-        ready, go = tmp_path / "ready", tmp_path / "go"
-        os.mkfifo(ready)
-        os.mkfifo(go)
-        # the blocker says it started on `ready`, then waits for a line on `go`
-        add_python_module(paths, "blocker", 10, '''\
-            with open(%r, "a") as handle:
-                handle.write("blocker begin run=%%s\\n" %% params["run"])
-            with open(%r, "w") as fifo:
-                fifo.write("started %%s\\n" %% params["run"])
-            with open(%r) as fifo:
-                fifo.readline()
-            with open(%r, "a") as handle:
-                handle.write("blocker end run=%%s\\n" %% params["run"])
-            ''' % (str(tmp_path / "ran"), str(ready), str(go), str(tmp_path / "ran")))
-        recording_module(paths, tmp_path, "after", 20)
-        # read end, plus a write end of our own so that it never reports EOF
-        ready_fd = os.open(ready, os.O_RDWR | os.O_NONBLOCK)
-        processes = []
-        try:
-            def start(run):
-                process = subprocess.Popen(
-                    [OVM_TEMPLATE_CONFIG, "--root", paths.root, "--stdin", "configure"],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                    text=True)
-                processes.append(process)
-                process.stdin.write(json.dumps({"run": run}))
-                process.stdin.close()
-                return process
-
-            def release(run):
-                assert wait_readable(ready_fd), "run %s's blocker did not start" % run
-                assert os.read(ready_fd, 100) == b"started %s\n" % run.encode()
-                with open(go, "w") as fifo:  # opens once the blocker waits on it
-                    fifo.write("go\n")
-
-            first = start("1")
-            assert wait_readable(ready_fd), "the first run's blocker did not start"
-            second = start("2")
-            # the second announces that it waits for the lock
-            assert wait_readable(second.stderr.fileno())
-            line = second.stderr.readline()
-            assert "another run of this root (pid %d) is in progress; waiting" % first.pid in line
-            assert second.poll() is None
-            assert ran(tmp_path) == ["blocker begin run=1"]  # the second ran nothing yet
-
-            release("1")
-            assert first.wait(TIMEOUT) == 0, first.stderr.read()
-            release("2")
-            assert second.wait(TIMEOUT) == 0, second.stderr.read()
-        finally:
-            os.close(ready_fd)
-            for process in processes:
-                if process.poll() is None:
-                    process.kill()
-                    process.wait()
-        assert ran(tmp_path) == ["blocker begin run=1", "blocker end run=1", "after run=1",
-                                 "blocker begin run=2", "blocker end run=2", "after run=2"]
-        st = os.stat(lock_path(paths))
-        assert st.st_mode & 0o777 == 0o600
-        assert os.stat(paths.run_dir).st_mode & 0o777 == 0o700
-
-    def test_lock_timeout_exits_5_and_runs_nothing(self, tmp_path):
-        paths = guest(tmp_path)
-        recording_module(paths, tmp_path)
-        with RunLock(paths):  # another run of this root holds the lock
-            started = time.monotonic()
-            proc = run_cli(["--root", paths.root, "--stdin", "--lock-timeout", "0.5",
-                            "configure"], "{}")
-            waited = time.monotonic() - started
-        assert proc.returncode == 5, proc.stderr
-        assert "still holds" in proc.stderr and "pid %d" % os.getpid() in proc.stderr
-        assert waited >= 0.5
-        assert ran(tmp_path) == []
-        assert not os.path.exists(paths.report_file)
-
-    def test_the_lock_is_free_again_after_a_run_killed_by_sigkill(self, tmp_path):
-        paths = guest(tmp_path)
-        ready = tmp_path / "ready"
-        os.mkfifo(ready)
-        add_python_module(paths, "hang", 10, '''\
-            with open(%r, "w") as fifo:
-                fifo.write("hanging\\n")
-            import time
-            time.sleep(600)
-            ''' % str(ready))
-        process = subprocess.Popen([OVM_TEMPLATE_CONFIG, "--root", paths.root, "--stdin",
-                                    "configure"], stdin=subprocess.PIPE,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        process.stdin.close()
-        fd = os.open(ready, os.O_RDWR | os.O_NONBLOCK)
-        try:
-            assert wait_readable(fd)
-        finally:
-            os.close(fd)
-        process.kill()
-        process.wait()
-        lock = RunLock(paths, timeout=0)
-        lock.acquire()  # free at once: the kernel dropped the dead runner's flock
-        lock.release()
-
-    def test_dry_run_and_enumerate_take_no_lock(self, tmp_path):
-        paths = guest(tmp_path)
-        recording_module(paths, tmp_path)
-        with RunLock(paths):
-            assert run_cli(["--root", paths.root, "-e", "--lock-timeout", "0",
-                            "configure"]).returncode == 0
-            proc = run_cli(["--root", paths.root, "--stdin", "--dry-run", "--lock-timeout", "0",
-                            "configure"], "{}")
-            assert proc.returncode == 0, proc.stderr
 
 
 # --- --initial-config (the message path) ----------------------------------------------------
@@ -235,6 +109,38 @@ class TestInitialConfig:
         assert "INITIAL_CONFIG=yes" in read(paths.sysconfig_ovmd)
 
 
+class TestFirstBootRun:
+    """``FirstBootRun.run`` in-process: what each state of the flag does to a run."""
+
+    @pytest.mark.parametrize("flag, console, dry_run, expected", [
+        ("yes", False, False, ("ran", "no", ["recorder run=first-boot"])),
+        ("yes", True, False, ("ran", "no", ["recorder run=first-boot"])),
+        # a dry run changes no flag (and skips a module that cannot plan)
+        ("yes", False, True, ("ran", "yes", [])),
+        ("no", False, False, (AlreadyConfigured, "no", [])),
+        ("no", True, False, (StoodDown, "no", [])),
+        ("no", False, True, (AlreadyConfigured, "no", [])),
+        ("no", True, True, (AlreadyConfigured, "no", [])),
+    ])
+    def test_the_run_happens_only_while_the_guest_waits_for_it(self, tmp_path, flag, console,
+                                                                dry_run, expected):
+        paths = guest(tmp_path)
+        recording_module(paths, tmp_path)
+        set_flag(paths, initial=flag)
+        first_boot = FirstBootRun(paths, console=console, dry_run=dry_run)
+        runner = Runner(paths, "configure", dry_run=dry_run)
+        try:
+            result = first_boot.run(runner, {"run": "first-boot"})
+            outcome = "ran" if result.ok else "failed"
+        except (AlreadyConfigured, StoodDown) as exc:
+            outcome = type(exc)
+        assert (outcome, initial_config_value(paths), ran(tmp_path)) == expected
+
+    def test_the_exit_statuses_are_the_contracts(self):
+        assert AlreadyConfigured().exit_status == EXIT_ALREADY_CONFIGURED == 4
+        assert StoodDown().exit_status == NothingToDo().exit_status == 0
+
+
 # --- the console dialog -----------------------------------------------------------------------
 
 class ConsoleOnPty:
@@ -260,7 +166,8 @@ class ConsoleOnPty:
         ready, _, _ = select.select([self.master], [], [], max(0.0, deadline - time.monotonic()))
         if not ready:
             return False
-        self.transcript += os.read(self.master, 4096).decode("utf-8", "replace").replace("\r\n", "\n")
+        text = os.read(self.master, 4096).decode("utf-8", "replace")
+        self.transcript += text.replace("\r\n", "\n")
         return True
 
     def expect(self, text):
@@ -324,12 +231,16 @@ def console_guest(tmp_path):
     return paths
 
 
+def first_boot_dialog(console, paths):
+    """The console dialog of ovm-template-initial-config.service, on a pty."""
+    return console(["--root", paths.root, "--console-input", "--initial-config", "configure"])
+
+
 class TestConsoleRace:
     def test_the_dialog_stands_down_when_the_message_path_configures_first(self, tmp_path,
                                                                           console):
         paths = console_guest(tmp_path)
-        dialog = console(["--root", paths.root, "--console-input", "--initial-config",
-                          "configure"])
+        dialog = first_boot_dialog(console, paths)
         dialog.expect("com.example.name")
         dialog.expect("Value (required): ")
         dialog.type("console-host")
@@ -348,8 +259,7 @@ class TestConsoleRace:
     def test_a_change_that_keeps_the_flag_yes_does_not_stop_the_dialog(self, tmp_path,
                                                                        console):
         paths = console_guest(tmp_path)
-        dialog = console(["--root", paths.root, "--console-input", "--initial-config",
-                          "configure"])
+        dialog = first_boot_dialog(console, paths)
         dialog.expect("Value (required): ")
         # another file in /etc/sysconfig changes, and the flag file is rewritten as yes
         with open(os.path.join(os.path.dirname(paths.sysconfig_ovmd), "network"), "w") as handle:
@@ -367,8 +277,7 @@ class TestConsoleRace:
     def test_the_dialog_completing_first_configures_and_the_message_path_stands_down(
             self, tmp_path, console):
         paths = console_guest(tmp_path)
-        dialog = console(["--root", paths.root, "--console-input", "--initial-config",
-                          "configure"])
+        dialog = first_boot_dialog(console, paths)
         dialog.expect("Value (required): ")
         dialog.type("console-host")
         dialog.expect("Password: ")
@@ -389,8 +298,7 @@ class TestConsoleRace:
     def test_already_configured_exits_0_without_a_question(self, tmp_path, console):
         paths = console_guest(tmp_path)
         set_flag(paths, ovmd="no", initial="no")
-        dialog = console(["--root", paths.root, "--console-input", "--initial-config",
-                          "configure"])
+        dialog = first_boot_dialog(console, paths)
         assert dialog.finish() == 0
         assert "already configured; nothing to do" in dialog.transcript
         assert "com.example.name" not in dialog.transcript
@@ -405,8 +313,9 @@ class TestPrefillFromOvmd:
         import tempfile
         from pathlib import Path
 
-        from ovmd.paths import Paths
         from testlib import bin_path, start_xenstored
+
+        from ovmd.paths import Paths
 
         base = Path(tempfile.mkdtemp(prefix="ovr-", dir="/tmp"))  # short: socket paths
         xenstored = daemon = None

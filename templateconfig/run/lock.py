@@ -25,14 +25,14 @@ import logging
 import os
 import signal
 import threading
-from typing import Callable, Optional
+from types import FrameType
+from typing import Any, Callable, Optional
 
 from ovmd.paths import Paths
+from templateconfig.run.contract import DEFAULT_LOCK_TIMEOUT
 
 log = logging.getLogger(__name__)
 
-#: How long a runner waits for another run of the same root to finish, by default.
-DEFAULT_LOCK_TIMEOUT = 600.0
 LOCK_NAME = "run.lock"
 
 
@@ -111,7 +111,7 @@ class RunLock:
             fcntl.flock(fd, fcntl.LOCK_EX)
             return
 
-        def alarm(signum, frame):
+        def alarm(signum: int, frame: Optional[FrameType]) -> None:
             raise _Alarm()
 
         previous = signal.signal(signal.SIGALRM, alarm)
@@ -145,7 +145,7 @@ class RunLock:
         self.acquire()
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: Any) -> None:
         self.release()
 
 

@@ -11,11 +11,17 @@ import os
 import shutil
 
 import pytest
+from runner_helpers import (
+    add_python_module,
+    add_script,
+    add_shell_module,
+    guest,
+    tree_hashes,
+    wait_readable,
+)
 
-from runner_helpers import (add_python_module, add_script, add_shell_module, guest,
-                            tree_hashes)
-from templateconfig.runner import (Runner, RunnerError, ValidationError, is_python_script,
-                                   run_target)
+from templateconfig.run.runner import Runner, RunnerError, ValidationError, run_target
+from templateconfig.run.scripts import is_python_script
 
 
 @pytest.fixture(params=["fork", "fresh"])
@@ -144,18 +150,32 @@ class TestFailures:
 
     def test_timeout_kills_the_modules_children_too(self, tmp_path, fork):
         paths = guest(tmp_path)
-        marker = tmp_path / "grandchild-alive"
+        alive = tmp_path / "alive"
+        os.mkfifo(alive)
+        # the module and the process it starts hold the FIFO open for writing while they
+        # live; the module says "spawned" once its child runs
         add_python_module(paths, "spawner", 10, '''\
             import subprocess, time
-            subprocess.Popen(["/bin/sh", "-c", "sleep 2; touch %s"])
+            fifo = open(%r, "w")
+            subprocess.Popen(["/bin/sh", "-c", "exec sleep 60"], stdout=fifo)
+            fifo.write("spawned\\n")
+            fifo.flush()
             time.sleep(60)
-            ''' % marker)
-        result = run_target(paths, "configure", {}, fork=fork, timeout=0.5)
-        assert "timed out" in result.outcomes[0].error
-        assert result.outcomes[0].seconds < 5
-        import time
-        time.sleep(2.5)
-        assert not marker.exists()  # the whole process group was killed
+            ''' % str(alive))
+        reader = os.open(alive, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            result = run_target(paths, "configure", {}, fork=fork, timeout=2)
+            assert "timed out" in result.outcomes[0].error
+            said = b""
+            while True:  # end of file: every writer is gone
+                assert wait_readable(reader), "a process the module started outlived it"
+                chunk = os.read(reader, 100)
+                if not chunk:
+                    break
+                said += chunk
+        finally:
+            os.close(reader)
+        assert said == b"spawned\n"  # the whole process group was killed
 
 
 class TestValidation:
@@ -166,7 +186,8 @@ class TestValidation:
 
     @pytest.mark.parametrize("params, message", [
         ({}, "com.example.mode is required"),
-        ({"com.example.mode": "sideways"}, "com.example.mode is 'sideways', which is not one of: on, off"),
+        ({"com.example.mode": "sideways"},
+         "com.example.mode is 'sideways', which is not one of: on, off"),
     ])
     def test_invalid_params_fail_up_front_and_touch_nothing(self, tmp_path, params, message):
         paths = guest(tmp_path)
@@ -248,7 +269,8 @@ class TestForkMatchesFreshInterpreter:
     def build(self, tmp_path):
         paths = guest(tmp_path)
         add_python_module(paths, "viewer", 10, VIEW_BODY)
-        add_python_module(paths, "exits", 20, 'sys.stderr.write("bye\\n")\nsys.exit("fatal: %s" % params["k"])')
+        add_python_module(paths, "exits", 20,
+                          'sys.stderr.write("bye\\n")\nsys.exit("fatal: %s" % params["k"])')
         add_python_module(paths, "crashes", 30, 'params["x"] = 1 / 0')
         add_python_module(paths, "atexit", 40, '''\
             import atexit
@@ -352,7 +374,7 @@ class TestEnumerateCache:
         return len(path.read_text()) if path.exists() else 0
 
     def test_unchanged_scripts_are_enumerated_once(self, tmp_path, fork):
-        from templateconfig.report import enumerate_cache_path
+        from templateconfig.run.enumcache import enumerate_cache_path
         paths = self.build(tmp_path)
         params = {"com.example.mode": "on"}
         assert run_target(paths, "configure", params, fork=fork).ok
@@ -381,7 +403,7 @@ class TestEnumerateCache:
         assert self.count("enumerations") == 2
 
     def test_dry_runs_and_refused_params_write_no_cache(self, tmp_path):
-        from templateconfig.report import enumerate_cache_path
+        from templateconfig.run.enumcache import enumerate_cache_path
         paths = self.build(tmp_path)
         with pytest.raises(ValidationError):
             run_target(paths, "configure", {})

@@ -1,4 +1,5 @@
-"""Building sandbox guests with module scripts, for the runner and CLI tests.
+"""Building sandbox guests with module scripts, for the runner, first-boot and command tests
+(tests/templateconfig and tests/templateconfig/run).
 
 Modules are real scripts under ``ROOT/etc/template.d/scripts`` enabled by the real
 registry (``registry.add``), run by the real runner in real processes.
@@ -6,8 +7,8 @@ registry (``registry.add``), run by the real runner in real processes.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
+import select
 import stat
 import subprocess
 import sys
@@ -20,6 +21,8 @@ from templateconfig import registry
 
 BIN = Path(sys.executable).parent
 OVM_TEMPLATE_CONFIG = str(BIN / "ovm-template-config")
+#: How long a test waits for an event before it fails (generous: the machine may be loaded).
+TIMEOUT = 30.0
 
 PYTHON_MODULE = '''\
 #!/usr/bin/env python
@@ -143,3 +146,24 @@ def all_text_under(root: str) -> str:
                 with open(path, "rb") as handle:
                     chunks.append(handle.read().decode("utf-8", "replace"))
     return "\n".join(chunks)
+
+
+def ran(tmp_path):
+    """The lines :func:`recording_module` modules wrote, in order."""
+    path = tmp_path / "ran"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def recording_module(paths, tmp_path, name="recorder", priority=50, descriptors=None):
+    """A module that appends ``NAME run=<params["run"]>`` to tmp_path/ran."""
+    add_python_module(paths, name, priority, '''\
+        with open(%r, "a") as handle:
+            handle.write("%s run=%%s\\n" %% params.get("run", "?"))
+        params["%s.done"] = "yes"
+        ''' % (str(tmp_path / "ran"), name, name), descriptors=descriptors)
+
+
+def wait_readable(fd, timeout=TIMEOUT):
+    """True once ``fd`` is readable, False if ``timeout`` passed first."""
+    ready, _, _ = select.select([fd], [], [], timeout)
+    return bool(ready)

@@ -2,7 +2,7 @@
 
 Each module process appends its file changes and commands, one JSON object per line, to
 the journal named by ``OVM_TEMPLATE_CONFIG_ACTIONS`` (``templateconfig.common`` does it;
-record format in the README). This module reads such journals and turns them into a
+record format in docs/formats.md). This module reads such journals and turns them into a
 plan: unified diffs for files, one line for directories, links and permissions, and the
 list of commands. Secret files are named but their content is never shown.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import shlex
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 _FILE_OPS = ("write", "remove")
 
@@ -99,7 +99,7 @@ def file_diff(record: Dict[str, Any]) -> str:
     return text or "%s: unchanged content%s\n" % (path, _mode(record))
 
 
-def _terminated(lines):
+def _terminated(lines: Iterable[str]) -> Iterator[str]:
     for line in lines:
         if line.endswith("\n"):
             yield line
