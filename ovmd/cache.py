@@ -41,6 +41,8 @@ from .fsutil import (
     check_inside_root,
     ensure_private_dir,
     fsync_dir,
+    link_target,
+    open_own_file,
     set_aside,
     wipe_file,
 )
@@ -172,7 +174,7 @@ class ParamCache:
         except OSError as err:
             if err.errno == errno.ELOOP:
                 log.warning("%s was a symbolic link (to %s); removed it, the file will be "
-                            "written anew", path, _readlink(path))
+                            "written anew", path, link_target(path))
                 os.unlink(path)
                 return None
             self._set_aside_whole(path, err.strerror or str(err), problems)
@@ -476,23 +478,11 @@ class ParamCache:
         if self._journal_fd is not None:
             return self._journal_fd
         ensure_private_dir(self.paths.state_dir, self.paths.root)
-        path = self.journal_file
-        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        try:
-            fd = os.open(path, flags, PRIVATE_FILE)
-        except OSError as err:
-            if err.errno != errno.ELOOP:
-                raise
-            log.warning("%s was a symbolic link (to %s); replaced it by a regular file",
-                        path, _readlink(path))
-            os.unlink(path)
-            fd = os.open(path, flags, PRIVATE_FILE)
+        fd = open_own_file(self.journal_file, os.O_WRONLY, PRIVATE_FILE)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise OSError(errno.EISDIR, "not a regular file")
-            if st.st_mode & 0o7777 != PRIVATE_FILE:
-                os.fchmod(fd, PRIVATE_FILE)
             if st.st_size != self._journal_end:  # a line a failed write left: cut it off
                 if st.st_size < self._journal_end:
                     self._journal_end = st.st_size
@@ -572,13 +562,6 @@ def _reason(err: ValueError) -> str:
 
 def _strerror(err: OSError) -> str:
     return err.strerror or str(err)
-
-
-def _readlink(path: str) -> str:
-    try:
-        return os.readlink(path)
-    except OSError:
-        return "?"
 
 
 def ascii_key(key: str) -> str:

@@ -46,6 +46,14 @@ class OutsideRootError(OSError):
         return (self.__class__, ("change", self.path, self.link, self.target, self.root))
 
 
+def link_target(path: str) -> str:
+    """What the symbolic link ``path`` points to, for a message ("?" if it is gone)."""
+    try:
+        return os.readlink(path)
+    except OSError:
+        return "?"
+
+
 def is_within(path: str, directory: str) -> bool:
     """True if the (absolute, normalised) ``path`` is ``directory`` or below it."""
     return path == directory or path.startswith(directory.rstrip("/") + "/")
@@ -114,6 +122,37 @@ def ensure_private_dir(path: str, root: Optional[str] = None) -> None:
         os.makedirs(path, mode=PRIVATE_DIR, exist_ok=True)
     if os.stat(path).st_mode & 0o077:
         os.chmod(path, PRIVATE_DIR)
+
+
+def open_own_file(path: str, flags: int, mode: int) -> int:
+    """Open ``path``, a file that is ours alone (a pid file, a lock, a log), creating it
+    with ``mode``; the descriptor is close-on-exec.
+
+    A symbolic link where the file belongs is never followed: it is removed (with a
+    warning naming it and its target) and the file created in its place. An existing
+    file with another mode gets ``mode`` back. ``flags`` are the access flags
+    (``os.O_RDWR``, ``os.O_WRONLY | os.O_APPEND``...).
+    """
+    flags |= os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, mode)
+    except OSError as err:
+        if err.errno != errno.ELOOP:
+            raise
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "%s was a symbolic link (to %s), not followed: replaced by a regular file",
+            path, link_target(path))
+        os.unlink(path)
+        fd = os.open(path, flags | os.O_EXCL, mode)
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) != mode:
+            os.fchmod(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def fsync_dir(path: str) -> None:
@@ -286,13 +325,17 @@ def set_aside(path: str, data: Optional[bytes] = None, root: Optional[str] = Non
     return aside
 
 
-def read_bytes(path: str) -> Optional[bytes]:
-    """The file's bytes, or None if it does not exist."""
+def read_bytes(path: str, follow_links: bool = True) -> Optional[bytes]:
+    """The file's bytes, or None if it does not exist. ``follow_links`` false: a
+    symbolic link at ``path`` is not followed (``OSError`` ELOOP), for files that are
+    ours alone and so never a link."""
+    flags = os.O_RDONLY | os.O_CLOEXEC | (0 if follow_links else os.O_NOFOLLOW)
     try:
-        with open(path, "rb") as handle:
-            return handle.read()
+        fd = os.open(path, flags)
     except FileNotFoundError:
         return None
+    with open(fd, "rb") as handle:
+        return handle.read()
 
 
 def read_text(path: str) -> Optional[str]:

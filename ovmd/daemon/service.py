@@ -90,19 +90,10 @@ class PidFile:
         self.fd: Optional[int] = None
 
     def acquire(self) -> "PidFile":
-        from ..fsutil import ensure_private_dir
+        from ..fsutil import ensure_private_dir, open_own_file
 
         ensure_private_dir(os.path.dirname(self.path), self.root)
-        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-        try:
-            fd = os.open(self.path, flags, 0o644)
-        except OSError as err:
-            if err.errno != errno.ELOOP:
-                raise
-            os.unlink(self.path)  # a symbolic link planted there: never followed
-            fd = os.open(self.path, flags, 0o644)
-        if os.fstat(fd).st_mode & 0o7777 != 0o644:
-            os.fchmod(fd, 0o644)
+        fd = open_own_file(self.path, os.O_RDWR, 0o644)  # a link there: replaced
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:

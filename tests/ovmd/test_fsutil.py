@@ -1,6 +1,7 @@
 """ovmd.fsutil: the one atomic write, kept inside its root, with modes from files only."""
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -10,6 +11,8 @@ from ovmd.fsutil import (
     OutsideRootError,
     atomic_write,
     check_inside_root,
+    open_own_file,
+    read_bytes,
     set_aside,
     wipe_file,
 )
@@ -120,3 +123,41 @@ def test_set_aside(tmp_path, kind):
     assert os.path.basename(aside).startswith("params.json.corrupt-")
     second = set_aside(str(tmp_path / "params.json"), b"again")  # never over the first
     assert second != aside and os.path.exists(aside)
+
+
+@pytest.mark.parametrize("before", ["absent", "0666", "link out", "dangling link"])
+def test_open_own_file_never_follows_a_link_and_puts_the_mode_back(layout, caplog, before):
+    """The pid file, the run lock, the run log and the journal are opened this way."""
+    root, outside = layout
+    (outside / "file").chmod(0o666)
+    path = root / "var/own.lock"
+    if before == "0666":
+        path.write_text("old\n")
+        path.chmod(0o666)
+    elif before == "link out":
+        os.symlink(str(outside / "file"), str(path))
+    elif before == "dangling link":
+        os.symlink("nowhere", str(path))
+    fd = open_own_file(str(path), os.O_WRONLY | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, b"ours\n")
+    finally:
+        os.close(fd)
+    assert not path.is_symlink() and mode(path) == 0o600
+    assert path.read_text() == ("old\nours\n" if before == "0666" else "ours\n")
+    assert (outside / "file").read_text() == "the host's own\n"
+    assert mode(outside / "file") == 0o666
+    replaced = [r.getMessage() for r in caplog.records if "symbolic link" in r.getMessage()]
+    target = {"link out": str(outside / "file"), "dangling link": "nowhere"}.get(before)
+    assert replaced == ([] if target is None else [
+        "%s was a symbolic link (to %s), not followed: replaced by a regular file"
+        % (path, target)])
+
+
+def test_read_bytes_can_refuse_to_follow_a_link(layout):
+    root, _ = layout
+    assert read_bytes(str(root / "etc/file-out")) == b"the host's own\n"
+    with pytest.raises(OSError) as info:
+        read_bytes(str(root / "etc/file-out"), follow_links=False)
+    assert info.value.errno == errno.ELOOP
+    assert read_bytes(str(root / "etc/missing"), follow_links=False) is None
