@@ -27,6 +27,7 @@ import json
 import os
 from typing import Any, Iterable, List, Optional, Set, Tuple
 
+from .fsutil import read_bytes
 from .paths import Paths
 from .secrets import is_secret_key
 
@@ -35,7 +36,7 @@ PUBLIC, SECRET, UNKNOWN = "public", "secret", "unknown"
 STANDARD_PREFIX = "com.oracle.linux."
 #: The target whose enabled modules must all be known before an unknown key is public.
 TARGET = "configure"
-#: The enumerate cache's format version (docs/formats.md §6).
+#: The enumerate cache's format version (docs/formats.md §6): the runner writes this one.
 CACHE_VERSION = 1
 
 
@@ -143,7 +144,7 @@ class SecretKeys:
     def _read_cache(self) -> Optional[Tuple[int, int, int]]:
         """Read the enumerate cache if it changed; its identity (None: absent)."""
         try:
-            st = os.stat(self.cache_file)
+            st = os.lstat(self.cache_file)  # the runner's own file: never through a link
         except OSError:
             self._entries, self._file_identity = {}, None
             return None
@@ -152,8 +153,7 @@ class SecretKeys:
             return identity
         self._file_identity = identity
         try:
-            with open(self.cache_file, encoding="utf-8") as handle:
-                data = json.load(handle)
+            data = json.loads(read_bytes(self.cache_file, follow_links=False) or b"")
             entries = data.get("entries") if data.get("version") == CACHE_VERSION else None
         except (OSError, ValueError, AttributeError):
             entries = None  # unreadable: nothing is known from it (the runner rewrites it)

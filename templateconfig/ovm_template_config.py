@@ -54,7 +54,7 @@ exit status:
   0  every module succeeded (or the enumeration/dry run worked)
   1  at least one module failed (the others still ran)
   2  bad usage or invalid params (a required key missing, a value outside its
-     choices): nothing was run
+     choices), or the runner's own files lead out of --root: nothing was run
   3  the params were to come from ovmd, and ovmd is not reachable
   4  --initial-config: INITIAL_CONFIG is not yes (the guest is already configured):
      nothing was run. (With --console-input the dialog exits 0 instead.)

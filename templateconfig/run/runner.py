@@ -30,8 +30,9 @@ from typing import (
 )
 
 from ovmd.paths import ROOT_ENV, Paths
+from ovmd.secretkeys import script_identity
 from templateconfig.run.contract import ACTIONS_ENV, DEFAULT_TIMEOUT, DRY_RUN_ENV, NO_FORK_ENV
-from templateconfig.run.enumcache import EnumerateCache, script_identity
+from templateconfig.run.enumcache import EnumerateCache
 from templateconfig.run.launcher import Launcher, ProcessResult
 from templateconfig.run.scripts import Module
 
@@ -47,6 +48,11 @@ Enumeration = List[Tuple[int, str, List[dict]]]
 
 class RunnerError(Exception):
     """The run cannot start (unknown target or module); the message says why."""
+
+
+class StateFilesError(RunnerError):
+    """The runner's own files cannot be used (a symbolic link on the way leads out of the
+    root, say); nothing was run."""
 
 
 class ValidationError(RunnerError):
@@ -194,7 +200,9 @@ class Runner:
         self.only = only
         self.env = module_env(paths, dry_run)
         self.launcher = Launcher(self.env, fork)
-        self.problems: List[str] = []  # registry entries skipped
+        #: one-line warnings for the run log and stderr: registry entries skipped, state
+        #: files put right
+        self.problems: List[str] = []
         self.enumerate_errors: Dict[str, str] = {}
         self._modules: Optional[List[Module]] = None
         self._enumeration: Optional[Enumeration] = None
@@ -317,11 +325,25 @@ class Runner:
         if self.dry_run:
             return self._execute(params, on_module)
         with self.run_lock():
+            self._claim_state_files()
             try:
                 self.enumerate_cache().save()
             except OSError as exc:
                 log.info("cannot write the enumerate cache: %s", exc)
             return self._execute(params, on_module)
+
+    def _claim_state_files(self) -> None:
+        """The runner's files inside the root, with their modes (before anything is
+        written: :mod:`templateconfig.run.statefiles`); what was put right is a problem."""
+        from templateconfig.run.statefiles import claim_state_files
+
+        try:
+            self.problems.extend(claim_state_files(self.paths))
+        except OSError as exc:
+            text = str(exc) if exc.filename is None else "%s: %s" % (exc.filename,
+                                                                     exc.strerror)
+            raise StateFilesError("cannot use the runner's files, nothing was run: %s"
+                                  % text) from None
 
     def _execute(self, params: Dict[str, Any],
                  on_module: Optional[Callable[[ModuleOutcome], None]]) -> RunResult:

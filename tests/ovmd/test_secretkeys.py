@@ -13,8 +13,8 @@ import pytest
 
 from ovmd.cache import ParamCache
 from ovmd.paths import Paths
-from ovmd.secretkeys import PUBLIC, SECRET, UNKNOWN, SecretKeys
-from templateconfig.run.enumcache import EnumerateCache, script_identity
+from ovmd.secretkeys import PUBLIC, SECRET, UNKNOWN, SecretKeys, script_identity
+from templateconfig.run.enumcache import EnumerateCache
 
 ORACLE = "com.oracle.linux."
 DESCRIPTORS = [
