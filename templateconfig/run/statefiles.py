@@ -6,7 +6,8 @@ file                                        mode    written by
 ==========================================  ======  ========================================
 ``/var/lib/ovm-template-config/``           0700    (the directory; the packages make it so)
 ``last-run.json``, ``run-state.json``,      0600    the runner (:mod:`.report`, :mod:`.state`,
-``enumerate-cache.json``                            :mod:`.enumcache`)
+``enumerate-cache.json``,                           :mod:`.enumcache`, :mod:`.applied`)
+``applied-keys.json``
 ``<module>.applied``, ``<module>.saved``    0600    the standard modules
 and any other file there
 ``<part>.generated``                        0644    the standard modules (a boot id, no secret)
@@ -14,8 +15,9 @@ and any other file there
 ``/var/log/ovm-template-config.log``        0600    :mod:`.runlog`
 ==========================================  ======  ========================================
 
-Every run that can change the system (not a dry run), once it holds the run lock and
-before anything is written, calls :func:`claim_state_files`:
+Every run that can change the system (not a dry run; a refused one too, before its
+report), once it holds the run lock and before anything is written, calls
+:func:`claim_state_files`:
 
 - a directory on the way to these files that is a symbolic link leading out of the
   root is refused (one line naming the link; nothing runs);
