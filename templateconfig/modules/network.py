@@ -21,6 +21,7 @@ a NIC named by its hardware address.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
@@ -50,9 +51,13 @@ NETMASK = P + "netmask.{n}"
 GATEWAY = P + "gateway.{n}"
 DNS_SERVERS = P + "dns-servers.{n}"
 DNS_SEARCH = P + "dns-search-domains.{n}"
+IPV6_BOOTPROTO = P + "ipv6-bootproto.{n}"
+IPV6ADDR = P + "ipv6addr.{n}"
+IPV6GATEWAY = P + "ipv6gateway.{n}"
 INTERFACE_KEYS = (DEVICE, HWADDR, MTU, ONBOOT, BOOTPROTO, IPADDR, NETMASK, GATEWAY,
-                  DNS_SERVERS, DNS_SEARCH)
+                  DNS_SERVERS, DNS_SEARCH, IPV6_BOOTPROTO, IPV6ADDR, IPV6GATEWAY)
 STATIC_ONLY = (IPADDR, NETMASK, GATEWAY, DNS_SERVERS)
+IPV6_METHODS = ("auto", "dhcp", "static", "disabled")
 
 WAIT_ENV = "OVM_TEMPLATE_CONFIG_NIC_WAIT"
 DEFAULT_WAIT = 10.0
@@ -84,6 +89,70 @@ def check_hosts_line(value: str) -> None:
         validators.hostname(name)
 
 
+def _ipv6_host(text: str, ipv4_hint: str) -> ipaddress.IPv6Address:
+    """``text`` as an IPv6 address a host or router may have (no zone), or ValueError."""
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        pass
+    else:
+        raise ValueError("an IPv4 address: " + ipv4_hint)
+    try:
+        address = ipaddress.IPv6Address(text)
+    except ValueError:
+        raise ValueError("not an IPv6 address") from None
+    if address.ipv4_mapped is not None:
+        raise ValueError("an IPv4-mapped address: " + ipv4_hint)
+    for kind, bad in (("a multicast address", address.is_multicast),
+                      ("the unspecified address (::)", address.is_unspecified),
+                      ("the loopback address (::1)", address.is_loopback)):
+        if bad:
+            raise ValueError("%s, not one that a host or router has" % kind)
+    return address
+
+
+def check_ipv6_address(value: str) -> None:
+    """One IPv6 address with its prefix length (``2001:db8::10/64``), prefix 1-128."""
+    text, slash, prefix = value.partition("/")
+    if "%" in text:
+        raise ValueError("an interface address takes no zone (%...)")
+    if not slash:
+        raise ValueError("expected an IPv6 address with its prefix length, e.g. 2001:db8::10/64")
+    _ipv6_host(text, "IPv4 goes in ipaddr.N and netmask.N")
+    if not (prefix.isascii() and prefix.isdigit()) or not 1 <= int(prefix) <= 128:
+        raise ValueError("the prefix length must be 1-128")
+
+
+def ipv6_address_list(value: str) -> List[str]:
+    """The validated addresses of an ``ipv6addr.N`` value, compressed (``2001:db8::10/64``)."""
+    out = []
+    for item in validators.split_list(value):
+        text, _, prefix = item.partition("/")
+        out.append("%s/%d" % (ipaddress.IPv6Address(text).compressed, int(prefix)))
+    return out
+
+
+def check_ipv6_addresses(value: str) -> None:
+    """``address/prefix`` items, comma-separated, each once."""
+    validators.comma_list(check_ipv6_address)(value)
+    addresses = [item.split("/")[0] for item in ipv6_address_list(value)]
+    for position, address in enumerate(addresses, 1):
+        if address in addresses[:position - 1]:
+            raise ValueError("item %d: the address is listed twice" % position)
+
+
+def check_ipv6_gateway(value: str) -> None:
+    """An IPv6 router address; a link-local one may name its zone (``fe80::1%eth0``)."""
+    text, percent, zone = value.strip().partition("%")
+    if "/" in text:
+        raise ValueError("a gateway is an address without a prefix length")
+    address = _ipv6_host(text, "the IPv4 gateway is gateway.N")
+    if percent and not address.is_link_local:
+        raise ValueError("only a link-local gateway (fe80::/10) takes a zone (%device)")
+    if percent and not zone:
+        raise ValueError("an empty zone after %")
+
+
 class ChoiceKey(Key):
     """A key that offers ``choices`` but also accepts ``aliases`` (any case)."""
 
@@ -98,6 +167,7 @@ class ChoiceKey(Key):
 
 
 _STATIC = (BOOTPROTO, ["static", "none"])
+_IPV6_STATIC = (IPV6_BOOTPROTO, ["static"])
 
 SPEC = ModuleSpec(
     "network", {"configure": 50, "cleanup": 50}, "Configure the host name and network interfaces.",
@@ -124,6 +194,12 @@ SPEC = ModuleSpec(
             validate=validators.comma_list(validators.ip_address)),
         Key(DNS_SEARCH, "DNS search domains of interface {n}, comma-separated.", hidden=True,
             validate=validators.comma_list(validators.hostname)),
+        ChoiceKey(IPV6_BOOTPROTO, "IPv6 of interface {n}: auto, dhcp, static or disabled "
+                  "(unset: as the template has it).", depends=DEVICE, choices=IPV6_METHODS),
+        Key(IPV6ADDR, "IPv6 addresses of interface {n} with prefix lengths, comma-separated "
+            "(e.g. 2001:db8::10/64).", requires=_IPV6_STATIC, validate=check_ipv6_addresses),
+        Key(IPV6GATEWAY, "IPv6 default gateway of interface {n}.", requires=_IPV6_STATIC,
+            validate=check_ipv6_gateway),
     ])
 
 
@@ -245,14 +321,47 @@ def parse_interfaces(params: Dict[str, str]) -> List[Interface]:
                 log.warning("network: %s ignored: %s is dhcp", ", ".join(ignored),
                             _key(BOOTPROTO, n))
         iface.search = validators.split_list(get(DNS_SEARCH) or "")
+        _parse_ipv6(iface, get, problems)
         interfaces.append(iface)
-    _check_duplicates(interfaces, problems)
+    _check_interfaces(interfaces, problems)
     if problems:
         raise ValidationError(problems)
     return interfaces
 
 
-def _check_duplicates(interfaces: List[Interface], problems: List[str]) -> None:
+def _parse_ipv6(iface: Interface, get, problems: List[str]) -> None:
+    """The IPv6 settings of ``iface``; none at all leaves the template's IPv6 as it is."""
+    n = iface.index
+    method = (get(IPV6_BOOTPROTO) or "").strip().lower() or None
+    addresses, gateway = get(IPV6ADDR), get(IPV6GATEWAY)
+    if method == "static" and not addresses:
+        problems.append("%s: missing: required when %s is 'static'"
+                        % (_key(IPV6ADDR, n), _key(IPV6_BOOTPROTO, n)))
+    for pattern, value in ((IPV6ADDR, addresses), (IPV6GATEWAY, gateway)):
+        if value and method != "static":
+            problems.append("%s: only for a static IPv6 configuration, but %s is %s: set it "
+                            "to static, or leave %s out"
+                            % (_key(pattern, n), _key(IPV6_BOOTPROTO, n),
+                               repr(method) if method else "not set", _key(pattern, n)))
+    if method == "disabled":
+        ipv6_dns = [s for s in iface.dns if ":" in s]
+        if ipv6_dns:
+            problems.append("%s: IPv6 servers (%s) but %s is 'disabled': give IPv4 servers "
+                            "only, or enable IPv6 on the interface"
+                            % (_key(DNS_SERVERS, n), ", ".join(ipv6_dns),
+                               _key(IPV6_BOOTPROTO, n)))
+    iface.ipv6_method = method
+    if method == "static":
+        iface.ipv6_addresses = ipv6_address_list(addresses or "")
+        if gateway:
+            text, _, zone = gateway.strip().partition("%")
+            iface.ipv6_gateway = ipaddress.IPv6Address(text).compressed
+            iface.ipv6_gateway_zone = zone or None
+
+
+def _check_interfaces(interfaces: List[Interface], problems: List[str]) -> None:
+    """What only holds across interfaces, or once devices are named: each device once,
+    and a link-local gateway's zone is its own interface's device."""
     seen: Dict[str, int] = {}
     for iface in interfaces:
         if not iface.device:
@@ -261,6 +370,12 @@ def _check_duplicates(interfaces: List[Interface], problems: List[str]) -> None:
             problems.append("%s: value %r is also interface %d's device"
                             % (_key(DEVICE, iface.index), iface.device, seen[iface.device]))
         seen.setdefault(iface.device, iface.index)
+        zone = iface.ipv6_gateway_zone
+        if zone is not None and zone != iface.device:
+            problems.append("%s: value '%s%%%s': the zone is not interface %d's device %s: "
+                            "write %s%%%s or leave the zone out"
+                            % (_key(IPV6GATEWAY, iface.index), iface.ipv6_gateway, zone,
+                               iface.index, iface.device, iface.ipv6_gateway, iface.device))
 
 
 def resolve_devices(interfaces: List[Interface]) -> Dict[str, str]:
@@ -278,7 +393,7 @@ def resolve_devices(interfaces: List[Interface]) -> Dict[str, str]:
             continue
         iface.device = name
         found[_key(DEVICE, iface.index)] = name
-    _check_duplicates(interfaces, problems)
+    _check_interfaces(interfaces, problems)
     if problems:
         raise ValidationError(problems)
     return found
