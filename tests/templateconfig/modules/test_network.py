@@ -626,14 +626,14 @@ def test_human_readable_enumerate_shows_the_ipv6_keys():
     from templateconfig.descriptors import format_human_readable
     text = format_human_readable([(50, "network", enumerate_module("network", "configure"))])
     lines = [line.strip() for line in text.splitlines()]
-    start = lines.index(P + "ipv6-bootproto.0      -")
-    assert lines[start + 1:start + 3] == ["only if %sdevice.0 is set" % P,
-                                          "choices: auto, dhcp, static, disabled"]
+    rows = {line.split()[0]: (line.split()[1:], lines[number + 1:number + 3])
+            for number, line in enumerate(lines) if line.startswith(P)}
+    assert rows[P + "ipv6-bootproto.0"] == (["-"], ["only if %sdevice.0 is set" % P,
+                                                    "choices: auto, dhcp, static, disabled"])
     for key in ("ipv6addr.0", "ipv6gateway.0"):
-        row = lines.index(next(line for line in lines if line.startswith(P + key + " ")))
-        assert lines[row].endswith(" -")   # prompted: not hidden
-        assert lines[row + 1] == "only if %sipv6-bootproto.0 is static" % P
-    assert (P + "ipv6addr.1      hidden") in lines
+        flags, details = rows[P + key]
+        assert flags == ["-"] and details[0] == "only if %sipv6-bootproto.0 is static" % P
+    assert rows[P + "ipv6addr.1"][0] == ["hidden"]
 
 
 def test_enumerate_cleanup_lists_no_keys():
