@@ -3,7 +3,11 @@
 Interfaces ``N = 0, 1, ...`` are named by ``device.N`` or found by ``hwaddr.N`` (the MAC
 address; the module waits a bounded time for a NIC that has not appeared yet). Each is
 ``dhcp`` or ``static`` (``none`` behaves as ``static``) with an IPv4 address, netmask
-(dotted or prefix length), gateway, MTU, DNS servers and search domains.
+(dotted or prefix length), gateway, MTU, DNS servers and search domains. IPv6 is
+``ipv6-bootproto.N`` (``auto``, ``dhcp``, ``static`` with ``ipv6addr.N`` and
+``ipv6gateway.N``, or ``disabled``); without it the template's IPv6 settings for the
+device stay as they are, also in a file the module writes whole (what each stack writes:
+docs/keys.md).
 
 The files written depend on the guest's network stack, chosen by the platform
 (ifcfg, NetworkManager keyfile, ifupdown, netplan: ``templateconfig.platform.network``),
