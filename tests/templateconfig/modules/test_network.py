@@ -380,6 +380,9 @@ def test_template_ipv6_kept_without_ipv6_keys_replaced_with_them(fixture_root, n
     kept = tree(root)
     assert run_module("network", "configure", TWO_NICS, root)[0] == 0
     assert tree(root) == kept
+    (root / "var/lib/ovm-template-config/network.applied").unlink()   # rendered again
+    assert run_module("network", "configure", TWO_NICS, root)[0] == 0
+    assert tree(root) == kept
 
     assert run_module("network", "configure", IPV6_NICS, root)[0] == 0
     written = "".join(data.decode() for path, (_, data) in tree(root).items()
