@@ -30,7 +30,7 @@ import logging
 import os
 import re
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from templateconfig import common
 from templateconfig.modules.support import validators
@@ -333,7 +333,8 @@ def parse_interfaces(params: Dict[str, str]) -> List[Interface]:
     return interfaces
 
 
-def _parse_ipv6(iface: Interface, get, problems: List[str]) -> None:
+def _parse_ipv6(iface: Interface, get: Callable[[str], Optional[str]],
+                problems: List[str]) -> None:
     """The IPv6 settings of ``iface``; none at all leaves the template's IPv6 as it is."""
     n = iface.index
     method = (get(IPV6_BOOTPROTO) or "").strip().lower() or None

@@ -80,12 +80,18 @@ class IfcfgStack(NetworkStack):
         """``lease_dns=False``: a DHCP interface leaves /etc/resolv.conf alone
         (``PEERDNS=no``). ``template``: the template's own file for the device, whose
         IPv6 lines are kept when ``iface.ipv6_method`` is unset."""
+        if iface.ipv6_method is None:
+            ipv6 = template_ipv6_lines(template)
+        else:
+            ipv6 = ["%s=%s" % (name, common.quote_value(value))
+                    for name, value in cls.ipv6_values(iface)]
+        dhcpv6 = common.parse_sysconfig("\n".join(ipv6)).get("DHCPV6C", "")[:1] in ("y", "Y", "1")
         values: List[Tuple[str, str]] = [("DEVICE", iface.device), ("TYPE", "Ethernet")]
         if iface.hwaddr:
             values.append(("HWADDR", iface.hwaddr))
         values.append(("ONBOOT", "yes" if iface.onboot else "no"))
         values.append(("BOOTPROTO", iface.bootproto))
-        if (not iface.static or iface.ipv6_method == "dhcp") and not lease_dns:
+        if (not iface.static or dhcpv6) and not lease_dns:   # (dhclient -6 writes it too)
             values.append(("PEERDNS", "no"))
         if iface.static:
             values += [("IPADDR", str(iface.ipaddr)), ("NETMASK", iface.netmask)]
@@ -97,12 +103,7 @@ class IfcfgStack(NetworkStack):
             values.append(("MTU", str(iface.mtu)))
         if iface.search:
             values.append(("DOMAIN", " ".join(iface.search)))
-        lines = ["%s=%s" % (name, common.quote_value(value)) for name, value in values]
-        if iface.ipv6_method is None:
-            lines += template_ipv6_lines(template)
-        else:
-            lines += ["%s=%s" % (name, common.quote_value(value))
-                      for name, value in cls.ipv6_values(iface)]
+        lines = ["%s=%s" % (name, common.quote_value(value)) for name, value in values] + ipv6
         return "# %s\n" % HEADER + "".join(line + "\n" for line in lines)
 
     @staticmethod

@@ -525,6 +525,22 @@ def test_el6_dhcp_lease_does_not_replace_the_requested_dns(fixture_root, params,
     assert "PEERDNS" not in (root / "etc/sysconfig/network-scripts/ifcfg-eth0").read_text()
 
 
+@pytest.mark.parametrize("template_dhcpv6", [False, True])
+def test_el6_dhcpv6_lease_does_not_replace_the_requested_dns(fixture_root, template_dhcpv6):
+    """dhclient -6 (DHCPV6C=yes, ours or the template's) writes resolv.conf too: a static
+    IPv4 interface with DHCPv6 gets PEERDNS=no when DNS servers are requested."""
+    root = fixture_root("ol6")
+    params = dict(TWO_NICS)
+    if template_dhcpv6:
+        eth0 = root / "etc/sysconfig/network-scripts/ifcfg-eth0"
+        eth0.write_text(eth0.read_text() + "IPV6INIT=yes\nDHCPV6C=yes\n")
+    else:
+        params[P + "ipv6-bootproto.0"] = "dhcp"
+    assert run_module("network", "configure", params, root)[0] == 0
+    text = (root / "etc/sysconfig/network-scripts/ifcfg-eth0").read_text()
+    assert "PEERDNS=no\n" in text and "DHCPV6C=yes\n" in text
+
+
 # --- activation: not before the network service has started in this boot ------------------------
 
 class RunningServices(ServiceControl):
