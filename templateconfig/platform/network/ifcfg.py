@@ -2,8 +2,8 @@
 
 DNS: ``DNS1=``/``DOMAIN=``, which NetworkManager (EL7/8) merges with the other
 connections' into /etc/resolv.conf, and initscripts without it (EL5/6) write there when
-the interface comes up; there a DHCP (or DHCPv6) interface gets ``PEERDNS=no`` when DNS servers are
-requested, so that its lease does not replace them.
+the interface comes up; there a DHCP (or DHCPv6) interface gets ``PEERDNS=no`` when DNS
+servers are requested, so that its lease does not replace them.
 
 IPv6 (read by initscripts' ``ifup-ipv6`` and NetworkManager's ifcfg-rh plugin alike):
 
