@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .control import REQUESTS, ControlClient, ControlError, Request
+from .control import REQUEST_NAMES, REQUESTS, ControlClient, ControlError, Request
 
 TYPE_CHECKING = False  # typing costs start-up time; type checkers read this as True
 if TYPE_CHECKING:
@@ -29,6 +29,9 @@ EXIT_PERMISSION = 4
 #: flag -> request, for the requests the fast path handles
 _FAST_ACTIONS = {flag: request for request in REQUESTS if request.fast
                  for flag in request.flags}
+#: option flag -> the request it goes with, for those requests
+_FAST_OPTIONS = {flag: request for request in REQUESTS if request.fast
+                 for flag, _ in request.options}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     if fast is None:
         return full_main(args)
     root, request = fast
+    if request[0] == "status":
+        return _status(root, request[1:])
     return _call_daemon(root, request)
 
 
@@ -48,12 +53,18 @@ def _fast_parse(args: list[str]) -> tuple[str, list[str]] | None:
     """
     root = os.environ.get("OVM_TEMPLATE_CONFIG_ROOT") or "/"
     request: list[str] | None = None
+    options: list[str] = []
     index = 0
     while index < len(args):
         arg, value = args[index], None
         index += 1
         if arg.startswith("--") and "=" in arg:
             arg, value = arg.split("=", 1)
+        if arg in _FAST_OPTIONS:
+            if value is not None or arg in options:
+                return None
+            options.append(arg)
+            continue
         action = _FAST_ACTIONS.get(arg)
         if arg != "--root" and (action is None or request is not None):
             return None
@@ -77,6 +88,11 @@ def _fast_parse(args: list[str]) -> tuple[str, list[str]] | None:
             return None  # KEY alone: argparse's path reads the value from stdin
     if request is None:
         return None
+    if options:
+        owner = REQUEST_NAMES[request[0]]
+        if any(_FAST_OPTIONS[option] is not owner for option in options):
+            return None
+        request += [flag.lstrip("-") for flag, _ in owner.options if flag in options]
     return root, request
 
 
@@ -117,10 +133,14 @@ exit codes:
   1  failure: key not found (-g, -r), request refused (bad key/value, run in
      progress), target failed (-s), first-boot configuration failed (--status),
      daemon cannot start (already running, ovmapi module loaded)
-  2  usage error; --status: done but degraded (a module reported an error),
-     as `cloud-init status` (>= 23.4) uses it
+  2  usage error; --status: done but degraded (a module reported warnings or an
+     error), as `cloud-init status` (>= 23.4) uses it
   3  the ovmd daemon is not running (no listener on the control socket)
   4  permission denied on the control socket (run as root)
+-s TARGET exits with the runner's status (ovm-template-config(8): 0 done, with or
+without warnings; 1 a module failed; 2 bad usage or invalid params, its messages on
+stderr; 5 the run lock was busy) and prints this run's modules, each with its state,
+one-line reason and warnings.
 
 -l prints one JSON object per line, {"key": "value"}, sorted by key, secrets
 included (root-only), so that `ovmd -l | ovm-template-config --stdin configure`
@@ -154,9 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_argument("--disable-initial-config", action="store_true",
                          help="set INITIAL_CONFIG=no")
     actions.add_argument("-v", "--version", action="version", version="ovmd " + __version__)
-    parser.add_argument("--json", action="store_true", help="--status: print JSON")
-    parser.add_argument("--wait", action="store_true",
-                        help="--status: block until the first-boot run is done or failed")
+    for request in REQUESTS:
+        for flag, text in request.options:
+            parser.add_argument(flag, action="store_true", help=text)
     parser.add_argument("-d", "--debug", type=int, choices=(0, 1, 2), default=2,
                         help="daemon logging: 0 off, 1 stderr, 2 syslog (default)")
     parser.add_argument("-f", "--pid-file", metavar="FILE",
@@ -181,18 +201,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def client_requests(options: argparse.Namespace) -> list[list[str]]:
-    """The requests to send to the daemon for the request flags argparse found (none
-    for ``--status``, which has its own client, nor for a daemon command line)."""
+    """The requests to send to the daemon for the request flags argparse found, with
+    their options (none for a daemon command line)."""
     for request in REQUESTS:
-        if not request.flags or request.name == "status":
+        if not request.flags:
             continue
         value = getattr(options, request.dest)
         if value is None or value is False:
             continue
         if request.metavar is None:
-            return [[request.name]]
+            return [[request.name] + [name for name in request.option_names()
+                                      if getattr(options, name)]]
         return [_request_line(request, item) for item in (value if request.repeat else [value])]
     return []
+
+
+def _stray_options(options: argparse.Namespace, requests: list[list[str]]) -> list[str]:
+    """Option flags given without the request flag they go with."""
+    sent = {requests[0][0]} if requests else set()
+    return [flag for request in REQUESTS if request.name not in sent
+            for flag, _ in request.options if getattr(options, flag.lstrip("-"))]
 
 
 def _request_line(request: Request, value: str) -> list[str]:
@@ -212,13 +240,17 @@ def full_main(args: list[str]) -> int:
     if root not in ("", "/"):
         os.environ["OVM_TEMPLATE_CONFIG_ROOT"] = os.path.abspath(root)
     requests = client_requests(options)
+    stray = _stray_options(options, requests)
+    if stray:
+        parser.error("%s go%s with %s" % (" and ".join(stray), "es" if len(stray) == 1 else "",
+                                          "--status"))
+    if requests and requests[0][0] == "status":
+        return _status(root, requests[0][1:])
     if requests:
         code = EXIT_OK
         for request in requests:
             code = max(code, _call_daemon(root, request))
         return code
-    if options.status:
-        return _status(root, options.json, options.wait)
     if options.enable_initial_config or options.disable_initial_config:
         from .firstboot.flag import set_initial_config
         from .paths import Paths
@@ -227,30 +259,25 @@ def full_main(args: list[str]) -> int:
         print("INITIAL_CONFIG=%s in %s" % ("yes" if options.enable_initial_config else "no",
                                            ", ".join(files)))
         return EXIT_OK
-    if options.json or options.wait:
-        parser.error("--json and --wait go with --status")
     return run_daemon(options)
 
 
-def _status(root: str, as_json: bool, wait: bool) -> int:
+def _status(root: str, flags: list[str]) -> int:
+    """``--status`` with its options (``json``, ``long``, ``wait``): the daemon's answer,
+    or, with no daemon running, the status from the files."""
     from .paths import Paths
 
     paths = Paths(root)
-    request = ["status"] + (["json"] if as_json else []) + (["wait"] if wait else [])
     try:
-        code, out, err = ControlClient(paths.control_socket).call(*request)
+        code, out, err = ControlClient(paths.control_socket).call("status", *flags)
     except ControlError as error:
         if error.code != EXIT_NOT_RUNNING:
             _write(2, (str(error) + "\n").encode("utf-8"))
             return error.code
-        import json
-
-        from .status import compute_status, exit_code, format_status
+        from .status import compute_status, exit_code, status_text
 
         status = compute_status(paths, None)
-        text = json.dumps(status, indent=2, sort_keys=True) + "\n" if as_json \
-            else format_status(status)
-        _write(1, text.encode("utf-8"))
+        _write(1, status_text(status, "json" in flags, "long" in flags).encode("utf-8"))
         return exit_code(status)
     _write(1, out)
     if err:

@@ -36,15 +36,18 @@ class Request:
     any number). ``metavar`` names the flag's one argument; a flag without one takes
     none. ``fast``: plain command lines with this flag skip argparse (see
     :mod:`ovmd.cli`). ``pair``: the argument is ``KEY=VALUE``, sent as two arguments.
-    ``repeat``: the flag may be given more than once, one request each.
+    ``repeat``: the flag may be given more than once, one request each. ``options``:
+    ``(flag, help)`` of the flags that go with this one (``--status --json``), each
+    sent as an argument, its name without the dashes (:meth:`option_names`).
     """
 
-    __slots__ = ("name", "flags", "args", "metavar", "help", "fast", "pair", "repeat")
+    __slots__ = ("name", "flags", "args", "metavar", "help", "fast", "pair", "repeat",
+                 "options")
 
     def __init__(self, name: str, flags: tuple[str, ...] = (),
                  args: tuple[int, int | None] = (0, 0), metavar: str | None = None,
                  help: str = "", fast: bool = False, pair: bool = False,
-                 repeat: bool = False) -> None:
+                 repeat: bool = False, options: tuple[tuple[str, str], ...] = ()) -> None:
         self.name = name
         self.flags = flags
         self.args = args
@@ -53,6 +56,11 @@ class Request:
         self.fast = fast
         self.pair = pair
         self.repeat = repeat
+        self.options = options
+
+    def option_names(self) -> list[str]:
+        """The arguments the options are sent as (``--json`` -> ``json``), in order."""
+        return [flag.lstrip("-") for flag, _ in self.options]
 
     @property
     def dest(self) -> str:
@@ -87,8 +95,14 @@ REQUESTS = (
     Request("script", ("-s", "--script"), (1, 1), "TARGET",
             help="run an ovm-template-config target with the cached params (e.g. cleanup) "
                  "and report each module's result"),
-    Request("status", ("--status",), (0, None),
-            help="first-boot status: not-started, waiting-for-params, running, done, failed"),
+    Request("status", ("--status",), (0, None), fast=True,
+            help="first-boot status: not-started, waiting-for-params, running, done, failed; "
+                 "each module of the last run with its state, reason and warnings",
+            options=(("--json", "--status: print JSON (the run report whole, stderr "
+                      "excerpts included)"),
+                     ("--long", "--status: add each module's stderr excerpt"),
+                     ("--wait", "--status: block until the first-boot run is done or "
+                      "failed"))),
     Request("ping"),
 )
 

@@ -4,11 +4,14 @@ States: ``not-started`` (the daemon is not running, or first-boot configuration 
 disabled and never ran), ``waiting-for-params`` (INITIAL_CONFIG=yes, the root password
 has not arrived yet or the quiet period is still running), ``running``, ``done``,
 ``failed``. Exit codes follow cloud-init >= 23.4: 0 ok (done, or not finished yet),
-1 failed, 2 degraded (done, but at least one module reported an error).
+1 failed, 2 degraded (done, but a module reported warnings or an error).
+
+The text shows each module of the last run with its state, its one-line reason and its
+warnings; ``--long`` adds each module's stderr as the run report kept it.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from .firstboot.flag import initial_config_enabled
 from .paths import Paths
@@ -51,8 +54,8 @@ def compute_status(paths: Paths, daemon: Optional[Dict[str, Any]] = None) -> Dic
     else:
         state = BootStatus.NOT_STARTED
     modules = (configure_report or {}).get("modules") or []
-    degraded = state == BootStatus.DONE and any(m.get("status") == ModuleStatus.FAILED
-                                                for m in modules)
+    degraded = state == BootStatus.DONE and any(
+        m.get("status") == ModuleStatus.FAILED or m.get("warnings") for m in modules)
     return {
         "status": state,
         "degraded": degraded,
@@ -71,20 +74,49 @@ def exit_code(status: Dict[str, Any]) -> int:
     return 0
 
 
-def format_status(status: Dict[str, Any]) -> str:
+def status_text(status: Dict[str, Any], as_json: bool = False, long: bool = False) -> str:
+    """What ``ovmd --status [--json] [--long]`` prints."""
+    if as_json:
+        import json
+
+        return json.dumps(status, indent=2, sort_keys=True) + "\n"
+    return format_status(status, long)
+
+
+#: A reason is shown on one line of at most this many characters.
+MAX_REASON = 500
+
+
+def format_status(status: Dict[str, Any], long: bool = False) -> str:
+    """``ovmd --status`` (``--long``: with each module's stderr)."""
     lines = ["status: %s%s" % (status["status"], " (degraded)" if status.get("degraded") else "")]
     lines.append("initial config: %s" % ("yes" if status["initial_config"] else "no"))
     lines.append("daemon: %s" % ("running" if status["daemon_running"] else "not running"))
     report = status.get("last_run")
     if report:
-        lines.append("last run: %s %s (started %s, finished %s)" % (
-            report.get("target"), report.get("status"), report.get("started"),
-            report.get("finished")))
-        lines.extend(format_modules(report))
+        warnings = report.get("warnings")
+        lines.append("last run: %s %s%s (started %s, finished %s)" % (
+            report.get("target"), report.get("status"),
+            " with %d warning%s" % (warnings, "" if warnings == 1 else "s")
+            if isinstance(warnings, int) and warnings else "",
+            report.get("started"), report.get("finished")))
+        lines.extend(format_modules(report, long))
     return "\n".join(lines) + "\n"
 
 
-def format_modules(report: Dict[str, Any]) -> list:
+def _one_line(text: Any) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= MAX_REASON else text[:MAX_REASON - 3] + "..."
+
+
+def format_modules(report: Dict[str, Any], long: bool = False) -> List[str]:
+    """A run report's modules, one line each with its state and its reason, then its
+    warnings (and, ``long``, its stderr); for a run the validation refused, the
+    problems instead of the modules, which all stayed pending."""
+    problems = report.get("problems") or []
+    if problems:
+        return ["  nothing was run: invalid parameters:"] + [
+            "    %s" % _one_line(problem) for problem in problems]
     lines = []
     for module in report.get("modules") or []:
         seconds = module.get("seconds")
@@ -93,6 +125,11 @@ def format_modules(report: Dict[str, Any]) -> list:
             "%.2fs" % seconds if isinstance(seconds, (int, float)) else "")
         error = str(module.get("error") or "").strip()
         if error:
-            line += "  error: %s" % error.splitlines()[0][:200]
+            line += "  error: %s" % _one_line(error.splitlines()[0])
         lines.append(line.rstrip())
+        lines.extend("      warning: %s" % _one_line(w) for w in module.get("warnings") or [])
+        stderr = str(module.get("stderr") or "").rstrip()
+        if long and stderr:
+            lines.append("      stderr:")
+            lines.extend("        %s" % text for text in stderr.splitlines())
     return lines

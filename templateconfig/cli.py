@@ -21,8 +21,15 @@ in any other language obeys the same argv/stdin/stdout contract, written down he
     error.
 
 Exit codes
-    0 success; 1 the module failed (an exception: its traceback is on stderr);
-    2 bad usage or invalid JSON on stdin (the message is on stderr).
+    0 success; 1 the module failed (an exception: its traceback is on stderr, then one
+    line ``PROG: error: REASON`` saying what failed, which the runner reports);
+    2 bad usage or invalid JSON on stdin (``PROG: error: MESSAGE`` and the usage on
+    stderr).
+
+Warnings
+    A module that did its work but could not do all of it (a setting ignored, a command
+    that cannot work on this guest) prints ``warning: TEXT`` lines on stderr; the runner
+    records them (docs/module-contract.md).
 
 ``--help`` and ``--version`` print to stdout and exit 0.
 
@@ -56,7 +63,7 @@ usage: %(prog)s --enumerate TARGET     print the parameter descriptors of TARGET
 
 registered targets: %(targets)s
 
-exit status: 0 success, 1 the module failed (traceback on stderr),
+exit status: 0 success, 1 the module failed (traceback and "error: REASON" on stderr),
              2 bad usage or invalid JSON on stdin
 """
 
@@ -157,11 +164,23 @@ def run(do_enumerate, targets: dict, argv: Optional[list] = None, stdin=None, st
         stderr.write("%s: error: %s\n" % (prog, exc))
         stderr.write(_USAGE % {"prog": prog, "targets": ", ".join(targets) or "(none)"})
         return EXIT_USAGE
-    except Exception:  # the module failed: the runner shows the traceback
+    except Exception as exc:  # the module failed: its traceback, then its reason
         import traceback
         traceback.print_exc(file=stderr)
+        stderr.write("%s: error: %s\n" % (prog, _reason(exc)))
         return EXIT_FAILED
     return _write_output(output, stdout, stderr, prog)
+
+
+def _reason(exc: Exception) -> str:
+    """What failed, on one line: the message of one of the framework's errors (which
+    says what failed), else the exception's type and message."""
+    from templateconfig.errors import TemplateConfigError
+
+    text = " ".join(str(exc).split())
+    if isinstance(exc, TemplateConfigError) and text:
+        return text
+    return "%s: %s" % (type(exc).__name__, text) if text else type(exc).__name__
 
 
 def _run_target(targets: dict, target: str, stdin, stderr, prog: str) -> str:

@@ -20,18 +20,27 @@ which also holds what plan mode "wrote" so far.
 
 Commands that change the *running* system (``system_cmd``: reload a service, set the
 clock, setenforce) run only when the root is ``/``; under another root they are recorded
-as not applied, since a sandbox root has no running system to change.
+as not applied, since a sandbox root has no running system to change. One that cannot
+work on this kind of guest (no hardware clock, no SELinux, no service manager:
+:mod:`templateconfig.environment`) is a warning, not a failure.
+
+Warnings: a module reports one with :func:`warn` (a ``warning: TEXT`` line on stderr,
+the format any module may print, docs/module-contract.md); the runner puts them in the
+run report. The standard modules' ``log.warning`` records become such lines too
+(:func:`log_warnings_to_stderr`).
 """
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
 import re
 import shlex
 import subprocess
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+import sys
+from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from ovmd import fsutil
 from ovmd.paths import ROOT_ENV, join_root
@@ -48,9 +57,20 @@ class CommandError(TemplateConfigError):
         self.argv = list(argv)
         self.returncode = returncode
         self.stderr = stderr
-        detail = stderr.strip().splitlines()[-1] if stderr.strip() else "no error output"
+        #: the tool's own reason: the last line of its stderr that is not a hint such as
+        #: "Use the --verbose option to see the details"
+        self.detail = _reason_line(stderr)
         super().__init__("command %s failed with exit code %s: %s" % (
-            " ".join(shlex.quote(a) for a in self.argv), returncode, detail))
+            " ".join(shlex.quote(a) for a in self.argv), returncode, self.detail))
+
+
+_HINT = re.compile(r"\b(use|try|see)\b.*(--[a-z]|for more|details)", re.IGNORECASE)
+
+
+def _reason_line(stderr: str) -> str:
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    reasons = [line for line in lines if not _HINT.search(line)] or lines
+    return reasons[-1] if reasons else "no error output"
 
 
 # --- the environment: the guest as this process sees it --------------------------------
@@ -118,6 +138,23 @@ def new_guest() -> GuestFiles:
     global _guest
     _guest = GuestFiles.from_environ()
     return _guest
+
+
+@contextlib.contextmanager
+def viewing(root: str) -> Iterator[GuestFiles]:
+    """Within the block this process sees the guest under ``root`` in plan mode, with no
+    journal: the runner checks the params against the guest (a time zone, an account, a
+    device) before anything is changed, with the modules' own code, and nothing it calls
+    can change the guest. The view the process had is restored afterwards."""
+    global _guest
+    saved = _guest
+    view = GuestFiles(root, dry_run=True)
+    view.source = _environ_source()
+    _guest = view
+    try:
+        yield view
+    finally:
+        _guest = saved
 
 
 def root() -> str:
@@ -223,13 +260,61 @@ def system_cmd(argv: Sequence[str], success_return_code: Iterable[int] = (0,),
     """Run a command that changes the running system (reload, setenforce, hwclock).
 
     Runs only on the real root and not in plan mode; otherwise it is recorded as not
-    applied, and ``""`` is returned.
+    applied, and ``""`` is returned. If it fails because it cannot work on this kind of
+    guest (:func:`templateconfig.environment.environment_failure`: no hardware clock, no
+    SELinux, no service manager), that is a warning (:func:`warn`) and ``""`` is
+    returned; any other failure raises :class:`CommandError`.
     """
     if dry_run() or is_sandbox():
         record("command", argv=list(argv), applied=False)
         return ""
     record("command", argv=list(argv), applied=True)
-    return _run(argv, success_return_code, input, None)
+    try:
+        return _run(argv, success_return_code, input, None)
+    except CommandError as exc:
+        from templateconfig.environment import environment_failure
+
+        reason = environment_failure(exc.argv, exc.returncode, exc.stderr)
+        if reason is None:
+            raise
+        said = [line.strip() for line in exc.stderr.splitlines() if line.strip()]
+        warn("%s: %s; ignored (%s)" % (" ".join(shlex.quote(a) for a in exc.argv), reason,
+                                       said[0] if said else "no error output"))
+        return ""
+
+
+# --- warnings -------------------------------------------------------------------------------
+
+#: The prefix of a warning line on a module's stderr (docs/module-contract.md).
+WARNING_PREFIX = "warning: "
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line (runs of white space, line breaks included, become a space)."""
+    return " ".join(str(text).split())
+
+
+def warn(message: str) -> None:
+    """Report a warning of this module: a ``warning: MESSAGE`` line on stderr, which the
+    runner records in the run report (the run still succeeds, "degraded")."""
+    sys.stderr.write(WARNING_PREFIX + one_line(message) + "\n")
+    sys.stderr.flush()
+
+
+class _WarningLines(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return "%s: %s" % (record.levelname.lower(), one_line(super().format(record)))
+
+
+def log_warnings_to_stderr() -> None:
+    """Print this process's log records of level WARNING and above on stderr as
+    ``warning: TEXT`` (``error: TEXT``) lines, one line each: a standard module's
+    ``log.warning`` is then a warning in the run report. Called once by the standard
+    modules' entry point."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(_WarningLines())
+    logging.getLogger().addHandler(handler)
 
 
 # --- files ------------------------------------------------------------------------------------
@@ -586,7 +671,8 @@ def service_control() -> ServiceControl:
 __all__ = [
     "TemplateConfigError", "CommandError", "GuestFiles", "guest", "new_guest", "root",
     "root_path", "is_sandbox", "dry_run",
-    "record", "run_cmd", "shell_cmd", "query_cmd", "system_cmd", "read_bytes", "read_file",
+    "record", "run_cmd", "shell_cmd", "query_cmd", "system_cmd", "warn", "one_line",
+    "log_warnings_to_stderr", "viewing", "read_bytes", "read_file",
     "exists", "atomic_write", "ensure_dir", "write_file", "remove_file", "set_metadata",
     "symlink",
     "quote_value", "parse_sysconfig", "read_sysconfig", "edit_sysconfig_text",

@@ -27,7 +27,7 @@ import logging
 import os
 import select
 import sys
-from typing import IO, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import IO, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from ovmd.secrets import is_secret_key
 from templateconfig.descriptors import (
@@ -208,10 +208,26 @@ def _open_terminal(tty_path: str) -> int:
 
 # --- the questions --------------------------------------------------------------------
 
+#: A module's own check of one answer: (key, value) -> the reason it is wrong, or None.
+ValueCheck = Callable[[str, str], Optional[str]]
+
+
+def _problem(desc: Mapping[str, Any], value: Optional[str], secret: bool,
+             check: Optional[ValueCheck]) -> Optional[str]:
+    """What is wrong with an answer: the descriptor's rules, then the module's check."""
+    problem = check_value(desc, value, secret)
+    if problem is None and value not in (None, "") and check is not None:
+        assert value is not None
+        problem = check(desc["key"], value)
+    return problem
+
+
 class _Session:
-    def __init__(self, terminal: _Terminal, secret_keys: set) -> None:
+    def __init__(self, terminal: _Terminal, secret_keys: set,
+                 check: Optional[ValueCheck] = None) -> None:
         self.term = terminal
         self.secret_keys = secret_keys
+        self.check = check
 
     def ask(self, desc: Mapping[str, Any], current: Optional[str]) -> Optional[str]:
         """The answer for one key; None leaves the key unset."""
@@ -232,10 +248,10 @@ class _Session:
             if value is None:  # Enter: the default (or nothing)
                 value = default
             value = _canonical_choice(desc, value)
-            problem = check_value(desc, value, secret)
+            problem = _problem(desc, value, secret, self.check)
             if problem is None:
                 return value if value not in (None, "") else None
-            self.term.write("  %s %s. Please try again.\n" % (key, problem))
+            self.term.write("  %s: %s. Please try again.\n" % (key, problem))
 
     def _ask_plain(self, desc: Mapping[str, Any], default: Optional[str]) -> Optional[str]:
         if default not in (None, ""):
@@ -300,7 +316,7 @@ def _end_line(terminal: _Terminal) -> None:
 def prompt_params(modules: Sequence[ModuleParams], params: Mapping[str, str],
                   stdin: Optional[IO[Any]] = None, stdout: Optional[IO[Any]] = None,
                   tty_path: str = DEFAULT_TTY, known: Iterable[str] = (),
-                  cancel: Any = None) -> Dict[str, str]:
+                  cancel: Any = None, check: Optional[ValueCheck] = None) -> Dict[str, str]:
     """Ask on the terminal for every applicable, non-hidden key; the completed params.
 
     ``modules`` is ``[(module name, [descriptor, ...]), ...]`` in run order; ``params``
@@ -313,6 +329,9 @@ def prompt_params(modules: Sequence[ModuleParams], params: Mapping[str, str],
     Keys in ``known`` (for example the keys ovmd's cache already holds) are not asked
     when ``params`` has a valid value for them (a required one that is empty, or a value
     outside its choices, is still asked).
+
+    ``check(key, value)``: the module's own check of an answer (the standard modules'
+    validators), its reason or None; a refused answer is asked again.
 
     ``cancel``: an object with ``fileno()`` and ``poll() -> bool``; while waiting for an
     answer on the terminal (the default terminal, not caller streams) the dialog also
@@ -329,11 +348,11 @@ def prompt_params(modules: Sequence[ModuleParams], params: Mapping[str, str],
         raise ConsoleError("cannot prompt: %s" % exc) from None
     result = dict(params)
     secret_keys = password_keys(modules)
-    asked = _already_given(questions, result, set(known), secret_keys)
+    asked = _already_given(questions, result, set(known), secret_keys, check)
     terminal = _Terminal.open(stdin, stdout, tty_path)
     terminal.cancel = cancel
     try:
-        _ask_all(questions, result, asked, terminal, _Session(terminal, secret_keys))
+        _ask_all(questions, result, asked, terminal, _Session(terminal, secret_keys, check))
         terminal.write("\n")
     except KeyboardInterrupt:
         _end_line(terminal)
@@ -347,13 +366,14 @@ def prompt_params(modules: Sequence[ModuleParams], params: Mapping[str, str],
 
 
 def _already_given(questions, params: Mapping[str, str], known: Set[str],
-                   secret_keys: Set[str]) -> Set[str]:
+                   secret_keys: Set[str], check: Optional[ValueCheck]) -> Set[str]:
     """The keys not to ask: in ``known`` with a valid value in ``params``."""
     given = set()
     for _name, desc in questions:
         key = desc["key"]
-        if key in known and key in params and check_value(
-                desc, params[key], desc["password"] or is_secret_key(key, secret_keys)) is None:
+        if key in known and key in params and _problem(
+                desc, params[key], desc["password"] or is_secret_key(key, secret_keys),
+                check) is None:
             given.add(key)
     return given
 

@@ -224,49 +224,60 @@ def _shown(value: str, limit: int = 40) -> str:
 
 
 def check_value(desc: Mapping[str, Any], value: Optional[str],
-                secret: bool = False) -> Optional[str]:
+                secret: bool = False, check_choices: bool = True) -> Optional[str]:
     """What is wrong with ``value`` for the (normalized) ``desc``, or None if it is fine.
 
     ``value`` None or "" means "not given". Shared by validation and the console prompts.
-    A secret value is never quoted in the answer.
+    A secret value is never quoted in the answer. ``choices`` false: only ``required``
+    is checked (the module's own declaration checks the value).
     """
     if value is None or value == "":
         if desc["required"] and not desc["default"]:
-            return "is required but was not given"
+            return "required, but not given"
         return None
     choices = desc["choices"]
-    if choices and _as_text(value) not in choices:
-        shown = "the value given" if secret else _shown(_as_text(value))
-        return "is %s, which is not one of: %s" % (shown, ", ".join(choices))
+    if check_choices and choices and _as_text(value) not in choices:
+        shown = "the value given" if secret else "value %s" % _shown(_as_text(value))
+        return "%s is not one of: %s" % (shown, ", ".join(choices))
     return None
 
 
-def validate_params(modules: Sequence[ModuleParams], params: Mapping[str, Any]) -> List[str]:
+def validate_params(modules: Sequence[ModuleParams], params: Mapping[str, Any],
+                    given: Iterable[str] = (), values_checked: Iterable[str] = ()) -> List[str]:
     """Every problem with ``params`` against the modules' descriptors; empty if none.
 
-    Each message names the module, the key and what is wrong: a required key missing
-    (one with a default is satisfied by it), or a value not among its ``choices``. Only
-    descriptors applicable to ``params`` (see :func:`is_applicable`) are checked; hidden
-    keys are checked too. A malformed descriptor is reported as a problem as well. Values
-    of password keys are never quoted.
+    Each problem reads ``MODULE: KEY: REASON``: a required key missing (one with a
+    default is satisfied by it, and so is one in ``given``: keys an earlier successful
+    run applied), or a value not among its ``choices``. Only descriptors applicable to
+    ``params`` (see :func:`is_applicable`) are checked; hidden keys are checked too.
+    ``values_checked``: modules whose own declaration checks their values (the standard
+    modules' specs), so that only ``required`` is checked here. A malformed descriptor
+    is a problem as well. Values of password keys are never quoted.
     """
     problems = []
     secret_keys = password_keys(modules)
+    given = set(given)
+    by_spec = set(values_checked)
     for name, descs in modules:
-        for desc in descs or ():
+        for index, desc in enumerate(descs or ()):
             try:
                 desc = normalize(desc, name)
             except DescriptorError as exc:
-                problems.append(str(exc))
+                problems.append("%s: %s: malformed descriptor%s: %s" % (
+                    name, exc.key or "descriptor %d" % (index + 1),
+                    " (field %r)" % exc.field if exc.field else "", exc.problem))
                 continue
             if not _applicable(desc, params):
                 continue
             key = desc["key"]
             value = params.get(key)
+            if (value is None or value == "") and key in given:
+                continue
             secret = desc["password"] or is_secret_key(key, secret_keys)
-            problem = check_value(desc, None if value is None else _as_text(value), secret)
+            problem = check_value(desc, None if value is None else _as_text(value), secret,
+                                  check_choices=name not in by_spec)
             if problem:
-                problems.append("%s: %s %s" % (name, key, problem))
+                problems.append("%s: %s: %s" % (name, key, problem))
     return problems
 
 

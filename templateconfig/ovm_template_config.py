@@ -51,10 +51,13 @@ option the params come from the running ovmd's cache.
 [priority, name, [descriptor, ...]] (Oracle's shape).
 
 exit status:
-  0  every module succeeded (or the enumeration/dry run worked)
-  1  at least one module failed (the others still ran)
+  0  every module succeeded, with or without warnings (or the enumeration/dry run
+     worked)
+  1  at least one module failed (the others still ran); each failure is one line
+     "NAME failed: REASON" on stderr
   2  bad usage or invalid params (a required key missing, a value outside its
-     choices): nothing was run
+     choices or refused by the module's own validation, a check against the guest):
+     nothing was run; one line "MODULE: KEY: REASON" per problem on stderr
   3  the params were to come from ovmd, and ovmd is not reachable
   4  --initial-config: INITIAL_CONFIG is not yes (the guest is already configured):
      nothing was run. (With --console-input the dialog exits 0 instead.)
@@ -71,6 +74,17 @@ parameters arrive; ovm-template-initial-config.service runs `--console-input
 its questions from ovmd's cache (keys already known are not asked), and stops prompting
 ("configured by the host; console dialog stopped", exit 0) as soon as the message path
 sets INITIAL_CONFIG=no. Whichever completes first wins; the other stands down.
+
+validation: before any module starts, every value is checked: every module's
+descriptors (required, choices, depends, requires) and, for the standard modules,
+their own validators and checks against the guest (an account, a time zone, a network
+device). All problems are listed at once; nothing is changed. A required key that an
+earlier successful run of TARGET applied counts as given (not with --initial-config).
+
+warnings: a module that did its work but could not do all of it (a setting ignored, a
+command that cannot work on this guest, such as hwclock without a hardware clock)
+reports warnings: "NAME: warning: TEXT" on stderr, in the run report and the log; the
+run still succeeds (ovmd --status says "done (degraded)").
 
 run lock: every run that can change the system (not --dry-run or --enumerate) holds an
 exclusive lock on /run/ovmd/run.lock for its whole duration; a second run of the same
@@ -212,9 +226,15 @@ def _fast_args(argv: List[str]) -> Optional[_Args]:
 
 def _print_outcome_line(outcome: ModuleOutcome, stream: TextIO) -> None:
     module = outcome.module
+    notes = []
+    if outcome.resumed:
+        notes.append("already done before an interruption")
+    if outcome.warnings:
+        notes.append("%d warning%s" % (len(outcome.warnings),
+                                       "" if len(outcome.warnings) == 1 else "s"))
     stream.write("%-7s %2d %-20s %7.3f s%s\n" % (
         outcome.status, module.priority, module.name, outcome.seconds,
-        " (already done before an interruption)" if outcome.resumed else ""))
+        " (%s)" % ", ".join(notes) if notes else ""))
     stream.flush()
 
 
@@ -303,7 +323,8 @@ def _command(args: Arguments) -> int:
             if args.console_input and not listing:
                 first_boot.begin()
         runner = Runner(paths, args.target, timeout=args.timeout, dry_run=args.dry_run,
-                        only=args.script, lock_timeout=args.lock_timeout)
+                        only=args.script, lock_timeout=args.lock_timeout,
+                        first_boot=bool(args.initial_config))
         runner.on_lock_wait = functools.partial(_say_lock_wait, args.lock_timeout)
         if listing:
             return _enumerate(runner, args)
@@ -312,7 +333,7 @@ def _command(args: Arguments) -> int:
         sys.stderr.write("ovm-template-config: interrupted\n")
         return EXIT_INTERRUPTED
     except Exception as exc:
-        code = _stopped(exc)
+        code = _stopped(exc, args)
         if code is None:
             raise
         return code
@@ -324,15 +345,24 @@ def _command(args: Arguments) -> int:
     return _finish(runner, result, args)
 
 
-def _stopped(exc: Exception) -> Optional[int]:
+def _stopped(exc: Exception, args: Arguments) -> Optional[int]:
     """Say why the command stopped before or instead of a run; its exit status (None: not
     an error of ours, to be raised on). The error classes are imported here, where one of
     them was raised, not on every run's start-up."""
     from templateconfig.run.firstboot import FirstBootOver
     from templateconfig.run.lock import LockError
     from templateconfig.run.params import DaemonUnreachable, ParamsError
-    from templateconfig.run.runner import RunnerError
+    from templateconfig.run.runner import RunnerError, ValidationError
 
+    if isinstance(exc, ValidationError):
+        # one line per problem, then what happened; the report too with --json
+        for problem in exc.problems:
+            sys.stderr.write("ovm-template-config: %s\n" % problem)
+        sys.stderr.write("ovm-template-config: %s\n" % exc)
+        if args.json and exc.report is not None:
+            import json
+            sys.stdout.write(json.dumps(exc.report, indent=2, sort_keys=True) + "\n")
+        return EXIT_USAGE
     if isinstance(exc, FirstBootOver):
         stream = sys.stdout if exc.exit_status == EXIT_OK else sys.stderr
         stream.write("ovm-template-config: %s\n" % exc)
@@ -417,8 +447,11 @@ def _finish(runner: Runner, result: RunResult, args: Arguments) -> int:
     elif args.json:
         sys.stdout.write(json.dumps(result.report, indent=2, sort_keys=True) + "\n")
     for outcome in result.outcomes:
+        for warning in outcome.warnings:
+            sys.stderr.write("ovm-template-config: %s: warning: %s\n"
+                             % (outcome.module.name, redact(warning)))
         if outcome.status == ModuleStatus.FAILED:
-            sys.stderr.write("ovm-template-config: module %s failed: %s\n"
+            sys.stderr.write("ovm-template-config: %s failed: %s\n"
                              % (outcome.module.name, redact(outcome.error or "")))
     if args.output is not None:
         try:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..cache import ParamCache
 from ..channel import EVENT_KEY, EVENTS, MessageError, check_message
 from ..control import EXIT_FAILURE, EXIT_OK, REQUEST_NAMES, REQUESTS, ControlConnection
 from ..firstboot.machine import FirstBootMachine
-from ..status import BootStatus, exit_code, format_status
+from ..status import BootStatus, exit_code, status_text
 from .hostlink import HostLink
 from .runs import RunSlot
 from .targetrun import RUNNER
@@ -38,7 +38,7 @@ class ControlRequests:
         self.runs = runs
         self.first_boot = first_boot
         self.status = status
-        self.status_waiters: List[Tuple[ControlConnection, bool]] = []
+        self.status_waiters: List[Tuple[ControlConnection, Tuple[str, ...]]] = []
         self.handlers: Dict[str, Handler] = {
             request.name: getattr(self, "_" + request.name) for request in REQUESTS}
 
@@ -75,8 +75,8 @@ class ControlRequests:
         if status["status"] not in BootStatus.FINAL:
             return
         waiters, self.status_waiters = self.status_waiters, []
-        for conn, as_json in waiters:
-            conn.respond(*status_answer(status, as_json))
+        for conn, flags in waiters:
+            conn.respond(*status_answer(status, flags))
 
     def close(self) -> None:
         """The daemon stops: tell the clients still waiting."""
@@ -161,18 +161,22 @@ class ControlRequests:
             conn.respond(EXIT_FAILURE, err=("ovmd: %s\n" % (run.error or "failed")).encode())
 
     def _status(self, conn: ControlConnection, *flags: str) -> None:
+        unknown = [flag for flag in flags if flag not in REQUEST_NAMES["status"].option_names()]
+        if unknown:
+            conn.respond(EXIT_FAILURE, err=("ovmd: unknown status option %r\n"
+                                            % unknown[0]).encode())
+            return
         status = self.status()
         if "wait" in flags and status["status"] not in BootStatus.FINAL:
-            self.status_waiters.append((conn, "json" in flags))
+            self.status_waiters.append((conn, flags))
             return
-        conn.respond(*status_answer(status, "json" in flags))
+        conn.respond(*status_answer(status, flags))
 
 
-def status_answer(status: Dict[str, Any], as_json: bool) -> Tuple[int, bytes]:
-    """(exit code, text) of ``ovmd --status [--json]``."""
-    text = json.dumps(status, indent=2, sort_keys=True) + "\n" if as_json \
-        else format_status(status)
-    return exit_code(status), text.encode("utf-8")
+def status_answer(status: Dict[str, Any], flags: Sequence[str]) -> Tuple[int, bytes]:
+    """(exit code, text) of ``ovmd --status`` with ``flags`` (``json``, ``long``)."""
+    return exit_code(status), status_text(status, "json" in flags, "long" in flags).encode(
+        "utf-8")
 
 
 def one_line(text: str) -> bytes:

@@ -1,5 +1,10 @@
 """The runner slot: at most one ``ovm-template-config`` run at a time, and what its end
-means (ok or failed, why, the params a first-boot run returned, the answer to ``-s``)."""
+means (ok or failed, why, the params a first-boot run returned, the answer to ``-s``).
+
+What a run did is read from *its* run report (the report names the runner's pid); a run
+that wrote none (a usage error, say) is told by the runner's own stderr lines. Why a run
+failed is one line per module (``<module>: <reason>``) or per refused value
+(``<module>: <key>: <reason>``), or the runner's last message; never a traceback."""
 from __future__ import annotations
 
 import logging
@@ -7,7 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..cache import ParamCache
 from ..control import EXIT_FAILURE, EXIT_OK
-from ..firstboot.contract import EXIT_ALREADY_CONFIGURED
+from ..firstboot.contract import EXIT_ALREADY_CONFIGURED, join_reasons
 from ..firstboot.machine import Event
 from ..paths import Paths
 from ..runreport import ModuleStatus, RunStatus, read_report
@@ -24,15 +29,15 @@ class RunResult:
 
     def __init__(self, run: TargetRun, event: str, reason: str = "",
                  returned: Optional[List[Tuple[str, str]]] = None,
-                 answer: Tuple[int, bytes] = (EXIT_OK, b"")) -> None:
+                 answer: Tuple[int, bytes, bytes] = (EXIT_OK, b"", b"")) -> None:
         self.run = run
         #: :data:`Event.RUN_OK`, :data:`Event.RUN_FAILED` or :data:`Event.RUN_ALREADY`
         self.event = event
-        #: why it failed, with the cached secrets redacted
+        #: why it failed (reasons joined by ``; ``), with the cached secrets redacted
         self.reason = reason
         #: a successful first-boot run: the public params it added or changed
         self.returned = returned or []
-        #: (exit code, stdout) for ``ovmd -s`` clients waiting on the run
+        #: (exit code, stdout, stderr) for ``ovmd -s`` clients waiting on the run
         self.answer = answer
 
 
@@ -71,48 +76,85 @@ class RunSlot:
 
     def _result(self, run: TargetRun) -> RunResult:
         if run.initial_config and run.returncode == EXIT_ALREADY_CONFIGURED:
-            return RunResult(run, Event.RUN_ALREADY,
-                             answer=(EXIT_OK, b"first boot already configured; nothing done\n"))
-        report = read_report(self.paths)
-        if report is not None and report.get("target") != run.target:
-            report = None
+            return RunResult(run, Event.RUN_ALREADY, answer=(
+                EXIT_OK, b"first boot already configured; nothing done\n", b""))
+        report = own_report(self.paths, run)
         ok = run.returncode == 0 and run.error is None and \
             (report is None or report.get("status") != RunStatus.FAILED)
-        error = run.error or run_error(run, report)
-        reason = redact(error, self.cache.secret_values())
+        secrets = self.cache.secret_values()
+        reasons = [redact(reason, secrets) for reason in run_reasons(run, report)]
+        reason = join_reasons(reasons)
         if ok:
             log.info("%s %s finished successfully", RUNNER, run.target)
         else:
             log.error("%s %s failed: %s", RUNNER, run.target, reason)
-        summary = run_summary(run, ok, error, report)
         return RunResult(run, Event.RUN_OK if ok else Event.RUN_FAILED, reason=reason,
                          returned=returned_params(run, report) if ok and run.initial_config
                          else None,
-                         answer=(EXIT_OK if ok else EXIT_FAILURE, summary.encode("utf-8")))
+                         answer=script_answer(run, ok, report, secrets))
 
 
-def run_error(run: TargetRun, report: Optional[Dict[str, Any]]) -> str:
-    """Why a run failed: its failed modules' errors, else the runner's exit status."""
-    failed = [m for m in (report or {}).get("modules") or []
+def own_report(paths: Paths, run: TargetRun) -> Optional[Dict[str, Any]]:
+    """The run report ``run``'s runner wrote (it names the runner's pid), or None."""
+    report = read_report(paths)
+    pid = run.process.pid if run.process is not None else None
+    if report is None or pid is None or report.get("pid") != pid \
+            or report.get("target") != run.target:
+        return None
+    return report
+
+
+def _runner_message(run: TargetRun) -> Optional[str]:
+    """The runner's last message on its stderr, without its name."""
+    for line in reversed(run.stderr_lines):
+        text = " ".join(line.split())
+        if text:
+            prefix = RUNNER + ": "
+            return text[len(prefix):] if text.startswith(prefix) else text
+    return None
+
+
+def run_reasons(run: TargetRun, report: Optional[Dict[str, Any]]) -> List[str]:
+    """Why a run failed, one line each: the values its validation refused, else its
+    failed modules (``<module>: <reason>``), else the runner's own last message, else
+    its exit status; none for a run that succeeded."""
+    if run.error:
+        return ["%s: %s" % (RUNNER, run.error)]
+    if report is not None and report.get("problems"):
+        return [str(problem) for problem in report["problems"]]
+    failed = ["%s: %s" % (m.get("name"), " ".join(str(m.get("error") or "failed").split()))
+              for m in (report or {}).get("modules") or []
               if m.get("status") == ModuleStatus.FAILED]
     if failed:
-        return "; ".join("module %s failed: %s" % (m.get("name"),
-                                                  str(m.get("error") or "").strip()[:300])
-                         for m in failed)
-    if run.returncode not in (0, None):
-        return "%s exited with status %s" % (RUNNER, run.returncode)
-    return ""
+        return failed
+    if run.returncode in (0, None):
+        return []
+    message = _runner_message(run)
+    if message:
+        return ["%s: %s" % (RUNNER, message)]
+    return ["%s: exited with status %s" % (RUNNER, run.returncode)]
 
 
-def run_summary(run: TargetRun, ok: bool, error: str, report: Optional[Dict[str, Any]]) -> str:
-    """What ``ovmd -s TARGET`` prints: the outcome, each module's line, the error."""
-    # in the words of a module's status
-    lines = ["%s %s: %s" % (RUNNER, run.target, ModuleStatus.OK if ok else ModuleStatus.FAILED)]
-    if report:
-        lines.extend(format_modules(report))
-    if not ok and error:
-        lines.append("error: %s" % error)
-    return "\n".join(lines) + "\n"
+def script_answer(run: TargetRun, ok: bool, report: Optional[Dict[str, Any]],
+                  secrets: List[str]) -> Tuple[int, bytes, bytes]:
+    """What ``ovmd -s TARGET`` answers: the runner's exit status; on stdout the outcome
+    of this run and each module's state, reason and warnings; when the runner ran no
+    module (a usage problem, refused params), its own messages on stderr."""
+    code = EXIT_FAILURE if run.error or run.returncode is None else run.returncode
+    if report is None or report.get("problems"):
+        lines = list(run.stderr_lines) or ["%s: %s" % (RUNNER, reason)
+                                           for reason in run_reasons(run, report)]
+        err = "".join(redact(line, secrets) + "\n" for line in lines)
+        if report is None and ok:  # (a runner that wrote no report but succeeded)
+            return EXIT_OK, ("%s %s: done\n" % (RUNNER, run.target)).encode("utf-8"), \
+                err.encode("utf-8")
+        return code, b"", err.encode("utf-8")
+    warnings = report.get("warnings") or 0
+    outcome = RunStatus.DONE if ok else RunStatus.FAILED
+    if ok and warnings:
+        outcome += " with %d warning%s" % (warnings, "" if warnings == 1 else "s")
+    lines = ["%s %s: %s" % (RUNNER, run.target, outcome)] + format_modules(report)
+    return code, "".join(redact(line, secrets) + "\n" for line in lines).encode("utf-8"), b""
 
 
 def returned_params(run: TargetRun, report: Optional[Dict[str, Any]]) -> List[Tuple[str, str]]:

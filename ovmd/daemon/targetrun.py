@@ -5,6 +5,7 @@ describes the exchange), so a module that crashes or hangs cannot take the daemo
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -37,10 +38,15 @@ class TargetRun:
     """One ``ovm-template-config --input FD --output FD [--root DIR] TARGET`` child.
 
     Params go in as one JSON object on the input pipe (never on argv); the resulting
-    params come back on the output pipe; stdout/stderr lines are logged (redacted by the
-    log filter). Completion is noticed through SIGCHLD, so a module that leaves a
-    background process holding our pipes cannot hang the daemon.
+    params come back on the output pipe; stdout and stderr lines are logged (redacted by
+    the log filter), and the last stderr lines kept (:attr:`stderr_lines`: the runner's
+    own messages, such as why it refused the params). Completion is noticed through
+    SIGCHLD, so a module that leaves a background process holding our pipes cannot hang
+    the daemon.
     """
+
+    #: How many of the runner's last stderr lines are kept.
+    KEPT_LINES = 100
 
     def __init__(self, paths: Paths, target: str, params: Dict[str, str],
                  loop: EventLoop, initial_config: bool = False) -> None:
@@ -56,7 +62,9 @@ class TargetRun:
         self.returncode: Optional[int] = None
         self.error: Optional[str] = None
         self.waiters: List[ControlConnection] = []
-        self._stderr_tail = bytearray()
+        self.stderr_lines: List[str] = []
+        self._partial: Dict[int, bytearray] = {}
+        self._stderr_fd: Optional[int] = None
         self._fds: List[int] = []
         self.process: Optional[subprocess.Popen] = None
         self._readers: Dict[int, Callable[[int], None]] = {}
@@ -76,7 +84,7 @@ class TargetRun:
         try:
             self.process = subprocess.Popen(
                 argv, pass_fds=(in_r, out_w), stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, close_fds=True)
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, close_fds=True)
         except OSError as err:
             for fd in (in_r, in_w, out_r, out_w):
                 os.close(fd)
@@ -93,12 +101,16 @@ class TargetRun:
         self._readers = {out_r: self._read_output}
         self.loop.add_writer(in_w, lambda m: self._write(in_w))
         self.loop.add_reader(out_r, lambda m: self._read_output(out_r))
-        console = self.process.stdout
-        assert console is not None
-        os.set_blocking(console.fileno(), False)
-        self._fds.append(console.fileno())
-        self._readers[console.fileno()] = self._read_console
-        self.loop.add_reader(console.fileno(), lambda m: self._read_console(console.fileno()))
+        assert self.process.stderr is not None
+        self._stderr_fd = self.process.stderr.fileno()
+        for stream in (self.process.stdout, self.process.stderr):
+            assert stream is not None
+            fd = stream.fileno()
+            os.set_blocking(fd, False)
+            self._fds.append(fd)
+            self._partial[fd] = bytearray()
+            self._readers[fd] = self._read_console
+            self.loop.add_reader(fd, functools.partial(self._read_on_event, fd))
 
     @property
     def finished(self) -> bool:
@@ -131,21 +143,36 @@ class TargetRun:
     def _read_output(self, fd: int) -> None:
         self.output += self._drain(fd)
 
+    def _read_on_event(self, fd: int, _mask: int) -> None:
+        self._read_console(fd)
+
     def _read_console(self, fd: int) -> None:
-        self._stderr_tail += self._drain(fd)
-        *lines, rest = self._stderr_tail.split(b"\n")
-        self._stderr_tail = bytearray(rest)
+        """A line of the runner's stdout or stderr: logged; stderr's kept too."""
+        errors = fd == self._stderr_fd
+        partial = self._partial.setdefault(fd, bytearray())
+        partial += self._drain(fd)
+        *lines, rest = partial.split(b"\n")
+        if fd not in self._fds and rest:  # end of file: the last line has no newline
+            lines.append(rest)
+            rest = bytearray()
+        self._partial[fd] = bytearray(rest)
         for line in lines:
-            if line.strip():
-                log.info("%s: %s", RUNNER, line.decode("utf-8", "replace"))
+            text = line.decode("utf-8", "replace").rstrip()
+            if not text.strip():
+                continue
+            log.info("%s: %s", RUNNER, text)
+            if errors:
+                self.stderr_lines = (self.stderr_lines + [text])[-self.KEPT_LINES:]
 
     def _close_fd(self, fd: int) -> None:
         if fd in self._fds:
             self._fds.remove(fd)
             self.loop.remove(fd)
-            if self.process is not None and self.process.stdout is not None \
-                    and fd == self.process.stdout.fileno():
-                self.process.stdout.close()
+            for stream in (self.process.stdout, self.process.stderr) \
+                    if self.process is not None else ():
+                if stream is not None and not stream.closed and fd == stream.fileno():
+                    stream.close()
+                    break
             else:
                 os.close(fd)
 

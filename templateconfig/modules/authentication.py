@@ -32,7 +32,8 @@ SPEC = ModuleSpec(
 def configure(params: Dict[str, str]) -> Optional[Dict[str, str]]:
     password = params.get(ROOT_PASSWORD)
     if password is None:
-        log.warning("%s was not given: the root password is left as it is", ROOT_PASSWORD)
+        # (validation let it pass: an earlier run set it, and a reconfigure keeps it)
+        log.info("%s was not given: the root password is left as it is", ROOT_PASSWORD)
         return None
     accounts.set_password("root", password)
     return None

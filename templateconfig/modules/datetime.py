@@ -15,11 +15,11 @@ import datetime as _dt
 import logging
 import os
 import re
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from templateconfig import common
 from templateconfig.modules.support import validators
-from templateconfig.modules.support.spec import Key, ModuleSpec
+from templateconfig.modules.support.spec import CheckContext, Key, ModuleSpec
 from templateconfig.modules.support.state import ModuleState, pending_params
 from templateconfig.platform import detect
 
@@ -94,6 +94,15 @@ def _flag(params: Dict[str, str], key: str) -> Optional[bool]:
     return validators.is_true(params[key]) if key in params else None
 
 
+@SPEC.check("configure")
+def check_ntp_client(params: Dict[str, str], context: CheckContext) -> List[str]:
+    """``ntp`` True needs an NTP client on the guest."""
+    if _flag(params, NTP) and detect().time_sync() is None:
+        return ["%s: value 'True' cannot be applied: no NTP client (chrony, ntpd, "
+                "systemd-timesyncd) is installed on the guest" % NTP]
+    return []
+
+
 @SPEC.target("configure")
 def configure(params: Dict[str, str]) -> Optional[Dict[str, str]]:
     pending = pending_params(SPEC, params)
@@ -104,12 +113,7 @@ def configure(params: Dict[str, str]) -> Optional[Dict[str, str]]:
     ntp = _flag(params, NTP)
     servers = validators.split_list(params.get(NTP_SERVERS, ""))
     local = bool(_flag(params, NTP_LOCAL))
-    sync = platform.time_sync()
-    # Checks that need the guest, before anything is changed.
-    if ntp and sync is None:
-        raise common.TemplateConfigError(
-            "%s: value 'True' cannot be applied: no NTP client (chrony, ntpd, "
-            "systemd-timesyncd) is installed on the guest" % NTP)
+    sync = platform.time_sync()  # (ntp True with no client was refused by the check)
     if ntp is False and (servers or local):
         log.warning("datetime: %s is False: %s and %s ignored", NTP, NTP_SERVERS, NTP_LOCAL)
 
@@ -142,17 +146,11 @@ def configure(params: Dict[str, str]) -> Optional[Dict[str, str]]:
 
 def set_hardware_clock(mode: str) -> None:
     """``hwclock --systohc``, where the guest has a hardware clock. Xen PV guests and
-    containers have none (nor may a container set it): that failure is noted on stderr,
-    with hwclock's own reason, and the module goes on; the system clock and NTP are what
-    the guest keeps time by."""
-    argv = ["hwclock", "--systohc", mode]
-    try:
-        common.system_cmd(argv)
-    except common.CommandError as exc:
-        lines = [line.strip() for line in exc.stderr.splitlines() if line.strip()]
-        reason = lines[0] if lines else "exit code %d" % exc.returncode
-        log.warning("datetime: the hardware clock was not set (%s: %s), ignored",
-                    " ".join(argv), reason)
+    containers have none (nor may a container set it): :func:`common.system_cmd` notes
+    that failure as a warning on stderr, with hwclock's own reason, and the module goes
+    on; the system clock and NTP are what the guest keeps time by. A guest that has a
+    clock and fails to set it fails the module (``templateconfig.environment``)."""
+    common.system_cmd(["hwclock", "--systohc", mode])
 
 
 @SPEC.target("cleanup")

@@ -29,12 +29,13 @@ import ipaddress
 import logging
 import os
 import re
+import sys
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Collection, Dict, List, Optional, Sequence, Tuple
 
 from templateconfig import common
 from templateconfig.modules.support import validators
-from templateconfig.modules.support.spec import Key, ModuleSpec, ValidationError
+from templateconfig.modules.support.spec import CheckContext, Key, ModuleSpec, ValidationError
 from templateconfig.modules.support.state import ModuleState, pending_params
 from templateconfig.platform import detect
 from templateconfig.platform.network import Interface
@@ -164,10 +165,10 @@ class ChoiceKey(Key):
         super().__init__(key, description, **kwargs)
         self.aliases = tuple(aliases)
 
-    def check(self, name: str, value: str) -> Optional[str]:
+    def check(self, name: str, value: str, secret: bool = False) -> Optional[str]:
         if value.strip().lower() in tuple(self.choices or ()) + self.aliases:
             return None
-        return super().check(name, value)
+        return super().check(name, value, secret)
 
 
 _STATIC = (BOOTPROTO, ["static", "none"])
@@ -243,23 +244,69 @@ def _udev_monitor():
 
 
 def find_device_by_mac(mac: str, timeout: float, use_udev: Optional[bool] = None) -> Optional[str]:
-    """The name of the NIC with hardware address ``mac``, waiting up to ``timeout`` s.
+    """The name of the NIC with hardware address ``mac``, waiting up to ``timeout`` s
+    (see :func:`wait_for_device`)."""
+    def from_udev(device) -> Optional[str]:
+        address = device.attributes.get("address")
+        if address is not None and _normal_mac(address) == _normal_mac(mac):
+            return device.sys_name
+        return None
+    return wait_for_device(lambda: scan_sysfs(mac), from_udev, timeout,
+                           "with hardware address %s" % mac, use_udev)
 
-    Reads ``/sys/class/net/*/address`` under the root; while the NIC is missing, waits
-    for udev ``net`` events (pyudev, on the real root only) and re-reads sysfs on each
-    event or every 0.2 s without events, so a missing udev daemon only costs latency.
+
+def devices_known() -> bool:
+    """True if the guest's network devices can be known: on the running system always
+    (the kernel says), under a sandbox root only if it has ``/sys/class/net``."""
+    return not common.is_sandbox() or os.path.isdir(common.root_path(SYS_CLASS_NET))
+
+
+def device_exists(name: str) -> bool:
+    """Whether the guest has a network device ``name``: on the running system the
+    kernel's answer for this network namespace (a container's ``/sys`` may show the
+    host's devices), under a sandbox root its ``/sys/class/net``."""
+    if not common.is_sandbox():
+        import socket
+
+        try:
+            socket.if_nametoindex(name)
+            return True
+        except OSError:
+            return False
+    return os.path.lexists(common.root_path("%s/%s" % (SYS_CLASS_NET, name)))
+
+
+def find_device_by_name(name: str, timeout: float,
+                        use_udev: Optional[bool] = None) -> Optional[str]:
+    """``name`` once the guest has that device (:func:`device_exists`), waiting up to
+    ``timeout`` s (see :func:`wait_for_device`); None if it never appeared."""
+    return wait_for_device(lambda: name if device_exists(name) else None,
+                           lambda device: name if device.sys_name == name else None,
+                           timeout, "named %s" % name, use_udev)
+
+
+def wait_for_device(scan: Callable[[], Optional[str]],
+                    from_udev: Callable[[Any], Optional[str]], timeout: float,
+                    what: str, use_udev: Optional[bool] = None) -> Optional[str]:
+    """The device ``scan()`` finds in sysfs, waiting up to ``timeout`` s for it to appear.
+
+    While it is missing, waits for udev ``net`` events (pyudev, on the real root only;
+    ``from_udev(device)`` names the device an event is about, if it is the one) and
+    re-reads sysfs on each event or every 0.2 s without events, so a missing udev
+    daemon only costs latency.
     """
-    found = scan_sysfs(mac)
+    found = scan()
     if found or timeout <= 0:
         return found
     if use_udev is None:
         use_udev = not common.is_sandbox()
     monitor = _udev_monitor() if use_udev else None
-    log.warning("network: waiting up to %g s for a network device with hardware address %s",
-                timeout, mac)
+    # a note, not a warning: the device usually comes
+    sys.stderr.write("network: waiting up to %g s for a network device %s\n" % (timeout, what))
+    sys.stderr.flush()
     deadline = time.monotonic() + timeout
     while True:
-        found = scan_sysfs(mac)
+        found = scan()
         if found:
             return found
         remaining = deadline - time.monotonic()
@@ -270,9 +317,9 @@ def find_device_by_mac(mac: str, timeout: float, use_udev: Optional[bool] = None
             continue
         device = monitor.poll(timeout=min(remaining, 1.0))
         if device is not None and device.action in ("add", "move", "change", None):
-            address = device.attributes.get("address")
-            if address is not None and _normal_mac(address) == _normal_mac(mac):
-                return device.sys_name
+            named = from_udev(device)
+            if named:
+                return named
 
 
 def _wait_seconds() -> float:
@@ -293,6 +340,14 @@ def parse_interfaces(params: Dict[str, str]) -> List[Interface]:
 
     Devices given only by hardware address are left with ``device == ""``.
     """
+    interfaces, problems = _parse_interfaces(params)
+    if problems:
+        raise ValidationError(problems)
+    return interfaces
+
+
+def _parse_interfaces(params: Dict[str, str]) -> Tuple[List[Interface], List[str]]:
+    """(the interfaces that are complete, the problems of the others and across them)."""
     problems: List[str] = []
     interfaces = []
     for n in SPEC.indices(params, *INTERFACE_KEYS):
@@ -328,9 +383,7 @@ def parse_interfaces(params: Dict[str, str]) -> List[Interface]:
         _parse_ipv6(iface, get, problems)
         interfaces.append(iface)
     _check_interfaces(interfaces, problems)
-    if problems:
-        raise ValidationError(problems)
-    return interfaces
+    return interfaces, problems
 
 
 def _parse_ipv6(iface: Interface, get: Callable[[str], Optional[str]],
@@ -364,23 +417,46 @@ def _parse_ipv6(iface: Interface, get: Callable[[str], Optional[str]],
             iface.ipv6_gateway_zone = zone or None
 
 
-def _check_interfaces(interfaces: List[Interface], problems: List[str]) -> None:
+def _check_interfaces(interfaces: List[Interface], problems: List[str],
+                      named: Optional[Collection[int]] = None) -> None:
     """What only holds across interfaces, or once devices are named: each device once,
-    and a link-local gateway's zone is its own interface's device."""
+    and a link-local gateway's zone is its own interface's device. ``named``: only the
+    problems of these interfaces (just named by their hardware address)."""
     seen: Dict[str, int] = {}
     for iface in interfaces:
         if not iface.device:
             continue
-        if iface.device in seen:
+        mine = named is None or iface.index in named
+        if iface.device in seen and (mine or seen[iface.device] in (named or ())):
             problems.append("%s: value %r is also interface %d's device"
                             % (_key(DEVICE, iface.index), iface.device, seen[iface.device]))
         seen.setdefault(iface.device, iface.index)
         zone = iface.ipv6_gateway_zone
-        if zone is not None and zone != iface.device:
+        if mine and zone is not None and zone != iface.device:
             problems.append("%s: value '%s%%%s': the zone is not interface %d's device %s: "
                             "write %s%%%s or leave the zone out"
                             % (_key(IPV6GATEWAY, iface.index), iface.ipv6_gateway, zone,
                                iface.index, iface.device, iface.ipv6_gateway, iface.device))
+
+
+def check_devices(interfaces: List[Interface]) -> List[str]:
+    """Problems with the devices the interfaces name: a ``device.N`` the guest does not
+    have (:func:`device_exists`; a sandbox root without ``/sys/class/net`` is not
+    checked), a ``hwaddr.N`` no device has;
+    each waited for, bounded (``OVM_TEMPLATE_CONFIG_NIC_WAIT``), as NICs can appear
+    late in boot. Changes nothing: the runner checks this before any module runs."""
+    problems: List[str] = []
+    if devices_known():
+        wait = _wait_seconds()
+        for iface in interfaces:
+            if iface.device and find_device_by_name(iface.device, wait) is None:
+                problems.append("%s: value %r: the guest has no network device of this name "
+                                "(waited %g s)" % (_key(DEVICE, iface.index), iface.device, wait))
+    try:
+        resolve_devices(interfaces)
+    except ValidationError as exc:
+        problems.extend(exc.problems)
+    return problems
 
 
 def resolve_devices(interfaces: List[Interface]) -> Dict[str, str]:
@@ -398,7 +474,8 @@ def resolve_devices(interfaces: List[Interface]) -> Dict[str, str]:
             continue
         iface.device = name
         found[_key(DEVICE, iface.index)] = name
-    _check_interfaces(interfaces, problems)
+    _check_interfaces(interfaces, problems, named=[i.index for i in interfaces
+                                                   if _key(DEVICE, i.index) in found])
     if problems:
         raise ValidationError(problems)
     return found
@@ -421,6 +498,14 @@ def hosts_text(text: str, entries: List[str], hostname: Optional[str],
 
 
 # --- targets ---------------------------------------------------------------------------
+
+@SPEC.check("configure")
+def check_configure(params: Dict[str, str], context: CheckContext) -> List[str]:
+    """The interfaces as a whole (a static one without an address, a device named twice)
+    and the devices they name."""
+    interfaces, problems = _parse_interfaces(params)
+    return problems + check_devices(interfaces)
+
 
 @SPEC.target("configure")
 def configure(params: Dict[str, str]) -> Optional[Dict[str, str]]:

@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Tuple
 
 from templateconfig import common
 from templateconfig.modules.support import accounts
-from templateconfig.modules.support.spec import Key, ModuleSpec, ValidationError
+from templateconfig.modules.support.spec import CheckContext, Key, ModuleSpec
 from templateconfig.modules.support.state import (
     forget_generated,
     generated_this_boot,
@@ -331,28 +331,45 @@ def configure_user(pw: accounts.Passwd, ssh_dir: str, files: list) -> None:
         common.write_file(path, content, mode=mode, uid=pw.uid, gid=pw.gid, secret=secret)
 
 
-def _check(params: Dict[str, str]) -> List[int]:
+def _user_indices(params: Dict[str, str]) -> List[int]:
+    return SPEC.indices(params, *("%s%s.{n}" % (P, f) for f in USER_FIELDS))
+
+
+@SPEC.check("configure")
+def check_configure(params: Dict[str, str], context: CheckContext) -> List[str]:
+    """Host keys come in pairs; a key type needs its key; every user whose files are
+    set exists (or the user module adds it in the same run) and has a ``~/.ssh`` that
+    stays inside the home."""
     problems = []
     for key_type in HOST_KEY_FILES:
         private, public = host_key_name(key_type), host_key_name(key_type) + "-pub"
         if params.get(private) and not params.get(public):
-            problems.append("%s is missing: %s needs its public key" % (public, private))
+            problems.append("%s: missing: %s needs its public key" % (public, private))
         if params.get(public) and not params.get(private):
-            problems.append("%s is missing: %s alone cannot be installed" % (private, public))
-    indices = SPEC.indices(params, *("%s%s.{n}" % (P, f) for f in USER_FIELDS))
-    for n in indices:
+            problems.append("%s: missing: %s alone cannot be installed" % (private, public))
+    added = accounts.added(params)[0] if context.runs("user") else set()
+    for n in _user_indices(params):
         if params.get("%sprivate-key-type.%d" % (P, n)) \
                 and not params.get("%sprivate-key.%d" % (P, n)):
-            problems.append("%sprivate-key-type.%d is set but %sprivate-key.%d is missing"
+            problems.append("%sprivate-key-type.%d: set, but %sprivate-key.%d is missing"
                             % (P, n, P, n))
-    if problems:
-        raise ValidationError(problems)
-    return indices
+        name = params.get("%suser.%d" % (P, n)) or "root"
+        pw = accounts.user(name)
+        if pw is None:
+            if name not in added:
+                problems.append("%suser.%d: value %r: no such user on the guest, nor one "
+                                "the user module adds" % (P, n, name))
+            continue
+        try:
+            plan_user(params, n)
+        except common.TemplateConfigError as exc:
+            problems.append("%suser.%d: %s" % (P, n, exc))
+    return problems
 
 
 @SPEC.target("configure")
 def configure(params: Dict[str, str]) -> Optional[Dict[str, str]]:
-    plans = [plan_user(params, n) for n in _check(params)]
+    plans = [plan_user(params, n) for n in _user_indices(params)]  # (checked by SPEC.run)
     if configure_host_keys(params):
         # A running sshd keeps what it loaded when it started: restart it (queued, not
         # waited for). One that has not started yet in this boot (it is ordered after

@@ -16,12 +16,12 @@ from typing import Dict, List, Optional, Set
 
 from templateconfig import common
 from templateconfig.modules.support import accounts, validators
-from templateconfig.modules.support.spec import Key, ModuleSpec, ValidationError
+from templateconfig.modules.support.spec import CheckContext, Key, ModuleSpec
 
 log = logging.getLogger(__name__)
 
-U = "com.oracle.linux.user."
-G = "com.oracle.linux.group."
+U = accounts.USER_KEYS
+G = accounts.GROUP_KEYS
 ACTIONS = ("add", "del", "mod")
 MAX_ID = 2 ** 31 - 2
 
@@ -59,6 +59,7 @@ SPEC = ModuleSpec(
     needs_root=True,
 )
 
+
 class Entry:
     """One indexed user or group request, read from the params."""
 
@@ -84,22 +85,25 @@ def _entries(prefix: str, params: Dict[str, str]) -> List[Entry]:
     return [Entry(prefix, n, params) for n in indices]
 
 
-def _check(user_entries: List[Entry], group_entries: List[Entry]) -> None:
-    """Cross-key validation, before anything is changed."""
+@SPEC.check("configure")
+def check_configure(params: Dict[str, str], context: CheckContext) -> List[str]:
+    """The requests as a whole, against the guest's accounts: a name for every index, a
+    new name only with action mod, groups that exist or are being added, and accounts
+    to modify that exist (or were renamed already)."""
+    user_entries, group_entries = _entries(U, params), _entries(G, params)
     problems = []
     for entry in user_entries + group_entries:
         if not entry.name:
-            problems.append("%s is missing (other keys of index %d are set)"
+            problems.append("%s: missing (other keys of index %d are set)"
                             % (entry.key("name"), entry.n))
         if entry.new_name and entry.action != "mod":
             problems.append("%s: a new name needs action mod, not %r"
                             % (entry.key("new-name"), entry.action))
-    known: Set[str] = set(accounts.groups())
-    for entry in group_entries:
-        if entry.action == "add" and entry.name:
-            known.add(entry.name)
-        if entry.action == "mod" and entry.new_name:
-            known.add(entry.new_name)
+    groups, users = set(accounts.groups()), set(accounts.users())
+    added_users, added_groups = accounts.added(params)
+    problems += _missing_accounts(group_entries, groups, "group", added_groups)
+    problems += _missing_accounts(user_entries, users, "user", added_users)
+    known = groups | added_groups
     for entry in user_entries:
         if entry.action == "del":
             continue
@@ -110,8 +114,20 @@ def _check(user_entries: List[Entry], group_entries: List[Entry]) -> None:
             if name not in known:
                 problems.append("%s: group %r is not a group of the guest nor one being added"
                                 % (entry.key("groups"), name))
-    if problems:
-        raise ValidationError(problems)
+    return problems
+
+
+def _missing_accounts(entries: List[Entry], existing: Set[str], kind: str,
+                      added: Set[str]) -> List[str]:
+    """Action mod of an account that neither exists nor was renamed already, nor is
+    being added."""
+    problems = []
+    for entry in entries:
+        if entry.action == "mod" and entry.name and entry.name not in existing \
+                and entry.new_name not in existing and entry.name not in added:
+            problems.append("%s: value %r: no such %s on the guest to modify"
+                            % (entry.key("name"), entry.name, kind))
+    return problems
 
 
 # --- groups -------------------------------------------------------------------------------------
@@ -195,9 +211,8 @@ def _modify_user(entry: Entry, pw: accounts.Passwd) -> None:
 
 @SPEC.target("configure")
 def configure(params: Dict[str, str]) -> Optional[Dict[str, str]]:
-    user_entries = _entries(U, params)
+    user_entries = _entries(U, params)   # checked (check_configure) by SPEC.run
     group_entries = _entries(G, params)
-    _check(user_entries, group_entries)
     for entry in group_entries:
         if entry.action != "del":
             _apply_group(entry)

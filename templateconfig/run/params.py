@@ -145,7 +145,8 @@ def _prompt(runner: Runner, params: Dict[str, Any], first_boot: bool,
     enumeration = [(name, descs) for _, name, descs in runner.enumerate()]
     known = set(params) if first_boot else ()
     try:
-        return prompt_params(enumeration, params, known=known, cancel=cancel)
+        return prompt_params(enumeration, params, known=known, cancel=cancel,
+                             check=runner.check_answer)
     except ConsoleCancelled:
         from templateconfig.run.firstboot import StoodDown
         raise StoodDown() from None

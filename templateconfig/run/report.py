@@ -1,12 +1,13 @@
 """The run report: the JSON record of the last (or current) run, ``Paths.report_file``.
 
-Rewritten atomically (mode 0600) at every module transition, every error text redacted;
-``ovmd --status`` reads it (:func:`ovmd.runreport.read_report`). Format in
-docs/formats.md; the status values are :class:`ovmd.runreport.RunStatus` and
-:class:`ovmd.runreport.ModuleStatus`.
+Rewritten atomically (mode 0600) at every module transition, every text a module or the
+params produced (errors, warnings, stderr, problems, actions) redacted; ``ovmd --status``
+reads it (:func:`ovmd.runreport.read_report`). Format in docs/formats.md; the status
+values are :class:`ovmd.runreport.RunStatus` and :class:`ovmd.runreport.ModuleStatus`.
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -38,9 +39,11 @@ class RunReport:
         self.started = _now()
         self.finished: Optional[str] = None
         self.changed_keys: List[str] = []
+        self.problems: List[str] = []
+        self.pid = os.getpid()
         self.modules: List[Dict[str, Any]] = [
             {"name": name, "priority": priority, "status": ModuleStatus.PENDING, "seconds": None,
-             "error": None}
+             "error": None, "warnings": [], "stderr": ""}
             for priority, name in modules]
         self._by_name = {entry["name"]: entry for entry in self.modules}
 
@@ -68,20 +71,36 @@ class RunReport:
         self.changed_keys = sorted(changed_keys)
         self.write()
 
+    def refuse(self, problems: Sequence[str]) -> None:
+        """The validation refused the run: nothing ran (every module pending)."""
+        self.problems = list(problems)
+        self.finish(RunStatus.FAILED, [])
+
+    @property
+    def warnings(self) -> int:
+        """How many warnings the modules reported."""
+        return sum(len(entry.get("warnings") or ()) for entry in self.modules)
+
     def to_dict(self) -> Dict[str, Any]:
-        """The report as a JSON-ready dict, every error text redacted."""
+        """The report as a JSON-ready dict, every text redacted."""
         secrets = list(self.secrets)
         modules = []
         for entry in self.modules:
             entry = dict(entry)
-            if entry.get("error"):
-                entry["error"] = redact(entry["error"], secrets)
-            if entry.get("actions"):
-                entry["actions"] = [redact(a, secrets) for a in entry["actions"]]
+            for field in ("error", "stderr"):
+                if entry.get(field):
+                    entry[field] = redact(entry[field], secrets)
+            for field in ("actions", "warnings"):
+                if entry.get(field):
+                    entry[field] = [redact(a, secrets) for a in entry[field]]
             modules.append(entry)
-        return {"target": self.target, "status": self.status, "started": self.started,
-                "finished": self.finished, "modules": modules,
-                "changed_keys": list(self.changed_keys)}
+        report = {"target": self.target, "status": self.status, "started": self.started,
+                  "finished": self.finished, "modules": modules,
+                  "changed_keys": list(self.changed_keys), "pid": self.pid,
+                  "warnings": self.warnings}
+        if self.problems:
+            report["problems"] = [redact(p, secrets) for p in self.problems]
+        return report
 
     def write(self) -> None:
         if self.enabled:

@@ -2,18 +2,20 @@
 run lock; :meth:`Runner.run` then hands over to :class:`templateconfig.run.steps.Run`,
 which runs the modules step by step (start, resume, skip, run, finish, interrupted).
 
-A module's descriptors come from the enumerate cache when its script is unchanged
+A standard module (its header names its spec) gives its descriptors and validators from
+its declaration, in this process (:mod:`templateconfig.run.scripts`). Another module's
+descriptors come from the enumerate cache when its script is unchanged
 (:mod:`templateconfig.run.enumcache`), so a steady-state run forks once per module, not
-twice; the others are enumerated all at once (:mod:`templateconfig.run.launcher`). A run
-that can change the system holds the root's run lock (:mod:`templateconfig.run.lock`).
-The modules of a run's steps are imported when a run starts, not for ``--enumerate``.
+twice; the others are enumerated all at once (:mod:`templateconfig.run.launcher`).
+Every problem with the params is found before any module starts
+(:mod:`templateconfig.run.validation`); a refused run changes nothing but the run report
+and the log. A run that can change the system holds the root's run lock
+(:mod:`templateconfig.run.lock`).
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
-import signal
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -32,15 +34,15 @@ from typing import (
 from ovmd.paths import ROOT_ENV, Paths
 from templateconfig.run.contract import ACTIONS_ENV, DEFAULT_TIMEOUT, DRY_RUN_ENV, NO_FORK_ENV
 from templateconfig.run.enumcache import EnumerateCache, script_identity
-from templateconfig.run.launcher import Launcher, ProcessResult
+from templateconfig.run.launcher import Launcher
 from templateconfig.run.scripts import Module
 
 if TYPE_CHECKING:
+    from templateconfig.modules.support.spec import ModuleSpec
     from templateconfig.run.lock import RunLock
 
 log = logging.getLogger(__name__)
 
-_STDERR_LIMIT = 4000
 #: A module's enumeration as Oracle's ``--enumerate`` prints it: (priority, name, descriptors).
 Enumeration = List[Tuple[int, str, List[dict]]]
 
@@ -50,11 +52,15 @@ class RunnerError(Exception):
 
 
 class ValidationError(RunnerError):
-    """The params do not satisfy the modules' descriptors; nothing was run."""
+    """The params do not satisfy the modules; nothing was run. ``problems``: one line
+    each, ``MODULE: KEY: REASON``; ``report``: the run report saying so (None for a dry
+    run, which writes none)."""
 
     def __init__(self, problems: Sequence[str]) -> None:
         self.problems = list(problems)
-        super().__init__("invalid parameters, nothing was run:\n  " + "\n  ".join(self.problems))
+        self.report: Optional[Dict[str, Any]] = None
+        super().__init__("invalid parameters (%d problem%s): nothing was changed"
+                         % (len(self.problems), "" if len(self.problems) == 1 else "s"))
 
 
 class ModuleOutcome(NamedTuple):
@@ -63,11 +69,13 @@ class ModuleOutcome(NamedTuple):
     module: Module
     status: str  # a ModuleStatus: OK, FAILED or SKIPPED
     seconds: float
-    error: Optional[str]
+    error: Optional[str]  # one line
     changed: Dict[str, Any]
     removed: List[str]
     actions: List[Dict[str, Any]]
     resumed: bool = False
+    warnings: Tuple[str, ...] = ()
+    stderr: str = ""  # the end of its stderr (not redacted yet)
 
 
 class RunResult(NamedTuple):
@@ -96,91 +104,20 @@ def module_env(paths: Paths, dry_run: bool,
     return env
 
 
-def _decode(data: bytes) -> str:
-    return data.decode("utf-8", "backslashreplace")
-
-
-def _tail(text: str, limit: int = _STDERR_LIMIT) -> str:
-    text = text.strip()
-    if len(text) > limit:
-        text = "...\n" + text[-limit:]
-    return text
-
-
-def failure_reason(result: ProcessResult, timeout: float) -> Optional[str]:
-    """Why a module process failed (with its stderr), or None if it exited 0."""
-    if result.timed_out:
-        summary = "timed out after %g s and was killed" % timeout
-    elif result.returncode < 0:
-        try:
-            name = signal.Signals(-result.returncode).name
-        except ValueError:
-            name = "signal %d" % -result.returncode
-        summary = "killed by %s" % name
-    elif result.returncode != 0:
-        summary = "exited with status %d" % result.returncode
-    else:
-        return None
-    stderr = _tail(_decode(result.stderr))
-    return summary + (":\n" + stderr if stderr else " (no error output)")
-
-
-def module_output(result: ProcessResult, timeout: float) -> Tuple[Optional[Dict[str, Any]],
-                                                                Optional[str]]:
-    """(the params a module printed, None), or (None, why it failed, with its stderr)."""
-    error = failure_reason(result, timeout)
-    if error is not None:
-        return None, error
-    try:
-        return parse_output(result), None
-    except ValueError as exc:
-        stderr = _tail(_decode(result.stderr))
-        return None, str(exc) + ("\n" + stderr if stderr else "")
-
-
-def parse_output(result: ProcessResult) -> Dict[str, Any]:
-    """The JSON object a module printed; ValueError saying what is wrong otherwise."""
-    text = _decode(result.stdout).strip()
-    if not text:
-        raise ValueError("printed nothing on stdout (expected the params as a JSON object)")
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise ValueError("printed invalid JSON on stdout (%s): %s" % (exc, text[:200]))
-    if not isinstance(value, dict):
-        raise ValueError("printed a JSON %s on stdout, expected an object of key -> value"
-                         % type(value).__name__)
-    return value
-
-
-def parse_descriptors(result: ProcessResult, timeout: float) -> Tuple[List[dict], Optional[str]]:
-    """(descriptors, None) from a module's ``--enumerate`` process, or ([], why not)."""
-    error = failure_reason(result, timeout)
-    if error is not None:
-        return [], error
-    try:
-        value = json.loads(_decode(result.stdout) or "[]")
-    except ValueError as exc:
-        return [], "printed an invalid descriptor list: %s" % exc
-    if not isinstance(value, list):
-        return [], ("printed an invalid descriptor list: expected a JSON list, got a JSON %s"
-                    % type(value).__name__)
-    return value, None
-
-
 class Runner:
     """Runs one target's modules under ``paths`` (see the package docstring).
 
     ``only`` restricts the run to one module name (``-s NAME``); ``fork`` None follows
     ``OVM_TEMPLATE_CONFIG_NO_FORK``. In ``dry_run`` mode modules run in plan mode,
     modules that do not use ``templateconfig.common`` are skipped, and no report, log or
-    state file is written.
+    state file is written. ``first_boot``: a required key is never counted as given
+    by an earlier run (:mod:`templateconfig.run.applied`).
     """
 
     def __init__(self, paths: Paths, target: str, timeout: float = DEFAULT_TIMEOUT,
                  dry_run: bool = False, only: Optional[str] = None,
                  fork: Optional[bool] = None,
-                 lock_timeout: Optional[float] = None) -> None:
+                 lock_timeout: Optional[float] = None, first_boot: bool = False) -> None:
         from templateconfig.header import TARGETS
         from templateconfig.run.contract import DEFAULT_LOCK_TIMEOUT
 
@@ -192,11 +129,13 @@ class Runner:
         self.timeout = timeout
         self.dry_run = dry_run
         self.only = only
+        self.first_boot = first_boot
         self.env = module_env(paths, dry_run)
         self.launcher = Launcher(self.env, fork)
         self.problems: List[str] = []  # registry entries skipped
         self.enumerate_errors: Dict[str, str] = {}
         self._modules: Optional[List[Module]] = None
+        self._specs: Optional[Dict[str, ModuleSpec]] = None
         self._enumeration: Optional[Enumeration] = None
         self._secrets: Optional[Iterable[str]] = None  # the last run's secret values
         self.lock_timeout = DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout
@@ -204,7 +143,8 @@ class Runner:
         self.on_lock_wait: Optional[Callable[[Optional[int]], None]] = None
         self._lock: Optional[RunLock] = None
         self._cache: Optional[EnumerateCache] = None
-        self._from_cache = 0  # modules whose descriptors came from the enumerate cache
+        #: the modules whose descriptors came from the enumerate cache
+        self._from_cache: Set[str] = set()
 
     def redact(self, text: str) -> str:
         """``text`` without the secret values of the last run (input and produced)."""
@@ -232,6 +172,24 @@ class Runner:
             self._modules = found
         return self._modules
 
+    def specs(self) -> Dict[str, ModuleSpec]:
+        """Module name -> the spec its header names, for the standard modules of the run
+        (a spec that cannot be loaded is a problem of the run, and the module is treated
+        as any other)."""
+        if self._specs is None:
+            from templateconfig.run.scripts import SpecError, declared_spec, load_spec
+
+            self._specs = {}
+            for module in self.modules():
+                dotted = declared_spec(module.path)
+                if dotted is None:
+                    continue
+                try:
+                    self._specs[module.name] = load_spec(dotted)
+                except SpecError as exc:
+                    self.problems.append("%s: %s" % (module.path, exc))
+        return self._specs
+
     def run_lock(self) -> RunLock:
         """The run lock of this root, reentrant: ``with runner.run_lock():`` around
         several steps keeps it across them."""
@@ -258,22 +216,29 @@ class Runner:
         is listed with no descriptors and its error kept in :attr:`enumerate_errors`.
         """
         if self._enumeration is None:
+            from templateconfig.run.outcome import parse_descriptors
+
             modules = self.modules()
+            specs = self.specs()
             cache = self.enumerate_cache()
             identities = [script_identity(m.path) for m in modules]
             found: Dict[int, List[dict]] = {}
             for index, module in enumerate(modules):
+                spec = specs.get(module.name)
+                if spec is not None:
+                    found[index] = spec.enumerate(self.target)
+                    continue
                 cached = cache.get(self.target, module.path, identities[index])
                 if cached is not None:
                     found[index] = cached
-            self._from_cache = len(found)
+                    self._from_cache.add(module.name)
             missing = [i for i in range(len(modules)) if i not in found]
             results = self.launcher.run_many(
                 [(modules[i].path, ["--enumerate", self.target], b"", None) for i in missing],
                 self.timeout)
             for index, result in zip(missing, results):
                 module = modules[index]
-                found[index], error = parse_descriptors(result, self.timeout)
+                found[index], error = parse_descriptors(result, self.timeout, module.name)
                 if error is not None:
                     self.enumerate_errors[module.name] = "enumerate " + error
                     log.info("%s: --enumerate %s %s", module.name, self.target, error)
@@ -287,21 +252,56 @@ class Runner:
 
         return password_keys([(name, descs) for _, name, descs in self.enumerate()])
 
-    def validate(self, params: Mapping[str, Any]) -> None:
-        """Raise :class:`ValidationError` if ``params`` do not satisfy every module."""
-        from templateconfig.descriptors import validate_params
+    def given_keys(self) -> Set[str]:
+        """Keys that count as given though absent: those earlier successful runs of the
+        target applied (none on a first boot)."""
+        if self.first_boot:
+            return set()
+        from templateconfig.run.applied import applied_keys
 
-        problems = validate_params([(name, descs) for _, name, descs in self.enumerate()], params)
-        if problems and self._from_cache:
+        return applied_keys(self.paths, self.target)
+
+    def problems_with(self, params: Mapping[str, Any]) -> List[str]:
+        """Every problem with ``params`` for this run (:mod:`templateconfig.run.validation`)."""
+        from templateconfig.run.validation import problems
+
+        def check() -> List[str]:
+            specs = self.specs()
+            return problems([(name, descs, specs.get(name))
+                             for _, name, descs in self.enumerate()],
+                            params, self.target, self.paths.root, self.given_keys())
+
+        found = check()
+        if any(problem.split(": ", 1)[0] in self._from_cache for problem in found):
             # cached descriptors may be stale (a module reading them from another file):
             # refuse only what fresh ones refuse too
             self._enumeration = None
+            self._from_cache = set()
             self.enumerate_errors.clear()
             self.enumerate_cache().use_cached = False
-            problems = validate_params([(name, descs) for _, name, descs in self.enumerate()],
-                                       params)
-        if problems:
-            raise ValidationError(problems)
+            found = check()
+        return found
+
+    def validate(self, params: Mapping[str, Any]) -> None:
+        """Raise :class:`ValidationError` if ``params`` do not satisfy every module."""
+        found = self.problems_with(params)
+        if found:
+            raise ValidationError(found)
+
+    def check_answer(self, key: str, value: str) -> Optional[str]:
+        """The console dialog's check of one answer with the standard modules' own
+        validators: the reason it is wrong, or None."""
+        from templateconfig.descriptors import password_keys
+
+        secret = key in password_keys([(name, descs) for _, name, descs in self.enumerate()])
+        with _viewing(self.paths.root):
+            for spec in self.specs().values():
+                found = spec.key_for(key)
+                if found is not None and self.target in found[0].targets:
+                    problem = found[0].check(key, value, secret)
+                    if problem:
+                        return problem.split(": ", 1)[-1]
+        return None
 
     def run(self, params: Mapping[str, Any],
             on_module: Optional[Callable[[ModuleOutcome], None]] = None) -> RunResult:
@@ -310,10 +310,17 @@ class Runner:
         Unless in dry-run mode, the run holds the run lock of the root
         (:meth:`run_lock`) from after the validation to the end, waiting up to
         ``lock_timeout`` for another run to finish
-        (:class:`templateconfig.run.lock.LockTimeout`).
+        (:class:`templateconfig.run.lock.LockTimeout`). Refused params raise
+        :class:`ValidationError` before anything ran; the run report and the log say so
+        (written under the run lock).
         """
         params = dict(params)
-        self.validate(params)
+        try:
+            self.validate(params)
+        except ValidationError as exc:
+            if not self.dry_run:
+                self._refused(exc, params)
+            raise
         if self.dry_run:
             return self._execute(params, on_module)
         with self.run_lock():
@@ -322,6 +329,35 @@ class Runner:
             except OSError as exc:
                 log.info("cannot write the enumerate cache: %s", exc)
             return self._execute(params, on_module)
+
+    def _refused(self, refusal: ValidationError, params: Mapping[str, Any]) -> None:
+        """The report and the log of a run the validation refused: every module
+        pending, the problems listed (redacted)."""
+        from ovmd.secrets import RedactingFilter
+        from templateconfig.run.lock import LockError
+        from templateconfig.run.report import RunReport
+        from templateconfig.run.runlog import close_run_log, open_run_log
+        from templateconfig.run.steps import SecretValues
+
+        secrets = SecretValues(RedactingFilter(), self.password_keys())
+        secrets.update(params)
+        self._secrets = secrets
+        redactor = secrets.redactor
+        report = RunReport(self.paths, self.target,
+                           [(m.priority, m.name) for m in self.modules()], secrets)
+        try:
+            with self.run_lock():
+                report.refuse(refusal.problems)
+                handler = open_run_log(self.paths, redactor)
+                try:
+                    for problem in refusal.problems:
+                        log.warning("%s: invalid: %s", self.target, problem)
+                    log.warning("%s: %s", self.target, refusal)
+                finally:
+                    close_run_log(handler)
+        except (LockError, OSError) as exc:
+            log.info("cannot record the refused run: %s", exc)
+        refusal.report = report.to_dict()
 
     def _execute(self, params: Dict[str, Any],
                  on_module: Optional[Callable[[ModuleOutcome], None]]) -> RunResult:
@@ -336,6 +372,12 @@ class Runner:
         env = dict(self.env)
         env[ACTIONS_ENV] = journal
         return env
+
+
+def _viewing(root: str) -> Any:
+    from templateconfig.common import viewing
+
+    return viewing(root)
 
 
 def run_target(paths: Paths, target: str, params: Mapping[str, Any], **options: Any) -> RunResult:

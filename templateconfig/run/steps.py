@@ -12,7 +12,9 @@ each module, in (priority, name) order, one of
     fingerprint computed and the next Python module's process started ahead; then its
     outcome is recorded, durably if it succeeded.
 finish
-    the report's final status; the run state is removed.
+    the report's final status (done, with warnings or not, or failed); the run state is
+    removed; after a successful run the names of the keys it applied are recorded
+    (:mod:`templateconfig.run.applied`).
 interrupted (Ctrl-C, SIGTERM, any error)
     modules still running are reported failed ("interrupted"), the report finished as
     failed; the run state stays, so that the next run with the same params resumes.
@@ -33,10 +35,11 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 from ovmd.runreport import ModuleStatus, RunStatus
 from ovmd.secrets import RedactingFilter, is_secret_key
 from templateconfig.run.launcher import ModuleProcess
+from templateconfig.run.outcome import module_output
 from templateconfig.run.preload import preload_while, preloaded
 from templateconfig.run.report import RunReport
 from templateconfig.run.runlog import close_run_log, open_run_log
-from templateconfig.run.runner import ModuleOutcome, Runner, RunResult, module_output
+from templateconfig.run.runner import ModuleOutcome, Runner, RunResult
 from templateconfig.run.scripts import Module, uses_common
 from templateconfig.run.state import Completed, RunState, resumable
 
@@ -170,7 +173,8 @@ class Run:
                                    outcome.removed, secret)
         # written with the next module's start, or by _finish()
         self.report.update(module.name, outcome.status, outcome.seconds, outcome.error,
-                           write=False, actions=[describe(a) for a in outcome.actions])
+                           write=False, actions=[describe(a) for a in outcome.actions],
+                           warnings=list(outcome.warnings), stderr=outcome.stderr)
         _log_outcome(self.target, outcome)
         return outcome
 
@@ -186,15 +190,17 @@ class Run:
         from templateconfig.run.plan import read_actions
 
         actions = read_actions(journal)
-        output, error = module_output(result, self.runner.timeout)
+        answer = module_output(result, self.runner.timeout, module.name)
+        output = answer.params
         if output is None:
-            return ModuleOutcome(module, ModuleStatus.FAILED, result.seconds, error, {}, [],
-                                 actions)
+            return ModuleOutcome(module, ModuleStatus.FAILED, result.seconds, answer.error, {},
+                                 [], actions, warnings=tuple(answer.warnings),
+                                 stderr=answer.stderr)
         params, self.params = self.params, output
         changed = {k: v for k, v in output.items() if params.get(k, _MISSING) != v}
         removed = sorted(k for k in params if k not in output)
         return ModuleOutcome(module, ModuleStatus.OK, result.seconds, None, changed, removed,
-                             actions)
+                             actions, warnings=tuple(answer.warnings), stderr=answer.stderr)
 
     def _while_running(self, following: Optional[int]) -> None:
         """The parent's work while a module's process runs (on another CPU, its start-up
@@ -223,10 +229,30 @@ class Run:
         failed = [o.module.name for o in self.outcomes if o.status == ModuleStatus.FAILED]
         self.report.finish(RunStatus.FAILED if failed else RunStatus.DONE, changed)
         self.state.remove()
-        log.info("%s: %s; changed keys: %s", self.target,
+        warnings = self.report.warnings
+        log.info("%s: %s%s; changed keys: %s", self.target,
                  "failed: %s" % ", ".join(failed) if failed else "all modules succeeded",
+                 " (%d warning%s)" % (warnings, "" if warnings == 1 else "s") if warnings else "",
                  ", ".join(changed) or "none")
+        if not failed and not self.runner.dry_run:
+            self._remember_applied()
         return not failed, changed
+
+    def _remember_applied(self) -> None:
+        """Record the names of the keys this successful run applied: those of its params
+        (input and output) that its modules declare; a successful cleanup forgets what
+        configure runs applied (a sealed template's clones are given everything)."""
+        from templateconfig.run.applied import forget, remember
+
+        declared = {desc.get("key") for _, _, descs in self.runner.enumerate()
+                    for desc in descs if isinstance(desc, dict)}
+        keys = [k for k in set(self.initial) | set(self.params) if k in declared]
+        try:
+            remember(self.runner.paths, self.target, keys)
+            if self.target == "cleanup":
+                forget(self.runner.paths, "configure")
+        except OSError as exc:
+            log.warning("%s: cannot record the keys this run applied: %s", self.target, exc)
 
     def _interrupted(self, exc: BaseException) -> None:
         """Ctrl-C, SIGTERM or an error: the report says so; the run state stays."""
@@ -256,3 +282,8 @@ def _log_outcome(target: str, outcome: ModuleOutcome) -> None:
     else:
         log.warning("%s: %s %s in %.3f s: %s", target, name, outcome.status, outcome.seconds,
                     outcome.error)
+    for warning in outcome.warnings:
+        log.warning("%s: %s: warning: %s", target, name, warning)
+    if outcome.status == ModuleStatus.FAILED and outcome.stderr:
+        log.info("%s: %s: its stderr: %s", target, name, " | ".join(
+            line for line in outcome.stderr.splitlines() if line.strip()))

@@ -16,7 +16,8 @@ TOKENS = st.sampled_from(FLAGS + [
     "--root", "/tmp/r", "--root=/tmp/x", "--root=", "k", "com.example.k", "k=v", "a=b=c",
     "=v", "k=", "", "-", "--", "-5", "-x=1", "-a b", "--get-param=k", "--set-param=k=v",
     "--set-param=k", "--list-params=x", "--event=shutdown", "--get", "--list", "-gk",
-    "--json", "--wait", "-d", "1", "--foreground", "-v", "shutdown", "cleanup",
+    "--json", "--wait", "--long", "--status", "--long=1", "-d", "1", "--foreground", "-v",
+    "shutdown", "cleanup",
 ])
 
 
@@ -39,6 +40,9 @@ def test_the_fast_path_agrees_with_argparse(argv):
     (["-x"], ["clear"]),
     (["-r", "k"], ["delete", "k"]),
     (["-e", "shutdown"], ["event", "shutdown"]),
+    (["--status"], ["status"]),
+    (["--wait", "--status", "--json", "--long"], ["status", "json", "long", "wait"]),
+    (["--root", "/r", "--status", "--long"], ["status", "long"]),
 ])
 def test_the_common_command_lines_take_the_fast_path(argv, expected):
     fast = _fast_parse(argv)
@@ -50,7 +54,9 @@ def test_the_common_command_lines_take_the_fast_path(argv, expected):
     ["-g", "-x"],           # argparse: -g expects one argument
     ["--root", "-g", "k"],
     ["-g", "k", "-l"],      # two actions: argparse's error
-    ["-s", "cleanup"], ["--status"], ["--help"], [],
+    ["-s", "cleanup"], ["--help"], [],
+    ["--json"], ["--long", "-l"],        # an option without --status: argparse's error
+    ["--status", "--json", "--json"],
 ])
 def test_everything_else_goes_to_argparse(argv):
     assert _fast_parse(argv) is None

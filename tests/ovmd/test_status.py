@@ -24,6 +24,12 @@ REPORTS = {
                                      "modules": [{"name": "a", "status": "failed"}]},
     "configure-failed": {"target": "configure", "status": "failed",
                          "modules": [{"name": "a", "status": "failed"}]},
+    "configure-done-warnings": {"target": "configure", "status": "done", "warnings": 1,
+                                "modules": [{"name": "a", "status": "ok",
+                                             "warnings": ["firewalld missing: ignored"]}]},
+    "configure-refused": {"target": "configure", "status": "failed",
+                          "problems": ["a: k: value 'x' is not one of: y"],
+                          "modules": [{"name": "a", "status": "pending"}]},
     "cleanup-done": {"target": "cleanup", "status": "done", "modules": []},
     "cleanup-failed": {"target": "cleanup", "status": "failed",
                        "modules": [{"name": "a", "status": "failed"}]},
@@ -54,6 +60,8 @@ yes none                           not-started  waiting      running      waitin
 yes configure-done                 not-started  waiting      running      waiting      failed       waiting
 yes configure-done-module-failed   not-started  waiting      running      waiting      failed       waiting
 yes configure-failed               failed       failed       running      failed       failed       failed
+yes configure-done-warnings        not-started  waiting      running      waiting      failed       waiting
+yes configure-refused              failed       failed       running      failed       failed       failed
 yes cleanup-done                   not-started  waiting      running      waiting      failed       waiting
 yes cleanup-failed                 not-started  waiting      running      waiting      failed       waiting
 yes unreadable                     not-started  waiting      running      waiting      failed       waiting
@@ -62,6 +70,8 @@ no  configure-running              not-started  not-started  running      not-st
 no  configure-done                 done         done         running      done         done         done
 no  configure-done-module-failed   done+        done+        running      done+        done+        done+
 no  configure-failed               failed       failed       running      failed       failed       failed
+no  configure-done-warnings        done+        done+        running      done+        done+        done+
+no  configure-refused              failed       failed       running      failed       failed       failed
 no  cleanup-done                   not-started  not-started  running      not-started  not-started  done
 no  cleanup-failed                 not-started  not-started  running      not-started  not-started  done
 no  unreadable                     not-started  not-started  running      not-started  not-started  done
@@ -185,7 +195,39 @@ RUN = {"target": "configure", "status": "done", "started": "2024-05-01T10:00:00+
      "  network            50  ok       0.12s\n"
      "  ssh                70  failed   2.00s  error: sshd -t failed\n"
      "  authentication     90  pending\n"
-     "  x                      skipped    error: " + ("e  " * 67)[:200].rstrip() + "\n"),
+     "  x                      skipped    error: " + " ".join(["e"] * 100) + "\n"),
 ])
 def test_format_status(changes, expected):
     assert format_status(dict(BASE, **changes)) == expected
+
+
+MODULE = {"name": "datetime", "priority": 50, "status": "ok", "seconds": 0.5, "error": None,
+          "warnings": ["hwclock --systohc --utc: no hardware clock; ignored"],
+          "stderr": "warning: hwclock --systohc --utc: no hardware clock; ignored\nmore"}
+
+
+@pytest.mark.parametrize("report, long, lines", [
+    (dict(RUN, warnings=1, modules=[MODULE]), False,
+     ["last run: configure done with 1 warning (started 2024-05-01T10:00:00+0000, "
+      "finished 2024-05-01T10:00:02+0000)",
+      "  datetime           50  ok       0.50s",
+      "      warning: hwclock --systohc --utc: no hardware clock; ignored"]),
+    (dict(RUN, warnings=1, modules=[MODULE]), True,
+     ["last run: configure done with 1 warning (started 2024-05-01T10:00:00+0000, "
+      "finished 2024-05-01T10:00:02+0000)",
+      "  datetime           50  ok       0.50s",
+      "      warning: hwclock --systohc --utc: no hardware clock; ignored",
+      "      stderr:",
+      "        warning: hwclock --systohc --utc: no hardware clock; ignored",
+      "        more"]),
+    (dict(RUN, status="failed", problems=["network: k: bad", "datetime: z: worse"],
+          modules=[dict(MODULE, status="pending")]), True,
+     ["last run: configure failed (started 2024-05-01T10:00:00+0000, "
+      "finished 2024-05-01T10:00:02+0000)",
+      "  nothing was run: invalid parameters:",
+      "    network: k: bad",
+      "    datetime: z: worse"]),
+])
+def test_format_status_reasons_warnings_and_long(report, long, lines):
+    text = format_status(dict(BASE, last_run=report), long=long)
+    assert text.splitlines()[3:] == lines

@@ -173,7 +173,7 @@ def test_choices_enforced_with_a_reask(run):
     user.type("")
     user.expect("Value [dhcp]: ")
     user.type("bootp")
-    user.expect("%s is 'bootp', which is not one of: dhcp, static. Please try again."
+    user.expect("%s: value 'bootp' is not one of: dhcp, static. Please try again."
                 % (NET + "bootproto.0"))
     user.expect("Value [dhcp]: ")
     user.type("DHCP")  # a choice in another case is taken in the choice's spelling
@@ -185,7 +185,7 @@ def test_required_key_cannot_be_left_empty(run):
     user = run([NETWORK])
     user.expect("Value (required): ")
     user.type("")
-    user.expect("%s is required but was not given. Please try again." % (NET + "hostname"))
+    user.expect("%s: required, but not given. Please try again." % (NET + "hostname"))
     user.expect("Value (required): ")
     user.type("  web2  ")
     user.expect("Value [dhcp]: ")
@@ -267,7 +267,7 @@ def test_required_password_cannot_be_empty(run):
     user = run([AUTHENTICATION])
     user.expect("Password: ")
     user.type("")
-    user.expect("is required but was not given")
+    user.expect("required, but not given")
     user.expect("Password: ")
     user.type(SECRET)
     user.expect("Password again: ")

@@ -117,28 +117,41 @@ class TestValidateParams:
 
     def test_missing_required_key_names_module_and_key(self):
         problems = validate_params(MODULES, {NET + "hostname": "web1"})
-        assert problems == ["authentication: %s is required but was not given" % ROOT_PASSWORD]
+        assert problems == ["authentication: %s: required, but not given" % ROOT_PASSWORD]
+
+    def test_a_key_an_earlier_run_applied_counts_as_given(self):
+        assert validate_params(MODULES, {NET + "hostname": "web1"}, given=[ROOT_PASSWORD]) == []
+        # an empty value too: the key is absent for this run's purposes
+        assert validate_params(MODULES, {NET + "hostname": "web1", ROOT_PASSWORD: ""},
+                               given=[ROOT_PASSWORD]) == []
 
     def test_empty_value_counts_as_missing(self):
         problems = validate_params(MODULES, dict(self.GOOD, **{NET + "hostname": ""}))
         assert len(problems) == 1
-        assert problems[0].startswith("network: %s is required" % (NET + "hostname"))
+        assert problems[0] == "network: %s: required, but not given" % (NET + "hostname")
 
     def test_value_not_in_choices_names_value_and_choices(self):
         problems = validate_params(MODULES, dict(self.GOOD, **{NET + "bootproto.0": "bootp"}))
-        assert problems == ["network: %s is 'bootp', which is not one of: dhcp, static"
+        assert problems == ["network: %s: value 'bootp' is not one of: dhcp, static"
                             % (NET + "bootproto.0")]
+
+    def test_values_a_spec_checks_are_left_to_it(self):
+        params = dict(self.GOOD, **{NET + "bootproto.0": "DHCP"})  # the spec allows any case
+        assert validate_params(MODULES, params, values_checked=["network"]) == []
+        del params[NET + "hostname"]  # required is still checked here
+        assert validate_params(MODULES, params, values_checked=["network"]) == [
+            "network: %s: required, but not given" % (NET + "hostname")]
 
     def test_hidden_keys_are_validated_too(self):
         params = dict(self.GOOD, **{"com.oracle.linux.selinux.mode": "strict"})
         [problem] = validate_params(MODULES, params)
-        assert problem.startswith("selinux: com.oracle.linux.selinux.mode is 'strict'")
+        assert problem.startswith("selinux: com.oracle.linux.selinux.mode: value 'strict'")
 
     def test_only_applicable_descriptors_are_checked(self):
         # ipaddr.0 is required, but only when bootproto.0 is static or none
         assert validate_params(MODULES, dict(self.GOOD, **{NET + "bootproto.0": "dhcp"})) == []
         problems = validate_params(MODULES, dict(self.GOOD, **{NET + "bootproto.0": "static"}))
-        assert problems == ["network: %s is required but was not given" % (NET + "ipaddr.0")]
+        assert problems == ["network: %s: required, but not given" % (NET + "ipaddr.0")]
 
     def test_every_problem_is_reported(self):
         problems = validate_params(MODULES, {NET + "bootproto.0": "bootp"})
@@ -152,14 +165,15 @@ class TestValidateParams:
         secret = "Hunter2-not-a-choice"
         modules = [("vault", [{"key": "vault.token", "password": True, "choices": ["a", "b"]}])]
         [problem] = validate_params(modules, {"vault.token": secret})
-        assert "vault: vault.token" in problem and "not one of" in problem
+        assert problem == "vault: vault.token: the value given is not one of: a, b"
         assert secret not in problem
 
     def test_malformed_descriptor_is_a_problem_naming_the_module(self):
         modules = MODULES + [("broken", [{"key": "x", "required": "perhaps"}])]
         problems = validate_params(modules, self.GOOD)
         assert len(problems) == 1
-        assert "module broken" in problems[0] and "key x" in problems[0]
+        assert problems == ["broken: x: malformed descriptor (field 'required'): expected "
+                            "true or false, got 'perhaps'"]
 
 
 def test_password_keys():

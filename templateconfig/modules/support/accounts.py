@@ -28,7 +28,7 @@ import os
 import re
 import tempfile
 import time
-from typing import Dict, List, NamedTuple, Optional
+from typing import Dict, List, Mapping, NamedTuple, Optional, Set, Tuple
 
 from templateconfig import common
 from templateconfig.platform import detect_generic
@@ -36,6 +36,9 @@ from templateconfig.platform import detect_generic
 log = logging.getLogger(__name__)
 
 HOST, CHROOT, PREFIX = "host", "chroot", "prefix"
+#: The prefixes of the user module's keys (``user.name.N``, ``group.action.N``, ...).
+USER_KEYS = "com.oracle.linux.user."
+GROUP_KEYS = "com.oracle.linux.group."
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?\Z")
 #: A crypt(3) hash as chpasswd -e accepts it: MD5, SHA-256/512, yescrypt, gost-yescrypt, bcrypt.
@@ -133,6 +136,25 @@ def group_gid(name_or_gid: str) -> Optional[int]:
 def supplementary_groups(name: str) -> List[str]:
     """Names of the groups that list ``name`` as a member."""
     return sorted(g.name for g in groups().values() if name in g.members)
+
+
+def added(params: Mapping[str, str]) -> Tuple[Set[str], Set[str]]:
+    """(users, groups) the user module's params create: the names of entries with
+    action ``add`` (the default) and the new names of ``mod`` entries. Other modules'
+    checks count them as existing when the user module runs before them."""
+    found: Tuple[Set[str], Set[str]] = (set(), set())
+    for index, prefix in enumerate((USER_KEYS, GROUP_KEYS)):
+        for key, name in params.items():
+            if not key.startswith(prefix + "name.") or not name:
+                continue
+            n = key[len(prefix + "name."):]
+            action = params.get("%saction.%s" % (prefix, n)) or "add"
+            if action == "add":
+                found[index].add(name)
+            new_name = params.get("%snew-name.%s" % (prefix, n))
+            if action == "mod" and new_name:
+                found[index].add(new_name)
+    return found
 
 
 # --- changing ---------------------------------------------------------------------------------

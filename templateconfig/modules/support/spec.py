@@ -4,7 +4,16 @@ Each standard module (``templateconfig/modules/<name>.py``) builds one
 :class:`ModuleSpec` and registers a handler per target. The enumerate output, the
 validation of every value before anything is touched, and the glue to Oracle's module
 contract (:func:`templateconfig.cli.main`) all come from that one declaration; the script
-under ``template.d/scripts/<name>`` only calls ``SPEC.main()``.
+under ``template.d/scripts/<name>`` only calls ``SPEC.main()``, and its header names the
+spec (``# spec: templateconfig.modules.<name>``), so that the runner validates the params
+with it before any module of a run starts (docs/module-contract.md, "Validation").
+
+Validation (:meth:`ModuleSpec.validate`) is each key's own check (choices, validator),
+then the module's *checks* (:meth:`ModuleSpec.check`): what needs several keys or the
+guest (a static interface without an address, a group no one creates, a device the guest
+does not have). Checks only read the guest, through :mod:`templateconfig.common`, so the
+runner can run them on the guest before anything changes. Every problem reads
+``KEY: REASON`` (a secret value is never shown).
 
 A handler takes the params (a dict of key -> string) and returns a dict of keys it adds
 or changes (or ``None``); :meth:`ModuleSpec.run` merges them into the output, so the
@@ -15,21 +24,50 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import (
+    Callable,
+    Collection,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+)
 
 from ovmd.secrets import is_secret_key
 from templateconfig.common import TemplateConfigError, guest
 
 Validator = Callable[[str], None]
 Handler = Callable[[Dict[str, str]], Optional[Mapping[str, str]]]
+#: The dotted module of a standard module's spec (a script header's ``spec`` field).
+SPEC_PACKAGE = "templateconfig.modules."
+
+
+class CheckContext:
+    """What a module's checks know about the run: ``modules`` are the names of the
+    standard modules taking part in it, None when unknown (inside the module process,
+    where the others are assumed to run, in their order)."""
+
+    def __init__(self, modules: Optional[Collection[str]] = None) -> None:
+        self.modules = None if modules is None else frozenset(modules)
+
+    def runs(self, name: str) -> bool:
+        """True if module ``name`` takes part in the run (or that is not known)."""
+        return self.modules is None or name in self.modules
+
+
+Check = Callable[[Dict[str, str], CheckContext], Iterable[str]]
 
 
 class ValidationError(TemplateConfigError):
-    """One or more params are invalid; the message names each key (and value, unless secret)."""
+    """One or more params are invalid; the message names each key (and value, unless
+    secret), on one line: ``invalid parameters: KEY: REASON; KEY: REASON``."""
 
     def __init__(self, problems: Sequence[str]) -> None:
         self.problems = list(problems)
-        super().__init__("invalid parameters:\n  " + "\n  ".join(self.problems))
+        super().__init__("invalid parameters: " + "; ".join(self.problems))
 
 
 class Key:
@@ -106,13 +144,13 @@ class Key:
             desc["default"] = self.default
         return desc
 
-    def check(self, name: str, value: str) -> Optional[str]:
-        """A problem message for ``value``, or None when it is valid."""
-        # Secrets (password keys, and keys ovmd.secrets knows, such as private keys)
-        # are never repeated in a message.
-        shown = "(hidden)" if self.password or is_secret_key(name) else repr(value)
+    def check(self, name: str, value: str, secret: bool = False) -> Optional[str]:
+        """A problem message (``KEY: REASON``) for ``value``, or None when it is valid.
+        ``secret``: the value must not be shown (the key is flagged ``password`` by
+        some module); password keys and keys ovmd.secrets knows are never shown."""
+        shown = "(hidden)" if secret or self.password or is_secret_key(name) else repr(value)
         if self.choices is not None and value not in self.choices:
-            return "%s: value %s is not one of %s" % (name, shown, ", ".join(self.choices))
+            return "%s: value %s is not one of: %s" % (name, shown, ", ".join(self.choices))
         if self.validate is not None:
             try:
                 self.validate(value)
@@ -135,6 +173,12 @@ class ModuleSpec:
         self.keys = list(keys)
         self.enumerate_count = enumerate_count
         self.handlers: Dict[str, Handler] = {}
+        self.checks: Dict[str, List[Check]] = {}
+
+    @property
+    def spec_module(self) -> str:
+        """The dotted module a script header names in its ``spec`` field."""
+        return SPEC_PACKAGE + self.name
 
     # --- declaration -------------------------------------------------------------------
     def target(self, name: str) -> Callable[[Handler], Handler]:
@@ -147,12 +191,25 @@ class ModuleSpec:
             return func
         return register
 
+    def check(self, target: str) -> Callable[[Check], Check]:
+        """Decorator registering a check of ``target``'s params: ``check(params, context)``
+        yields problems (``KEY: REASON``); it may read the guest, never change it. It
+        gets only the params whose own keys are valid."""
+        if target not in self.targets:
+            raise ValueError("module %s does not declare target %r" % (self.name, target))
+
+        def register(func: Check) -> Check:
+            self.checks.setdefault(target, []).append(func)
+            return func
+        return register
+
     def header(self) -> str:
         """The ``### BEGIN PLUGIN INFO`` block for this module (tests compare scripts with it)."""
         lines = ["### BEGIN PLUGIN INFO", "# name: %s" % self.name]
         for target, priority in self.targets.items():
             lines.append("# %s: %d" % (target, priority))
         lines.append("# description: %s" % self.description)
+        lines.append("# spec: %s" % self.spec_module)
         lines.append("### END PLUGIN INFO")
         return "\n".join(lines)
 
@@ -188,20 +245,34 @@ class ModuleSpec:
                     found.add(n)
         return sorted(found)
 
-    def validate(self, params: Mapping[str, str], target: str = "configure") -> List[str]:
-        """Every problem with the params this module understands, for ``target``."""
+    def validate(self, params: Mapping[str, str], target: str = "configure",
+                 context: Optional[CheckContext] = None,
+                 secret_keys: Iterable[str] = ()) -> List[str]:
+        """Every problem with the params this module understands, for ``target``: each
+        key's own check, then the module's checks (on the params whose keys are valid;
+        a key already refused is not reported twice). ``secret_keys``: keys whose values
+        must not be shown besides this module's password keys."""
         problems = []
+        refused = set()
+        hidden = set(secret_keys)
         for name in sorted(params):
             found = self.key_for(name)
             if found is None or target not in found[0].targets:
                 continue
             value = params[name]
             if not isinstance(value, str):
-                problems.append("%s: value must be a string, got %s" % (name, type(value).__name__))
-                continue
-            problem = found[0].check(name, value)
+                problem: Optional[str] = "%s: value must be a string, got %s" % (
+                    name, type(value).__name__)
+            else:
+                problem = found[0].check(name, value, secret=name in hidden)
             if problem:
                 problems.append(problem)
+                refused.add(name)
+        valid = {k: v for k, v in params.items() if k not in refused and isinstance(v, str)}
+        for check in self.checks.get(target, ()):
+            for problem in check(dict(valid), context or CheckContext()):
+                if problem_key(problem) not in refused:
+                    problems.append(problem)
         return problems
 
     # --- running -------------------------------------------------------------------------
@@ -218,8 +289,8 @@ class ModuleSpec:
                 # A non-root run (the demo, a developer's sandbox) cannot use the tools:
                 # fall back to plan mode, and say so rather than fail half-way.
                 files.plan_only()
-                sys.stderr.write("%s: not running as root: planning only (dry run); "
-                                 "nothing was changed\n" % self.name)
+                sys.stderr.write("warning: %s: not running as root: planning only (dry "
+                                 "run); nothing was changed\n" % self.name)
             changes = handler(dict(params))
             if changes:
                 result.update({k: str(v) for k, v in changes.items()})
@@ -239,8 +310,15 @@ class ModuleSpec:
     def main(self, argv: Optional[List[str]] = None) -> None:
         """Entry point for ``template.d/scripts/<name>``: Oracle's module contract."""
         from templateconfig import cli
+        from templateconfig.common import log_warnings_to_stderr
 
         functions = {t: self._contract_function(t) for t in self.targets}
+        log_warnings_to_stderr()
         if argv is not None:
             sys.argv = [sys.argv[0]] + list(argv)
         cli.main(self.do_enumerate, functions)
+
+
+def problem_key(problem: str) -> str:
+    """The key a problem (``KEY: REASON``) is about."""
+    return problem.split(":", 1)[0].strip()

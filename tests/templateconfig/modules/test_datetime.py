@@ -82,12 +82,14 @@ def test_enumerate_configure_is_exact():
 
 
 def test_a_guest_without_a_hardware_clock_gets_a_note_not_a_failure(fixture_root, monkeypatch,
-                                                                    caplog):
+                                                                    capsys):
     """Xen PV guests and containers have no RTC, so hwclock fails there (the booted guest
-    test sees the real one). Here hwclock would set this machine's clock, so the module
-    runs in-process and only the command runner answers as hwclock does without an RTC;
+    test sees the real one, tests/templateconfig/run/test_runner_environment.py a real
+    hwclock in a guest without one). Here hwclock would set this machine's clock, so the
+    module runs in-process as on a running guest (``is_sandbox`` false) without an RTC
+    device (``has_rtc``), and only the command runner answers as hwclock does there;
     everything else (files, the service) is the module's real work on a fixture root."""
-    from templateconfig import common
+    from templateconfig import common, environment
     from templateconfig.modules import datetime as module
     root = fixture_root("debian12")
     monkeypatch.setenv("OVM_TEMPLATE_CONFIG_ROOT", str(root))
@@ -95,7 +97,7 @@ def test_a_guest_without_a_hardware_clock_gets_a_note_not_a_failure(fixture_root
     common.new_guest()
     ran = []
 
-    def system_cmd(argv, success_return_code=(0,), input=None):
+    def run(argv, success_return_code, input, env):
         ran.append(list(argv))
         if argv[0] == "hwclock":
             raise common.CommandError(argv, 1, "hwclock: Cannot access the Hardware Clock via "
@@ -103,13 +105,16 @@ def test_a_guest_without_a_hardware_clock_gets_a_note_not_a_failure(fixture_root
                                       "see the details of our search for an access method.\n")
         return ""
 
-    monkeypatch.setattr(common, "system_cmd", system_cmd)
+    monkeypatch.setattr(common, "_run", run)
+    monkeypatch.setattr(common, "is_sandbox", lambda: False)
+    monkeypatch.setattr(environment, "has_rtc", lambda system_root="/": False)
     params = {k: v for k, v in FULL.items() if k != D + "datetime"}
     module.SPEC.run("configure", params)
-    notes = [r for r in caplog.records if "hardware clock" in r.getMessage()]
-    assert [(r.levelname, r.getMessage()) for r in notes] == [(
-        "WARNING", "datetime: the hardware clock was not set (hwclock --systohc --utc: hwclock: "
-        "Cannot access the Hardware Clock via any known method.), ignored")]
+    notes = [line for line in capsys.readouterr().err.splitlines() if "hardware clock" in line]
+    assert notes == [
+        "warning: hwclock --systohc --utc: this guest has no hardware clock (RTC; Xen PV "
+        "guests and containers have none); ignored (hwclock: Cannot access the Hardware "
+        "Clock via any known method.)"]
     # the rest was done: the time zone, chrony's sources, chrony (re)started
     assert os.readlink(root / "etc/localtime") == "/usr/share/zoneinfo/Europe/Paris"
     assert (root / "etc/chrony/sources.d/ovm.sources").exists()

@@ -153,7 +153,7 @@ INVALID += [
     bad6("gateway-other-zone", "ol9", P + "ipv6gateway.0: value 'fe80::1%eth1': the zone is not "
          "interface 0's device eth0: write fe80::1%eth0 or leave the zone out",
          **{"ipv6gateway.0": "fe80::1%eth1"}),
-    bad6("bootproto", "ol7", P + "ipv6-bootproto.2: value 'slaac' is not one of auto, dhcp, "
+    bad6("bootproto", "ol7", P + "ipv6-bootproto.2: value 'slaac' is not one of: auto, dhcp, "
          "static, disabled", **{"ipv6-bootproto.2": "slaac"}),
     bad6("static-without-address", "debian12", P + "ipv6addr.0: missing: required when "
          + P + "ipv6-bootproto.0 is 'static'", **{"ipv6addr.0": None, "ipv6gateway.0": None}),

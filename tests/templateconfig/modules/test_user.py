@@ -125,7 +125,7 @@ def test_mod_rename_and_del(tmp_path):
     ({U + "name.0": "9"}, U + "name.0: value '9' is invalid"),
     ({U + "name.0": "x", U + "action.0": "remove"}, U + "action.0: value 'remove' is not one of"),
     ({U + "name.0": "x", U + "uid.0": "-1"}, U + "uid.0: value '-1' is invalid"),
-    ({U + "uid.5": "5000"}, U + "name.5 is missing"),
+    ({U + "uid.5": "5000"}, U + "name.5: missing"),
     ({U + "name.0": "x", U + "group.0": "nosuch"}, U + "group.0: value 'nosuch' is not a group"),
     ({U + "name.0": "x", U + "new-name.0": "y"}, "a new name needs action mod"),
     ({U + "name.0": "x", U + "password.0": "line\nbreak"}, U + "password.0: value (hidden) is invalid"),

@@ -16,10 +16,11 @@ from runner_helpers import (
     add_script,
     add_shell_module,
     guest,
-    tree_hashes,
+    guest_tree,
     wait_readable,
 )
 
+from ovmd.runreport import read_report
 from templateconfig.run.runner import Runner, RunnerError, ValidationError, run_target
 from templateconfig.run.scripts import is_python_script
 
@@ -93,7 +94,7 @@ class TestOrderAndChaining:
 
 FAILURES = {
     "non-zero exit": ('sys.stderr.write("giving up on %s\\n" % params["x"])\nsys.exit(3)',
-                      "exited with status 3:\ngiving up on y"),
+                      "exited with status 3: giving up on y"),
     "crash": ('raise RuntimeError("module exploded")',
               "RuntimeError: module exploded"),
     "killed by a signal": ('import signal\nos.kill(os.getpid(), signal.SIGSEGV)',
@@ -119,7 +120,9 @@ class TestFailures:
         assert not result.ok
         statuses = [(o.module.name, o.status) for o in result.outcomes]
         assert statuses == [("before", "ok"), ("broken", "failed"), ("after", "ok")]
-        assert expected in result.outcomes[1].error
+        error = result.outcomes[1].error
+        assert expected in error
+        assert "\n" not in error and "Traceback" not in error  # one line, what failed
         # the module after the failed one got the params as they were before it
         assert result.params["after-saw"] == "before,x"
         assert "broken" not in result.params
@@ -135,7 +138,7 @@ class TestFailures:
         result = run_target(paths, "configure", {}, fork=fork)
         assert [o.status for o in result.outcomes] == ["failed", "ok"]
         error = result.outcomes[0].error
-        assert "SyntaxError" in error and "scripts/broken\", line 6" in error
+        assert error.startswith("SyntaxError: ") and error.endswith("scripts/broken, line 6)")
         assert "runner.py" not in error and "runpy" not in error  # no framework frames
         assert result.params == {"after": "ran"}
 
@@ -185,22 +188,27 @@ class TestValidation:
     ]
 
     @pytest.mark.parametrize("params, message", [
-        ({}, "com.example.mode is required"),
+        ({}, "checker: com.example.mode: required, but not given"),
         ({"com.example.mode": "sideways"},
-         "com.example.mode is 'sideways', which is not one of: on, off"),
+         "checker: com.example.mode: value 'sideways' is not one of: on, off"),
     ])
     def test_invalid_params_fail_up_front_and_touch_nothing(self, tmp_path, params, message):
         paths = guest(tmp_path)
         marker = tmp_path / "root" / "ran"
         add_python_module(paths, "first", 10, 'open(%r, "w").write("x")' % str(marker))
         add_python_module(paths, "checker", 50, "", descriptors=self.DESCRIPTORS)
-        before = tree_hashes(paths.root)
+        before = guest_tree(paths.root)
         with pytest.raises(ValidationError) as excinfo:
             run_target(paths, "configure", params)
-        assert message in str(excinfo.value)
-        assert "checker: " in str(excinfo.value)
-        assert tree_hashes(paths.root) == before  # no module ran, no report, no log
-        assert not os.path.exists(paths.report_file)
+        assert excinfo.value.problems == [message]
+        # no module ran: only the run report and the log say why
+        assert guest_tree(paths.root) == before
+        report = read_report(paths)
+        assert (report["status"], report["problems"], report["pid"]) == (
+            "failed", [message], os.getpid())
+        assert [m["status"] for m in report["modules"]] == ["pending", "pending"]
+        assert excinfo.value.report == report
+        assert message in open(paths.log_file).read()
 
     def test_valid_params_run(self, tmp_path):
         paths = guest(tmp_path)
@@ -304,7 +312,7 @@ class TestForkMatchesFreshInterpreter:
             "root_env": paths.root, "no_fork_env": None, "stdin_tty": False,
             "stdout_encoding": view["stdout_encoding"], "log_handlers": 0, "file": script}
         errors = {o.module.name: o.error for o in forked.outcomes}
-        assert errors["exits"] == "exited with status 1:\nbye\nfatal: v"
+        assert errors["exits"] == "exited with status 1: fatal: v"
         assert "ZeroDivisionError: division by zero" in errors["crashes"]
         assert "SyntaxError" in errors["syntax"]
         # a module's own atexit handlers run, the runner's do not
@@ -319,7 +327,7 @@ class TestForkMatchesFreshInterpreter:
             ''')
         for fork in (True, False):
             result = run_target(paths, "configure", {}, fork=fork)
-            assert result.outcomes[0].error == "exited with status 4:\natexit ran", fork
+            assert result.outcomes[0].error == "exited with status 4: atexit ran", fork
 
 
 COUNTING_MODULE = '''\
@@ -416,8 +424,10 @@ class TestEnumerateCache:
         self.set_choices(["on", "off", "auto"])  # the script itself is unchanged
         assert run_target(paths, "configure", {"com.example.mode": "auto"}).ok
         assert self.count("enumerations") == 2
-        with pytest.raises(ValidationError, match="'sideways', which is not one of: on, off, auto"):
+        with pytest.raises(ValidationError) as excinfo:
             run_target(paths, "configure", {"com.example.mode": "sideways"})
+        assert excinfo.value.problems == [
+            "counted: com.example.mode: value 'sideways' is not one of: on, off, auto"]
 
     def test_the_cache_can_be_switched_off(self, tmp_path, monkeypatch):
         paths = self.build(tmp_path)

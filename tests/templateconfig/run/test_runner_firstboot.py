@@ -7,18 +7,14 @@ the system console under ``ovm-template-initial-config.service``. Waiting is on 
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import select
 import subprocess
-import termios
-import time
 
 import pytest
 from runner_helpers import (
-    OVM_TEMPLATE_CONFIG,
     TIMEOUT,
+    ConsoleOnPty,
     add_python_module,
     guest,
     ran,
@@ -142,65 +138,6 @@ class TestFirstBootRun:
 
 
 # --- the console dialog -----------------------------------------------------------------------
-
-class ConsoleOnPty:
-    """``ovm-template-config`` on a pty that is its controlling terminal (as the system
-    console is for the unit); the test plays the user on the master side and keeps the
-    slave open, to read the terminal's settings after the process is gone."""
-
-    def __init__(self, argv, env=None):
-        import pty
-
-        self.master, self.slave = pty.openpty()
-        full_env = dict(os.environ)
-        full_env.pop("OVM_TEMPLATE_CONFIG_NO_FORK", None)
-        full_env.update(env or {})
-        self.process = subprocess.Popen(
-            [OVM_TEMPLATE_CONFIG] + list(argv), stdin=self.slave, stdout=self.slave,
-            stderr=self.slave, start_new_session=True, env=full_env,
-            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
-        self.transcript = ""
-        self._mark = 0
-
-    def _read_some(self, deadline):
-        ready, _, _ = select.select([self.master], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            return False
-        text = os.read(self.master, 4096).decode("utf-8", "replace")
-        self.transcript += text.replace("\r\n", "\n")
-        return True
-
-    def expect(self, text):
-        deadline = time.monotonic() + TIMEOUT
-        while text not in self.transcript[self._mark:]:
-            if not self._read_some(deadline) and time.monotonic() >= deadline:
-                raise AssertionError("did not see %r; transcript:\n%s" % (text, self.transcript))
-        self._mark = self.transcript.index(text, self._mark) + len(text)
-
-    def type(self, line):
-        os.write(self.master, line.encode() + b"\r")
-
-    def echo_on(self):
-        return bool(termios.tcgetattr(self.slave)[3] & termios.ECHO)
-
-    def finish(self):
-        try:
-            code = self.process.wait(TIMEOUT)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
-        while self._read_some(time.monotonic() + 0.2):
-            pass
-        return code
-
-    def close(self):
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        os.close(self.master)
-        os.close(self.slave)
-
 
 @pytest.fixture
 def console():

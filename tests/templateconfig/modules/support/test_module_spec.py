@@ -57,7 +57,7 @@ def test_validation_names_key_and_value_and_hides_secrets():
                                "com.example.mode": "c", "com.example.ip.3": "300.1.1.1"})
     text = str(info.value)
     assert "com.example.name: value 'bad_name' is invalid" in text
-    assert "com.example.mode: value 'c' is not one of a, b" in text
+    assert "com.example.mode: value 'c' is not one of: a, b" in text
     assert "com.example.ip.3: value '300.1.1.1' is invalid: not an IPv4 address" in text
     assert "com.example.secret: value (hidden) is invalid" in text
     assert "s3cr3tvalue" not in text
@@ -85,10 +85,11 @@ def test_indices_and_key_matching():
     assert spec.key_for("com.example.ip.01") is None
 
 
-def test_header_matches_oracle_format():
+def test_header_matches_oracle_format_and_names_the_spec():
     spec, _ = make_spec()
     assert spec.header() == ("### BEGIN PLUGIN INFO\n# name: example\n# configure: 50\n"
-                             "# cleanup: 40\n# description: An example module.\n### END PLUGIN INFO")
+                             "# cleanup: 40\n# description: An example module.\n"
+                             "# spec: templateconfig.modules.example\n### END PLUGIN INFO")
 
 
 def test_declaring_an_undeclared_target_fails():
