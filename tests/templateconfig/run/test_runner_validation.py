@@ -52,6 +52,8 @@ CLASSES = [
      NET + "mtu.0", "from 68 to 65535"),
     ("hostname", "network", {NET + "hostname": "bad_host!name"}, NET + "hostname",
      "letters, digits or hyphens"),
+    ("device twice", "network", {NET + "device.0": "eth0", NET + "device.1": "eth0"},
+     NET + "device.1", "is also interface 0's device"),
     ("IPv6 address", "network", dict(STATIC6, **{NET + "ipv6addr.0": "192.0.2.10/24"}),
      NET + "ipv6addr.0", "an IPv4 address: IPv4 goes in ipaddr.N"),
     ("IPv6 prefix", "network", dict(STATIC6, **{NET + "ipv6addr.0": "2001:db8::10/129"}),
