@@ -161,6 +161,15 @@ works. -g prints the raw value followed by a newline.
 -t/--time-period is accepted for compatibility with Oracle's ovmd, whose daemon
 polled every SECS seconds; this ovmd is event-driven and ignores it (the first-boot
 delay is --quiet-period).
+
+first boot: with INITIAL_CONFIG=yes, configure runs once the root password has come
+and no message arrived for the quiet period. Params that arrive while it runs are not
+lost: configure runs again for them (only the modules whose params changed), and the
+host hears `done` (or the failure) once a run had the newest params. On a configured
+guest params are stored, not applied, until the host sends the reconfig event
+(VMAPIEvent 8): then configure runs for the params that changed.
+/etc/sysconfig/ovmd: QUIET_PERIOD=SECS (--quiet-period wins); OVMD_OPTIONS, the
+options ovmd.service and the SysV script start the daemon with.
 """
 
 
@@ -199,9 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--foreground", action="store_true",
                         help="do not daemonize (systemd Type=notify; READY=1 is sent to "
                         "$NOTIFY_SOCKET)")
-    parser.add_argument("--quiet-period", metavar="SECS", type=float, default=1.0,
+    parser.add_argument("--quiet-period", metavar="SECS", type=_seconds, default=None,
                         help="first boot: wait this long after the last message before "
-                        "running configure (default 1)")
+                        "running configure (default: QUIET_PERIOD in /etc/sysconfig/ovmd, "
+                        "else 0.1)")
     parser.add_argument("--root", metavar="DIR", default=os.environ.get(
                         "OVM_TEMPLATE_CONFIG_ROOT") or "/",
                         help="locate every path under DIR (exported to children as "
@@ -211,6 +221,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "/var/run/xenstored/socket, /dev/xen/xenbus)")
     parser.add_argument("--verbose", action="store_true", help="daemon: log debug messages")
     return parser
+
+
+def _seconds(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError("expected seconds (0 or more), got %r" % text)
+    return value
 
 
 def client_requests(options: argparse.Namespace) -> list[list[str]]:

@@ -90,6 +90,12 @@ class Paths:
     def pid_file(self) -> str:
         return os.path.join(self.run_dir, "ovmd.pid")
 
+    @property
+    def runners_dir(self) -> str:
+        """Volatile, root-only: one directory per ``ovm-template-config`` process (its
+        module process groups, what its modules prepared), removed when it ends."""
+        return os.path.join(self.run_dir, "runners")
+
     # --- framework ----------------------------------------------------------------
     @property
     def template_d(self) -> str:

@@ -3,10 +3,16 @@
 ``ovm-template-config`` writes the report (``Paths.report_file``, format in
 docs/formats.md) and ``ovmd`` reads it (``--status``, the first-boot result), so both
 take the values from here and :func:`read_report` is the one reader.
+
+A report that says ``running`` while its runner (``pid``) is gone, or is no longer an
+``ovm-template-config``, is read as what it is: a run that failed, interrupted
+(:data:`RUNNER_DIED`). The runner rewrites the report at every step, so only a runner
+that was killed (SIGKILL, the OOM killer) leaves one saying ``running``.
 """
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Dict, Optional
 
 from .fsutil import read_text
@@ -31,8 +37,28 @@ class ModuleStatus:
     SKIPPED = "skipped"
 
 
+#: The error of the modules a killed runner left ``running``.
+RUNNER_DIED = "interrupted: the runner died"
+#: What the command line of a runner process names.
+RUNNER_COMMAND = b"ovm-template-config"
+
+
+def is_runner_process(pid: int) -> bool:
+    """True if ``pid`` is a live ``ovm-template-config`` (its command line names it)."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as handle:
+            args = handle.read().split(b"\0")[:3]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    except OSError:
+        return True  # cannot tell (no /proc): do not call it dead
+    return any(os.path.basename(arg).startswith(RUNNER_COMMAND) for arg in args)
+
+
 def read_report(paths: Paths) -> Optional[Dict[str, Any]]:
-    """The last (or current) run's report, or None if there is none or it is unreadable."""
+    """The last (or current) run's report, or None if there is none or it is unreadable.
+    A ``running`` report whose runner died reads as ``failed``, with ``error``
+    :data:`RUNNER_DIED`, as do its modules that were running."""
     try:
         text = read_text(paths.report_file)
     except OSError:  # a directory or an unreadable file there: no report to show
@@ -43,4 +69,13 @@ def read_report(paths: Paths) -> Optional[Dict[str, Any]]:
         report = json.loads(text)
     except ValueError:
         return None
-    return report if isinstance(report, dict) else None
+    if not isinstance(report, dict):
+        return None
+    pid = report.get("pid")
+    if report.get("status") == RunStatus.RUNNING and isinstance(pid, int) \
+            and not is_runner_process(pid):
+        report["status"], report["error"] = RunStatus.FAILED, RUNNER_DIED
+        for module in report.get("modules") or []:
+            if isinstance(module, dict) and module.get("status") == ModuleStatus.RUNNING:
+                module["status"], module["error"] = ModuleStatus.FAILED, RUNNER_DIED
+    return report

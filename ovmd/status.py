@@ -2,9 +2,12 @@
 
 States: ``not-started`` (the daemon is not running, or first-boot configuration is
 disabled and never ran), ``waiting-for-params`` (INITIAL_CONFIG=yes, the root password
-has not arrived yet or the quiet period is still running), ``running``, ``done``,
-``failed``. Exit codes follow cloud-init >= 23.4: 0 ok (done, or not finished yet),
-1 failed, 2 degraded (done, but a module reported warnings or an error).
+has not arrived yet or the quiet period is still running), ``running`` (also while a
+configured guest waits for the quiet period before configure runs again), ``done``,
+``failed``. A report left ``running`` by a runner that was killed counts as failed
+(:func:`ovmd.runreport.read_report`). Exit codes follow cloud-init >= 23.4: 0 ok (done,
+or not finished yet), 1 failed, 2 degraded (done, but a module reported warnings or an
+error).
 
 The text shows each module of the last run with its state, its one-line reason and its
 warnings; ``--long`` adds each module's stderr as the run report kept it.
@@ -37,6 +40,8 @@ def compute_status(paths: Paths, daemon: Optional[Dict[str, Any]] = None) -> Dic
     configure_report = report if report and report.get("target") == "configure" else None
     if daemon and daemon.get("running_target") == "configure":
         state = BootStatus.RUNNING
+    elif daemon and daemon.get("armed"):  # a configure run is about to start
+        state = BootStatus.WAITING if enabled else BootStatus.RUNNING
     elif configure_report and configure_report.get("status") == RunStatus.FAILED and enabled:
         state = BootStatus.FAILED
     elif daemon and daemon.get("last_result") == BootStatus.FAILED and enabled:

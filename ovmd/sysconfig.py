@@ -59,3 +59,23 @@ def flag(paths: Paths, name: str, default: bool,
         return False
     raise SettingError("%s: %s=%s is not yes or no" % (paths.sysconfig_ovmd, name,
                                                        settings[name]))
+
+
+def seconds(paths: Paths, name: str, default: float,
+            settings: Optional[Dict[str, str]] = None) -> float:
+    """A duration setting of ``/etc/sysconfig/ovmd``, in seconds (``default`` when unset
+    or empty); raises :class:`SettingError` for anything but a number, 0 or more."""
+    if settings is None:
+        settings = read_settings(paths.sysconfig_ovmd)
+    value = settings.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 <= number < float("inf"):
+        raise SettingError("%s: %s=%s is not a number of seconds (0 or more)"
+                           % (paths.sysconfig_ovmd, name, settings[name]))
+    return number
+

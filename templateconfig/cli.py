@@ -32,6 +32,14 @@ Warnings
     that cannot work on this guest) prints ``warning: TEXT`` lines on stderr; the runner
     records them (docs/module-contract.md).
 
+``SCRIPT --prepare TARGET``
+    Only for a module whose header declares ``prepare: TARGET``: work for TARGET that does
+    not need the params (generating SSH host keys, say), done before the params arrive.
+    It changes nothing in the guest: what it makes goes into the private directory named
+    by ``OVM_TEMPLATE_CONFIG_STAGING``, where ``SCRIPT TARGET`` finds it. stdin is empty,
+    stdout is ignored. Exit 0 (a module with nothing to prepare for TARGET does nothing);
+    any other status only means that ``SCRIPT TARGET`` does all its work itself.
+
 ``--help`` and ``--version`` print to stdout and exit 0.
 
 Leniency: functions may return a ``str``, ``bytes`` (UTF-8), or a ``dict``/``list`` (then
@@ -60,6 +68,8 @@ _USAGE = """\
 usage: %(prog)s --enumerate TARGET     print the parameter descriptors of TARGET (JSON list)
        %(prog)s TARGET                 read params (JSON object) on stdin, run TARGET,
                                        print the resulting params (JSON object)
+       %(prog)s --prepare TARGET       work for TARGET that needs no params, into
+                                       $OVM_TEMPLATE_CONFIG_STAGING
        %(prog)s --help | --version
 
 registered targets: %(targets)s
@@ -110,7 +120,7 @@ def _read_params(stdin) -> str:
 
 
 def _parse_argv(argv: list) -> tuple:
-    """(action, target) where action is enumerate, run, help or version."""
+    """(action, target) where action is enumerate, prepare, run, help or version."""
     if not argv:
         raise UsageError("missing TARGET")
     first = argv[0]
@@ -126,6 +136,10 @@ def _parse_argv(argv: list) -> tuple:
         if len(argv) != 1:
             raise UsageError("unexpected arguments after %s: %s" % (first, " ".join(argv[1:])))
         return "enumerate", first[len("--enumerate="):]
+    if first == "--prepare":
+        if len(argv) != 2:
+            raise UsageError("--prepare takes exactly one TARGET")
+        return "prepare", argv[1]
     if first.startswith("-"):
         raise UsageError("unknown option %s" % first)
     if len(argv) != 1:
@@ -134,11 +148,12 @@ def _parse_argv(argv: list) -> tuple:
 
 
 def run(do_enumerate, targets: dict, argv: Optional[list] = None, stdin=None, stdout=None,
-        stderr=None) -> int:
+        stderr=None, prepare: Optional[dict] = None) -> int:
     """Carry out one module invocation and return its exit status (see the docstring).
 
     ``argv`` excludes the program name (defaults to ``sys.argv[1:]``); the streams default
-    to the process's own.
+    to the process's own. ``prepare``: target -> function called (without arguments) for
+    ``--prepare TARGET``.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     stdin = sys.stdin if stdin is None else stdin
@@ -159,6 +174,11 @@ def run(do_enumerate, targets: dict, argv: Optional[list] = None, stdin=None, st
             raise UsageError("empty TARGET")
         if action == "enumerate":
             output = _to_text(do_enumerate(target), "do_enumerate(%r)" % target)
+        elif action == "prepare":
+            function = (prepare or {}).get(target)
+            if function is not None:
+                function()
+            return EXIT_OK
         else:
             output = _run_target(targets, target, stdin, stderr, prog)
     except UsageError as exc:
@@ -225,9 +245,10 @@ def _write_output(output: str, stdout, stderr, prog: str) -> int:
     return EXIT_OK
 
 
-def main(do_enumerate, targets: dict) -> None:
-    """Entry point of a module script: runs the invocation in ``sys.argv`` and exits."""
-    sys.exit(run(do_enumerate, targets))
+def main(do_enumerate, targets: dict, prepare: Optional[dict] = None) -> None:
+    """Entry point of a module script: runs the invocation in ``sys.argv`` and exits.
+    ``prepare``: target -> its ``--prepare`` function (see the module docstring)."""
+    sys.exit(run(do_enumerate, targets, prepare=prepare))
 
 
 def _prog_name() -> str:

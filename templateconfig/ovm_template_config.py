@@ -91,6 +91,18 @@ run lock: every run that can change the system (not --dry-run or --enumerate) ho
 exclusive lock on /run/ovmd/run.lock for its whole duration; a second run of the same
 root waits for it, up to --lock-timeout seconds.
 
+before the params: what needs no params starts at once, before the params are read:
+the imports, the enumeration, and the modules' prepare work (the ssh module generates
+its host keys into a private staging directory under /run/ovmd/runners, removed when
+the run ends). ovmd starts its first-boot run that way before the host's params have
+come; terminated (SIGTERM) or given end of file on --input before any params, the
+command exits at once and leaves nothing behind.
+
+--changed-only runs only the modules whose params changed since they last succeeded
+(one of the keys they declare was added or changed; a secret, such as the root
+password, counts as changed whenever it is given); the others are skipped. ovmd runs
+configure that way when params arrive during a run and for the host's reconfig event.
+
 new module: --new-module NAME [--dest DIR] [--priority N] [--vendor-prefix PREFIX]
 [--force] creates DIR/ovm-template-config-NAME/ (the module script, an RPM spec, a
 Makefile and a README) and prints the files written.
@@ -139,6 +151,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--initial-config", action="store_true",
                         help="first boot: run only if INITIAL_CONFIG=yes (else exit 4, or 0 "
                              "with --console-input), then set INITIAL_CONFIG=no")
+    parser.add_argument("--changed-only", action="store_true",
+                        help="run only the modules whose params changed since they last "
+                             "succeeded (a reconfiguration); the others are skipped")
     parser.add_argument("--lock-timeout", metavar="SECS", type=float,
                         default=DEFAULT_LOCK_TIMEOUT,
                         help="wait at most SECS for another run of the same root to finish "
@@ -162,7 +177,7 @@ _FAST_OPTIONS = {
     "--console-input": ("console_input", None), "--output": ("output", int),
     "--root": ("root", str), "--dry-run": ("dry_run", None), "--json": ("json", None),
     "--timeout": ("timeout", float), "--initial-config": ("initial_config", None),
-    "--lock-timeout": ("lock_timeout", float),
+    "--lock-timeout": ("lock_timeout", float), "--changed-only": ("changed_only", None),
 }
 
 
@@ -174,6 +189,7 @@ class _Args:
         self.target: Optional[str] = None
         self.enumerate = self.human_readable = self.stdin = self.console_input = False
         self.dry_run = self.json = self.initial_config = self.version = False
+        self.changed_only = False
         self.script: Optional[str] = None
         self.input: Optional[int] = None
         self.output: Optional[int] = None
@@ -317,6 +333,8 @@ def _command(args: Arguments) -> int:
     paths = Paths(args.root)
     listing = args.enumerate or args.human_readable
     first_boot = None
+    runner: Optional[Runner] = None
+    waiting = True  # no params yet: terminated now, an early start leaves quietly
     try:
         if args.initial_config:
             from templateconfig.run.firstboot import FirstBootRun
@@ -325,13 +343,18 @@ def _command(args: Arguments) -> int:
                 first_boot.begin()
         runner = Runner(paths, args.target, timeout=args.timeout, dry_run=args.dry_run,
                         only=args.script, lock_timeout=args.lock_timeout,
-                        first_boot=bool(args.initial_config))
+                        first_boot=bool(args.initial_config),
+                        changed_only=args.changed_only)
         runner.on_lock_wait = functools.partial(_say_lock_wait, args.lock_timeout)
         if listing:
             return _enumerate(runner, args)
-        result = _run(runner, args, paths, first_boot)
+        runner.start_early()
+        params = _gather(runner, args, paths, first_boot)
+        waiting = False
+        result = _run(runner, args, params, first_boot)
     except KeyboardInterrupt:
-        sys.stderr.write("ovm-template-config: interrupted\n")
+        if not (waiting and args.input is not None):
+            sys.stderr.write("ovm-template-config: interrupted\n")
         return EXIT_INTERRUPTED
     except Exception as exc:
         code = _stopped(exc, args)
@@ -341,6 +364,8 @@ def _command(args: Arguments) -> int:
     finally:
         if first_boot is not None:
             first_boot.stop_watching()
+        if runner is not None:
+            runner.close()
     for problem in runner.problems:
         sys.stderr.write("ovm-template-config: warning: %s\n" % problem)
     return _finish(runner, result, args)
@@ -381,18 +406,23 @@ def _stopped(exc: Exception, args: Arguments) -> Optional[int]:
     return None
 
 
-def _run(runner: Runner, args: Arguments, paths: Paths,
-         first_boot: Optional[FirstBootRun]) -> RunResult:
+def _gather(runner: Runner, args: Arguments, paths: Paths,
+            first_boot: Optional[FirstBootRun]) -> Dict[str, Any]:
+    """The run's params, from the source the command line names."""
     from templateconfig.run.params import gather_params
 
     try:
-        params = gather_params(runner, paths, stdin=args.stdin, input_fd=args.input,
-                               ovf=args.ovf_transport_iso, console=args.console_input,
-                               first_boot=first_boot is not None,
-                               cancel=first_boot.cancel if first_boot is not None else None)
+        return gather_params(runner, paths, stdin=args.stdin, input_fd=args.input,
+                             ovf=args.ovf_transport_iso, console=args.console_input,
+                             first_boot=first_boot is not None,
+                             cancel=first_boot.cancel if first_boot is not None else None)
     finally:
         if first_boot is not None:
             first_boot.stop_watching()
+
+
+def _run(runner: Runner, args: Arguments, params: Dict[str, Any],
+         first_boot: Optional[FirstBootRun]) -> RunResult:
     on_module = None if args.json else functools.partial(_print_outcome_line,
                                                          stream=sys.stdout)
     if first_boot is not None:

@@ -99,6 +99,74 @@ def start_xenstored(socket_dir: Path, domains=None, extra_args=()) -> DevXenStor
 
 
 
+# --- the fixture roots of the module tests ---------------------------------------------------
+
+FIXTURE_ROOTS = REPO / "tests" / "templateconfig" / "modules" / "fixtures" / "roots"
+STANDARD_MODULES = ("selinux", "firewall", "datetime", "network", "system", "user", "ssh",
+                    "authentication")
+
+
+def fixture_root(name: str, dest: Path) -> Path:
+    """A fresh copy of the fixture root ``name`` at ``dest`` (ownership kept)."""
+    shutil.copytree(FIXTURE_ROOTS / name, dest, symlinks=True)
+    # git does not keep modes: give the files the modes a real guest has.
+    for relative, mode in (("etc/shadow", 0o640), ("etc/gshadow", 0o640), ("root/.ssh", 0o700),
+                           ("etc/machine-id", 0o444)):
+        if (dest / relative).exists():
+            os.chmod(dest / relative, mode)
+    for key in list((dest / "etc" / "ssh").glob("ssh_host_*key")) + list((dest / "root" / ".ssh").glob("*")):
+        os.chmod(key, 0o600)
+    for keep in dest.rglob(".keep"):
+        keep.unlink()
+    return dest
+
+
+def install_modules(root: Path, names=STANDARD_MODULES) -> None:
+    """Register standard modules in ``root`` as the packages do (``ovm-chkconfig --add``)."""
+    scripts = root / "etc" / "template.d" / "scripts"
+    scripts.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copy2(REPO / "template.d" / "scripts" / name, scripts / name)
+        subprocess.run([bin_path("ovm-chkconfig"), "--root", str(root), "--add", name],
+                       check=True, capture_output=True)
+
+
+# --- password verification without the crypt module (gone in Python 3.13) ----------------
+
+def verify_password(password: str, hashed: str) -> bool:
+    """Whether ``password`` matches the crypt hash ``hashed``.
+
+    Uses ``crypt`` where the interpreter still has it, else ``openssl passwd`` (MD5,
+    SHA-256, SHA-512 hashes; password on stdin) or ``mkpasswd`` (any method libxcrypt
+    knows, yescrypt included; password on stdin). Fails the test clearly when none can.
+    """
+    method = hashed.split("$")[1] if hashed.startswith("$") else ""
+    try:
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import crypt  # noqa: F401  (tests only; removed in Python 3.13)
+        return crypt.crypt(password, hashed) == hashed
+    except ImportError:
+        pass
+    openssl = shutil.which("openssl")
+    if openssl and method in ("1", "5", "6"):
+        salt = hashed.split("$")[2]
+        if salt.startswith("rounds="):
+            salt = hashed.split("$")[3]
+        out = subprocess.run([openssl, "passwd", "-%s" % method, "-salt", salt, "-stdin"],
+                             input=password + "\n", capture_output=True, text=True, check=True)
+        return out.stdout.strip() == hashed
+    mkpasswd = shutil.which("mkpasswd")
+    if mkpasswd:
+        out = subprocess.run([mkpasswd, "--stdin", "-S", hashed.rsplit("$", 1)[0], "-m", "auto"],
+                             input=password, capture_output=True, text=True)
+        if out.returncode == 0:
+            return out.stdout.strip() == hashed
+    pytest.fail("cannot verify a %r password hash: no crypt module, openssl cannot do it and "
+                "mkpasswd (package whois) is not installed" % method)
+
+
 # --- a real Debian root ---------------------------------------------------------------------
 
 #: Where the debootstrapped Debian root is cached between runs on one machine.

@@ -53,15 +53,18 @@ class HostLink:
     """The XenStore connection, the intake of host messages and the outbox.
 
     ``on_stored(keys)`` is called after each batch of messages was stored, with the keys of
-    its parameters (none for a batch of events only).
+    its parameters (none for a batch of events only); then ``on_event(names)`` for each
+    ``VMAPIEvent`` of the batch, with the names of its bits.
     """
 
     def __init__(self, loop: EventLoop, cache: ParamCache, xenstore_path: Optional[str],
-                 on_stored: Callable[[List[str]], None]) -> None:
+                 on_stored: Callable[[List[str]], None],
+                 on_event: Optional[Callable[[List[str]], None]] = None) -> None:
         self.loop = loop
         self.cache = cache
         self.xenstore_path = xenstore_path
         self.on_stored = on_stored
+        self.on_event = on_event
         self.client: Any = None
         self.channel: Optional[MessageChannel] = None
         self.outbox: Deque[Tuple[str, str]] = deque()
@@ -249,22 +252,25 @@ class HostLink:
                      - self.store_failing_since)
             self.store_failing_since = None
             self.store_backoff = STORE_RETRY_FIRST
-        for message in messages:  # after storing: a batch retried records them once
-            if message.is_event:
-                self._record_event(message)
+        # after storing: a batch retried records its events once
+        events = [self._record_event(m) for m in messages if m.is_event]
         keys = [k for k, _ in params]
         if keys:
             log.info("stored %d parameter(s) from the host%s", len(keys),
                      ": " + ", ".join(printable(k) for k in keys) if len(keys) <= 8 else "")
         guarded(self.on_stored, keys)
+        for names in events:  # after the params: an event acts on what came before it
+            if self.on_event is not None:
+                guarded(self.on_event, names)
 
-    def _record_event(self, message: Message) -> None:
+    def _record_event(self, message: Message) -> List[str]:
         value = message.value.strip()
         names = event_names(value)
         entry = {"time": time.time(), "event": value[:64], "names": names}
         self.events.append(entry)
         log.info("host event %s%s", printable(value, 64),
                  " (%s)" % ", ".join(names) if names else "")
+        return names
 
     # --- outbox -------------------------------------------------------------------------
     def send(self, key: str, value: str) -> Optional[str]:

@@ -4,7 +4,15 @@ means (ok or failed, why, the params a first-boot run returned, the answer to ``
 What a run did is read from *its* run report (the report names the runner's pid); a run
 that wrote none (a usage error, say) is told by the runner's own stderr lines. Why a run
 failed is one line per module (``<module>: <reason>``) or per refused value
-(``<module>: <key>: <reason>``), or the runner's last message; never a traceback."""
+(``<module>: <key>: <reason>``), or the runner's last message; never a traceback.
+
+While the guest waits for its first boot, a first-boot runner *stands by*: started
+before the host's params come, it does everything that needs no params (its modules'
+prepare work such as the SSH host keys, its imports, the enumeration) and waits for
+them on its input pipe, so that when the quiet period ends only the modules' own work
+remains. It holds no lock and changes nothing until it has its params; stood down
+(SIGTERM, or the daemon's end) it leaves nothing behind.
+"""
 from __future__ import annotations
 
 import logging
@@ -13,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from ..cache import ParamCache
 from ..control import EXIT_FAILURE, EXIT_OK
 from ..firstboot.contract import EXIT_ALREADY_CONFIGURED, join_reasons
-from ..firstboot.machine import Event
+from ..firstboot.machine import CONFIGURE, Event
 from ..paths import Paths
 from ..runreport import ModuleStatus, RunStatus, read_report
 from ..secrets import is_secret_key, redact
@@ -51,19 +59,61 @@ class RunSlot:
         self.cache = cache
         self.on_finished = on_finished
         self.current: Optional[TargetRun] = None
+        #: the first-boot runner waiting for its params, if one stands by
+        self.standby: Optional[TargetRun] = None
+        #: the run that ended last (what it was given: see :meth:`params_newer`)
+        self.last: Optional[TargetRun] = None
 
-    def start(self, target: str, first_boot: bool = False) -> TargetRun:
-        """Start ``target`` with the cached params; a run that cannot even start ends
-        (``on_finished``) before this returns."""
-        run = TargetRun(self.paths, target, self.cache.as_dict(), self.loop,
-                        initial_config=first_boot)
+    def start(self, target: str, first_boot: bool = False,
+              changed_only: bool = False) -> TargetRun:
+        """Start ``target`` with the cached params (a first-boot run: the runner that
+        stands by, if there is one); a run that cannot even start ends (``on_finished``)
+        before this returns."""
+        standby = self.standby
+        if first_boot and target == CONFIGURE and standby is not None and standby.standing_by:
+            self.standby = None
+            run = standby
+            run.feed(self.cache.as_dict())
+        else:  # (a runner standing by holds no lock: it may stand by meanwhile)
+            run = TargetRun(self.paths, target, self.cache.as_dict(), self.loop,
+                            initial_config=first_boot, changed_only=changed_only)
         self.current = run
         if run.finished:  # could not even start
             self._finish(run)
         return run
 
+    def stand_by(self) -> None:
+        """Have a first-boot runner stand by (unless one does, or a run is going)."""
+        if self.standby is None and self.current is None:
+            self.standby = TargetRun(self.paths, CONFIGURE, None, self.loop,
+                                     initial_config=True)
+            if self.standby.finished:
+                log.warning("cannot start a first-boot runner ahead: %s", self.standby.error)
+                self.standby = None
+
+    def stand_down(self) -> None:
+        """No first-boot run is coming (the guest is configured, the daemon stops)."""
+        standby, self.standby = self.standby, None
+        if standby is not None:
+            standby.stand_down()
+
+    def params_newer(self) -> bool:
+        """The cache holds a param the last run was not given (added or changed), not
+        counting the params it returned."""
+        run = self.last
+        if run is None:
+            return False
+        returned = run.result_params() or {}
+        return any(run.params.get(key) != value and returned.get(key) != value
+                   for key, value in self.cache.items())
+
     def child_exited(self) -> None:
         """SIGCHLD: collect the run if it was ours that exited."""
+        standby = self.standby
+        if standby is not None and standby.check_exit():
+            log.warning("the first-boot runner that stood by exited (status %s) before "
+                        "its params came; the run will start afresh", standby.returncode)
+            self.standby = None
         run = self.current
         if run is not None and run.check_exit():
             self._finish(run)
@@ -72,6 +122,7 @@ class RunSlot:
         if self.current is not run:
             return
         self.current = None
+        self.last = run
         self.on_finished(self._result(run))
 
     def _result(self, run: TargetRun) -> RunResult:
@@ -89,8 +140,8 @@ class RunSlot:
         else:
             log.error("%s %s failed: %s", RUNNER, run.target, reason)
         return RunResult(run, Event.RUN_OK if ok else Event.RUN_FAILED, reason=reason,
-                         returned=returned_params(run, report) if ok and run.initial_config
-                         else None,
+                         returned=returned_params(run, report)
+                         if ok and (run.initial_config or run.changed_only) else None,
                          answer=script_answer(run, ok, report, secrets))
 
 
@@ -127,6 +178,9 @@ def run_reasons(run: TargetRun, report: Optional[Dict[str, Any]]) -> List[str]:
               if m.get("status") == ModuleStatus.FAILED]
     if failed:
         return failed
+    killed = (report or {}).get("error")
+    if killed:  # a runner killed between two modules
+        return ["%s: %s" % (RUNNER, killed)]
     if run.returncode in (0, None):
         return []
     message = _runner_message(run)

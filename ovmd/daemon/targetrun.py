@@ -15,7 +15,7 @@ import time
 from typing import Callable, Dict, List, Optional
 
 from ..control import ControlConnection
-from ..firstboot.contract import INITIAL_CONFIG_OPTION
+from ..firstboot.contract import CHANGED_ONLY_OPTION, INITIAL_CONFIG_OPTION
 from ..paths import ROOT_ENV, Paths
 from .loop import EventLoop
 
@@ -43,19 +43,27 @@ class TargetRun:
     own messages, such as why it refused the params). Completion is noticed through
     SIGCHLD, so a module that leaves a background process holding our pipes cannot hang
     the daemon.
+
+    Started with ``params`` None, the child *stands by*: it does what needs no params
+    (its modules' prepare work, imports, enumeration) and waits for them on its input
+    pipe until :meth:`feed` gives them; :meth:`stand_down` ends it without a trace.
     """
 
     #: How many of the runner's last stderr lines are kept.
     KEPT_LINES = 100
 
-    def __init__(self, paths: Paths, target: str, params: Dict[str, str],
-                 loop: EventLoop, initial_config: bool = False) -> None:
+    def __init__(self, paths: Paths, target: str, params: Optional[Dict[str, str]],
+                 loop: EventLoop, initial_config: bool = False,
+                 changed_only: bool = False) -> None:
         self.paths = paths
         self.target = target
         #: a first-boot run: the runner re-checks INITIAL_CONFIG under its run lock, exits
         #: ALREADY_CONFIGURED if the console dialog won, and sets the flag to no on success
         self.initial_config = initial_config
-        self.params = params
+        #: a reconfiguration: only the modules whose params changed run
+        self.changed_only = changed_only
+        self.params: Dict[str, str] = {}
+        self._input_fd: Optional[int] = None
         self.loop = loop
         self.started = time.time()
         self.output = bytearray()
@@ -69,6 +77,39 @@ class TargetRun:
         self.process: Optional[subprocess.Popen] = None
         self._readers: Dict[int, Callable[[int], None]] = {}
         self._start()
+        if params is not None:
+            self.feed(params)
+        elif self.process is not None:
+            log.info("started %s %s ahead (pid %d): it prepares, then waits for the params",
+                     RUNNER, self.target, self.process.pid)
+
+    @property
+    def standing_by(self) -> bool:
+        """Started, waiting for its params."""
+        return self._input_fd is not None and not self.finished
+
+    def feed(self, params: Dict[str, str]) -> None:
+        """Give the run its params (the input pipe is closed once they are written)."""
+        self.params = dict(params)
+        self.started = time.time()
+        fd, self._input_fd = self._input_fd, None
+        if fd is None:
+            return  # could not even start
+        assert self.process is not None
+        words = [option for option, on in ((INITIAL_CONFIG_OPTION, self.initial_config),
+                                           (CHANGED_ONLY_OPTION, self.changed_only)) if on]
+        log.info("running %s %s (pid %d)", RUNNER, " ".join(words + [self.target]),
+                 self.process.pid)
+        self._pending_input = memoryview(json.dumps(self.params).encode("utf-8"))
+        self.loop.add_writer(fd, lambda m: self._write(fd))
+
+    def stand_down(self) -> None:
+        """End a run that stands by: SIGTERM (it leaves nothing behind), and forget it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+        for fd in list(self._fds):
+            self._close_fd(fd)
+        self._input_fd = None
 
     def _start(self) -> None:
         in_r, in_w = os.pipe()
@@ -78,6 +119,8 @@ class TargetRun:
             argv += ["--root", self.paths.root]
         if self.initial_config:
             argv.append(INITIAL_CONFIG_OPTION)
+        if self.changed_only:
+            argv.append(CHANGED_ONLY_OPTION)
         argv.append(self.target)
         env = dict(os.environ)
         env[ROOT_ENV] = self.paths.root
@@ -93,13 +136,11 @@ class TargetRun:
             return
         os.close(in_r)
         os.close(out_w)
-        log.info("started %s %s (pid %d)", RUNNER, self.target, self.process.pid)
-        self._pending_input = memoryview(json.dumps(self.params).encode("utf-8"))
         for fd in (in_w, out_r):
             os.set_blocking(fd, False)
         self._fds = [in_w, out_r]
+        self._input_fd = in_w
         self._readers = {out_r: self._read_output}
-        self.loop.add_writer(in_w, lambda m: self._write(in_w))
         self.loop.add_reader(out_r, lambda m: self._read_output(out_r))
         assert self.process.stderr is not None
         self._stderr_fd = self.process.stderr.fileno()

@@ -29,6 +29,8 @@ EXIT_ALREADY_CONFIGURED = 4
 
 #: The runner option that makes a run a first-boot run.
 INITIAL_CONFIG_OPTION = "--initial-config"
+#: The runner option of a reconfiguration: only the modules whose params changed run.
+CHANGED_ONLY_OPTION = "--changed-only"
 
 
 def join_reasons(reasons: Sequence[str]) -> str:

@@ -1,6 +1,6 @@
 """The first-boot flag ``INITIAL_CONFIG=yes|no`` in the sysconfig files.
 
-Oracle Linux 5/6 keep it in ``/etc/sysconfig/ovmd``; OL7+ in
+Oracle Linux 5/6 keep the flag in ``/etc/sysconfig/ovmd``; OL7+ in
 ``/etc/sysconfig/ovm-template-initial-config`` (docs/command-lines.md). We read both
 (where both set the flag, the OL7+ file wins) and, when setting the flag, rewrite every
 one of them that exists (``/etc/sysconfig/ovmd`` when neither does), preserving all
@@ -45,9 +45,21 @@ def initial_config_value(paths: Paths) -> Optional[str]:
     return value
 
 
+_YES = ("yes", "true", "1")
+_NO = ("no", "false", "0")
+
+
 def initial_config_enabled(paths: Paths) -> bool:
     """True if the guest still waits for its first-boot run (``INITIAL_CONFIG=yes``)."""
-    return initial_config_value(paths) in ("yes", "true", "1")
+    return initial_config_value(paths) in _YES
+
+
+def initial_config_state(paths: Paths) -> Optional[bool]:
+    """True for yes, False for an explicit no; None while the flag says neither (not set,
+    or a file caught half rewritten in place: ``INITIAL_CONFIG=`` with its value not
+    written yet)."""
+    value = initial_config_value(paths)
+    return True if value in _YES else False if value in _NO else None
 
 
 def set_initial_config(paths: Paths, enabled: bool) -> List[str]:

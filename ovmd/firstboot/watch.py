@@ -12,7 +12,7 @@ import errno
 import os
 
 from ..paths import Paths
-from .flag import initial_config_enabled, initial_config_value, sysconfig_files
+from .flag import initial_config_state, sysconfig_files
 
 IN_MODIFY = 0x00000002
 IN_CLOSE_WRITE = 0x00000008
@@ -72,12 +72,12 @@ class SysconfigWatch:
         return self.fd
 
     def poll(self) -> bool:
-        """Drain the pending events; True if INITIAL_CONFIG is now set, and not to yes.
+        """Drain the pending events; True if INITIAL_CONFIG is now set to no.
 
-        A flag that is not set at all does not count: a file being rewritten in place (by
-        an editor or a shell's ``>``) is empty for a moment, and must not end the dialog.
-        Our own writers (:func:`~ovmd.firstboot.flag.set_initial_config`) replace the file
-        atomically.
+        Only an explicit no counts: a file being rewritten in place (by an editor or a
+        shell's ``>``) is empty or half written for a moment, and must not end the
+        dialog. Our own writers (:func:`~ovmd.firstboot.flag.set_initial_config`) replace
+        the file atomically.
         """
         while True:
             try:
@@ -87,8 +87,7 @@ class SysconfigWatch:
                 if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
                     break
                 raise
-        return (initial_config_value(self.paths) is not None
-                and not initial_config_enabled(self.paths))
+        return initial_config_state(self.paths) is False
 
     def close(self) -> None:
         if self.fd >= 0:

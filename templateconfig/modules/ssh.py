@@ -5,8 +5,13 @@ impersonate every other). ``configure`` installs the host keys the host supplied
 generates fresh ones for every other type the guest's ``sshd`` uses (its ``HostKey``
 lines, including ``Include``d files, else the platform's defaults for its release); fresh
 keys are made once per boot (see :func:`templateconfig.modules.support.state.generated_this_boot`),
-so a retried configure keeps them; a running sshd is then restarted (``try-restart``,
-without waiting for it). Per user N it writes ``authorized_keys``,
+so a retried configure keeps them, and a reconfiguration (``--changed-only``) keeps them
+too, generating only a missing one; a running sshd is then restarted (``try-restart``,
+without waiting for it). Generating them (an RSA key takes up to a second) needs no
+params, so it is the module's *prepare* work: ``--prepare configure`` makes them in the
+run's private staging directory (``OVM_TEMPLATE_CONFIG_STAGING``) while the runner still
+waits for the params, and ``configure`` installs them, unless the host supplied keys of
+that type; a key that was not staged is generated then. Per user N it writes ``authorized_keys``,
 ``known_hosts`` and a private key into ``~/.ssh`` with sshd's required owner and modes,
 refusing any path that leaves the user's home (a symlinked ``~/.ssh``, ``..``).
 
@@ -29,10 +34,11 @@ from templateconfig.modules.support import accounts
 from templateconfig.modules.support.spec import CheckContext, Key, ModuleSpec
 from templateconfig.modules.support.state import (
     forget_generated,
-    generated_this_boot,
+    identity_due,
     mark_generated,
 )
 from templateconfig.platform import detect
+from templateconfig.run.contract import STAGING_ENV
 
 log = logging.getLogger(__name__)
 
@@ -184,11 +190,52 @@ def _generate_host_key(key_type: str, path: str, mode: int, gid: Optional[int]) 
         common.set_metadata(path + ".pub", 0o644, 0, 0)
 
 
+def _to_generate(used: Dict[str, str], fresh: bool, supplied: List[str]) -> Dict[str, str]:
+    """Type -> guest path of the host keys configure makes: every type sshd uses that the
+    host did not supply, on the first configure of a boot; later, only missing ones."""
+    return {t: path for t, path in used.items()
+            if t not in supplied and (fresh or not common.exists(path))}
+
+
+def _staged(key_type: str) -> Optional[Tuple[bytes, bytes]]:
+    """(private, public) key staged for ``key_type`` by ``--prepare configure``, or None."""
+    staging = os.environ.get(STAGING_ENV)
+    if not staging:
+        return None
+    path = os.path.join(staging, HOST_KEY_FILES[key_type])
+    try:
+        with open(path, "rb") as private, open(path + ".pub", "rb") as public:
+            pair = private.read(), public.read()
+    except OSError:
+        return None
+    return pair if pair[0] and pair[1] else None
+
+
+def _install_host_key(pair: Tuple[bytes, bytes], path: str, mode: int,
+                      gid: Optional[int]) -> None:
+    common.write_file(path, pair[0], mode=mode, uid=0, gid=gid, secret=True)
+    common.write_file(path + ".pub", pair[1], mode=0o644, uid=0, gid=0)
+
+
+def prepare_host_keys() -> None:
+    """Generate the host keys configure would make into the staging directory (nothing in
+    the guest changes). Not every type may be there when configure runs: it generates
+    what is missing."""
+    staging = os.environ.get(STAGING_ENV)
+    if not staging:
+        return
+    fresh = identity_due("ssh-host-keys")
+    for key_type in sorted(_to_generate(used_host_keys(), fresh, [])):
+        common.query_cmd(["ssh-keygen", "-q", "-t", key_type, "-N", "", "-C", "",
+                          "-f", os.path.join(staging, HOST_KEY_FILES[key_type])])
+
+
 def configure_host_keys(params: Dict[str, str]) -> bool:
-    """Install the supplied host keys, generate the others; True if any changed."""
+    """Install the supplied host keys, and the staged or freshly generated others; True
+    if any changed."""
     used = used_host_keys()
     mode, gid = _private_key_mode()
-    fresh = not generated_this_boot("ssh-host-keys")
+    fresh = identity_due("ssh-host-keys")
     supplied = [t for t in HOST_KEY_FILES if params.get(host_key_name(t))]
     changed = False
     for key_type in supplied:
@@ -198,12 +245,13 @@ def configure_host_keys(params: Dict[str, str]) -> bool:
         changed |= common.write_file(path + ".pub",
                                      _with_newline(params[host_key_name(key_type) + "-pub"]),
                                      mode=0o644, uid=0, gid=0)
-    for key_type, path in sorted(used.items()):
-        if key_type in supplied:
-            continue
-        if fresh or not common.exists(path):
+    for key_type, path in sorted(_to_generate(used, fresh, supplied).items()):
+        staged = None if common.dry_run() else _staged(key_type)
+        if staged is not None:
+            _install_host_key(staged, path, mode, gid)
+        else:
             _generate_host_key(key_type, path, mode, gid)
-            changed = True
+        changed = True
     if fresh:
         # The template's keys of types sshd does not use would still be shared: drop them.
         for key_type, name in HOST_KEY_FILES.items():
@@ -365,6 +413,11 @@ def check_configure(params: Dict[str, str], context: CheckContext) -> List[str]:
         except common.TemplateConfigError as exc:
             problems.append("%suser.%d: %s" % (P, n, exc))
     return problems
+
+
+@SPEC.prepare("configure")
+def prepare() -> None:
+    prepare_host_keys()
 
 
 @SPEC.target("configure")

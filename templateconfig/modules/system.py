@@ -9,9 +9,9 @@ sealing: an empty ``/etc/machine-id`` (systemd fills it on first boot) and no ru
 registrations or random seed.
 
 Idempotent within one boot: the identity is generated once per boot (a stamp with the
-kernel's boot id, :func:`templateconfig.modules.support.state.generated_this_boot`), so
-a configure retried after a later module failed keeps it, while a clone, booted
-separately, always gets a new one.
+kernel's boot id, :func:`templateconfig.modules.support.state.identity_due`), so a
+configure retried after a later module failed keeps it, while a clone, booted
+separately, always gets a new one; a reconfiguration keeps it.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from templateconfig import common
 from templateconfig.modules.support.spec import ModuleSpec
 from templateconfig.modules.support.state import (
     forget_generated,
-    generated_this_boot,
+    identity_due,
     mark_generated,
 )
 from templateconfig.platform import detect_generic
@@ -76,7 +76,7 @@ def new_machine_id() -> None:
 def configure(params: Dict[str, str]) -> Optional[Dict[str, str]]:
     for path in CLONE_STATE:
         common.remove_file(path)
-    if not generated_this_boot("machine-id"):
+    if identity_due("machine-id"):
         new_machine_id()
         mark_generated("machine-id")
     return None

@@ -3,7 +3,9 @@
 A Python module runs in a fork of the runner (:mod:`templateconfig.run.launcher`), which
 sets up what a fresh process would see: argv ``[script, TARGET]``, pipes on 0/1/2 and no
 other descriptor, the module environment, cwd ``/``, default signal dispositions and
-then Python's own, its own process group, ``__name__ == "__main__"`` through
+then Python's own, its own process group, SIGKILL as its parent-death signal (a module
+process never outlives its runner, :mod:`templateconfig.run.runnerdir`; exec'd modules
+keep it too), ``__name__ == "__main__"`` through
 ``runpy.run_path``, ``sys.path[0]`` the script's directory, the exit status from
 ``SystemExit`` as CPython computes it, tracebacks without the runner's frames, a clean
 ``atexit`` and logging set-up. Other modules are exec'd.
@@ -33,6 +35,8 @@ class Prepared:
     up. The child then touches only what it changes."""
 
     def __init__(self, env: Mapping[str, str], forked: bool) -> None:
+        self.parent = os.getpid()
+        self.die_with_parent = _parent_death_setter()
         self.signals = _signals_to_reset()
         self.env_removed: List[str] = []
         self.env_set: List[Tuple[str, str]] = []
@@ -43,6 +47,34 @@ class Prepared:
             self.env_set = [(key, value) for key, value in env.items()
                             if environ.get(key) != value]
             self.loggers = _loggers_to_reset()
+
+
+@functools.lru_cache(maxsize=None)
+def _parent_death_setter() -> Optional[Any]:
+    """``prctl`` of the C library (loaded once, in the runner: the child only calls it),
+    or None where there is none."""
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                      ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+#: prctl(2): the signal a process gets when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(prepared: Prepared) -> None:
+    """SIGKILL when the runner dies; if it died already (before the prctl), exit now."""
+    if prepared.die_with_parent is not None:
+        prepared.die_with_parent(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != prepared.parent:
+        os._exit(EXIT_NOT_STARTED)
 
 
 @functools.lru_cache(maxsize=None)
@@ -98,6 +130,7 @@ def child_main(forked: bool, script: str, argv: List[str], env: Mapping[str, str
             os.setpgid(0, 0)
         except OSError:
             pass
+        _die_with_parent(prepared)
         go_fd = _own_descriptors(fds, go_fd)
         os.chdir("/")
         _reset_signals(prepared.signals)

@@ -152,6 +152,8 @@ class Launcher:
         self.env = dict(env)
         self.fork = fork_enabled() if fork is None else fork
         self._unreaped: List[int] = []
+        #: Called with the pid (= process group) of every module process started.
+        self.on_spawn: Optional[Callable[[int], None]] = None
         # preload() happens before the first fork (the runner overlaps it with the
         # PBKDF2 of its state)
 
@@ -217,6 +219,24 @@ class Launcher:
             return None
         return self._start(script, args, b"", env or self.env, wait=True)
 
+    def spawn(self, script: str, args: Sequence[str],
+              env: Optional[Mapping[str, str]] = None) -> ModuleProcess:
+        """Start a module process with an empty stdin, to be collected later
+        (:meth:`collect`) while the runner does other work meanwhile."""
+        child = self._start(script, args, b"", env or self.env)
+        child.feed()
+        return child
+
+    def collect(self, child: ModuleProcess, timeout: float) -> ProcessResult:
+        """Wait for a process :meth:`spawn` started (its timeout counts from now)."""
+        child.started = time.monotonic()
+        try:
+            _Collector([child], timeout, self._stop).collect()
+        except BaseException:
+            self._stop(child)
+            raise
+        return child.result()
+
     def discard(self, child: Optional[ModuleProcess]) -> None:
         """Stop a process :meth:`prefork` started and that will not run."""
         if child is not None:
@@ -280,6 +300,8 @@ class Launcher:
             os.setpgid(pid, pid)  # also done in the child: whichever runs first
         except OSError:
             pass
+        if self.on_spawn is not None:
+            self.on_spawn(pid)
         child = ModuleProcess(pid, in_w, out_r, err_r, stdin)
         child.marker = marker
         if go_w is not None:

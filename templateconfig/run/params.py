@@ -118,7 +118,11 @@ def gather_params(runner: Runner, paths: Paths, *, stdin: bool = False,
     if stdin:
         params = parse_params_text(sys.stdin.read(), "standard input")
     elif input_fd is not None:
-        params = parse_params_text(read_fd(input_fd), "--input %d" % input_fd)
+        text = read_fd(input_fd)
+        if not text:  # the parent went away before it had params for us
+            raise ParamsError("--input %d: end of file before any params; nothing was run"
+                              % input_fd)
+        params = parse_params_text(text, "--input %d" % input_fd)
     elif ovf is not None:
         from templateconfig.ovf import DEFAULT_OVF_DEVICE, OvfError, read_ovf_params
         try:

@@ -3,8 +3,9 @@
 Rewritten atomically (mode 0600, inside the root: :mod:`templateconfig.run.statefiles`)
 at every module transition, every text a module or the params produced (errors,
 warnings, stderr, problems, actions) redacted; ``ovmd --status`` reads it
-(:func:`ovmd.runreport.read_report`). Format in docs/formats.md; the status values are
-:class:`ovmd.runreport.RunStatus` and :class:`ovmd.runreport.ModuleStatus`.
+(:func:`ovmd.runreport.read_report`, which also tells from the runner's pid written in
+it whether a ``running`` run's runner was killed). Format in docs/formats.md; the status
+values are :class:`ovmd.runreport.RunStatus` and :class:`ovmd.runreport.ModuleStatus`.
 """
 from __future__ import annotations
 

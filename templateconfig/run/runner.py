@@ -1,6 +1,8 @@
 """The runner: a target's modules, their descriptors, the validation of the params and the
 run lock; :meth:`Runner.run` then hands over to :class:`templateconfig.run.steps.Run`,
 which runs the modules step by step (start, resume, skip, run, finish, interrupted).
+What needs no params (the modules' prepare work, the imports, the descriptors) can start
+before they arrive: :meth:`Runner.start_early`.
 
 A standard module (its header names its spec) gives its descriptors and validators from
 its declaration, in this process (:mod:`templateconfig.run.scripts`). Another module's
@@ -33,7 +35,14 @@ from typing import (
 
 from ovmd.paths import ROOT_ENV, Paths
 from ovmd.secretkeys import script_identity
-from templateconfig.run.contract import ACTIONS_ENV, DEFAULT_TIMEOUT, DRY_RUN_ENV, NO_FORK_ENV
+from templateconfig.run.contract import (
+    ACTIONS_ENV,
+    CHANGED_ONLY_ENV,
+    DEFAULT_TIMEOUT,
+    DRY_RUN_ENV,
+    NO_FORK_ENV,
+    STAGING_ENV,
+)
 from templateconfig.run.enumcache import EnumerateCache
 from templateconfig.run.launcher import Launcher
 from templateconfig.run.scripts import Module
@@ -41,6 +50,7 @@ from templateconfig.run.scripts import Module
 if TYPE_CHECKING:
     from templateconfig.modules.support.spec import ModuleSpec
     from templateconfig.run.lock import RunLock
+    from templateconfig.run.prepare import Preparation
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +107,15 @@ class RunResult(NamedTuple):
 
 
 def module_env(paths: Paths, dry_run: bool,
-               base: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+               base: Optional[Mapping[str, str]] = None,
+               changed_only: bool = False) -> Dict[str, str]:
     """The environment of module processes (the actions journal is added per module)."""
     env = dict(os.environ if base is None else base)
     env[ROOT_ENV] = paths.root
-    env.pop(ACTIONS_ENV, None)
-    env.pop(NO_FORK_ENV, None)
+    for name in (ACTIONS_ENV, NO_FORK_ENV, STAGING_ENV, CHANGED_ONLY_ENV):
+        env.pop(name, None)
+    if changed_only:
+        env[CHANGED_ONLY_ENV] = "1"
     if dry_run:
         env[DRY_RUN_ENV] = "1"
     else:
@@ -117,15 +130,20 @@ class Runner:
     ``OVM_TEMPLATE_CONFIG_NO_FORK``. In ``dry_run`` mode modules run in plan mode,
     modules that do not use ``templateconfig.common`` are skipped, and no report, log or
     state file is written. ``first_boot``: a required key is never counted as given
-    by an earlier run (:mod:`templateconfig.run.applied`).
+    by an earlier run (:mod:`templateconfig.run.applied`). ``changed_only``: run only
+    the modules whose params changed since they last succeeded (the same module); the
+    others are skipped. :meth:`close` ends what the runner started (its runner
+    directory).
     """
 
     def __init__(self, paths: Paths, target: str, timeout: float = DEFAULT_TIMEOUT,
                  dry_run: bool = False, only: Optional[str] = None,
                  fork: Optional[bool] = None,
-                 lock_timeout: Optional[float] = None, first_boot: bool = False) -> None:
+                 lock_timeout: Optional[float] = None, first_boot: bool = False,
+                 changed_only: bool = False) -> None:
         from templateconfig.header import TARGETS
         from templateconfig.run.contract import DEFAULT_LOCK_TIMEOUT
+        from templateconfig.run.runnerdir import RunnerDir
 
         if target not in TARGETS:
             raise RunnerError("unknown target %r; the targets are: %s"
@@ -136,8 +154,13 @@ class Runner:
         self.dry_run = dry_run
         self.only = only
         self.first_boot = first_boot
-        self.env = module_env(paths, dry_run)
+        self.changed_only = changed_only
+        self.env = module_env(paths, dry_run, changed_only=changed_only)
         self.launcher = Launcher(self.env, fork)
+        #: where the groups of our module processes are recorded (and staging lives)
+        self.runner_dir = RunnerDir(paths)
+        #: the modules' prepare work (:meth:`start_early`), None before or without it
+        self.preparation: Optional[Preparation] = None
         #: one-line warnings for the run log and stderr: registry entries skipped, state
         #: files put right
         self.problems: List[str] = []
@@ -153,6 +176,31 @@ class Runner:
         self._cache: Optional[EnumerateCache] = None
         #: the modules whose descriptors came from the enumerate cache
         self._from_cache: Set[str] = set()
+
+    def start_early(self) -> None:
+        """Do what a run needs before its params: start the modules' prepare calls
+        (:mod:`templateconfig.run.prepare`), import what modules import, enumerate.
+        Nothing in the guest changes (a dry run prepares nothing)."""
+        modules = self.modules()
+        if not self.dry_run and self.preparation is None:
+            from templateconfig.run.prepare import Preparation
+
+            self.preparation = Preparation(self.runner_dir, self.target, self.launcher,
+                                           self.env, self.timeout)
+            self.preparation.start(modules)
+        if self.launcher.fork and any(self.launcher.argv(m.path, [])[0] for m in modules):
+            from templateconfig.run.preload import preload
+
+            preload()
+        self.enumerate()
+
+    def close(self) -> None:
+        """Stop prepare calls still running, kill what is left of our module processes,
+        remove our runner directory (what was staged with it)."""
+        if self.preparation is not None:
+            self.preparation.close()
+            self.preparation = None
+        self.runner_dir.close()
 
     def redact(self, text: str) -> str:
         """``text`` without the secret values of the last run (input and produced)."""
@@ -313,7 +361,8 @@ class Runner:
 
     def run(self, params: Mapping[str, Any],
             on_module: Optional[Callable[[ModuleOutcome], None]] = None) -> RunResult:
-        """Validate, then run every module (:mod:`templateconfig.run.steps`).
+        """Validate, then run every module (:mod:`templateconfig.run.steps`); at the
+        end, :meth:`close`.
 
         Unless in dry-run mode, the run holds the run lock of the root
         (:meth:`run_lock`) from after the validation to the end, waiting up to
@@ -324,20 +373,23 @@ class Runner:
         """
         params = dict(params)
         try:
-            self.validate(params)
-        except ValidationError as exc:
-            if not self.dry_run:
-                self._refused(exc, params)
-            raise
-        if self.dry_run:
-            return self._execute(params, on_module)
-        with self.run_lock():
-            self._claim_state_files()
             try:
-                self.enumerate_cache().save()
-            except OSError as exc:
-                log.info("cannot write the enumerate cache: %s", exc)
-            return self._execute(params, on_module)
+                self.validate(params)
+            except ValidationError as exc:
+                if not self.dry_run:
+                    self._refused(exc, params)
+                raise
+            if self.dry_run:
+                return self._execute(params, on_module)
+            with self.run_lock():
+                self._claim_state_files()
+                try:
+                    self.enumerate_cache().save()
+                except OSError as exc:
+                    log.info("cannot write the enumerate cache: %s", exc)
+                return self._execute(params, on_module)
+        finally:
+            self.close()
 
     def _claim_state_files(self) -> None:
         """The runner's files inside the root, with their modes (before anything is
@@ -386,14 +438,20 @@ class Runner:
                  on_module: Optional[Callable[[ModuleOutcome], None]]) -> RunResult:
         from templateconfig.run.steps import Run
 
+        if not self.dry_run:  # (plan mode leaves no trace, not even under /run)
+            self.launcher.on_spawn = self.runner_dir.record
         run = Run(self, params, on_module)
         self._secrets = run.secrets
         return run.execute()
 
-    def module_env(self, journal: str) -> Dict[str, str]:
-        """The environment of one module process, whose actions go to ``journal``."""
+    def module_env(self, journal: str, module: Optional[Module] = None) -> Dict[str, str]:
+        """The environment of one module process, whose actions go to ``journal``; with
+        ``module``, its staging directory if it prepared (:meth:`start_early`)."""
         env = dict(self.env)
         env[ACTIONS_ENV] = journal
+        staging = self.preparation.staging(module) if self.preparation and module else None
+        if staging is not None:
+            env[STAGING_ENV] = staging
         return env
 
 

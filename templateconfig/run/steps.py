@@ -7,13 +7,17 @@ start
     run state's fingerprint runs (:func:`templateconfig.run.preload.preload_while`).
 each module, in (priority, name) order, one of
     *resume*: it completed before the interruption: its recorded changes are replayed;
-    *skip*: a dry run, and the module does not use ``templateconfig.common``;
-    *run*: the report says it runs; while its process runs, the report is rewritten, the
+    *skip*: a dry run, and the module does not use ``templateconfig.common``; or a run
+    with ``--changed-only``, and none of the module's params changed since it last
+    succeeded (:mod:`templateconfig.run.applied`);
+    *run*: its preparation (if it had one, :mod:`templateconfig.run.prepare`) is waited
+    for; the report says it runs; while its process runs, the report is rewritten, the
     fingerprint computed and the next Python module's process started ahead; then its
-    outcome is recorded, durably if it succeeded.
+    outcome is recorded, durably if it succeeded, and what it prepared removed.
 finish
     the report's final status (done, with warnings or not, or failed); the run state is
-    removed; after a successful run the names of the keys it applied are recorded
+    removed; what each module that succeeded took is recorded for later
+    ``--changed-only`` runs, and after a successful run the names of the keys it applied
     (:mod:`templateconfig.run.applied`).
 interrupted (Ctrl-C, SIGTERM, any error)
     modules still running are reported failed ("interrupted"), the report finished as
@@ -34,6 +38,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 
 from ovmd.runreport import ModuleStatus, RunStatus
 from ovmd.secrets import RedactingFilter, is_secret_key
+from templateconfig.run.applied import AppliedParams, key_matcher
 from templateconfig.run.launcher import ModuleProcess
 from templateconfig.run.outcome import module_output
 from templateconfig.run.preload import preload_while, preloaded
@@ -46,6 +51,10 @@ from templateconfig.run.state import Completed, RunState, resumable
 log = logging.getLogger(__name__)
 
 _MISSING = object()
+#: Why a module was not run.
+PLAN_UNTRUSTED = ("does not use templateconfig.common, so it cannot be trusted in plan mode: "
+                  "not run")
+UNCHANGED = "its params did not change since it last succeeded: not run (--changed-only)"
 
 
 class SecretValues:
@@ -92,6 +101,9 @@ class Run:
         self.state = RunState(runner.paths, self.target, self.initial,
                               {k for k in params if secrets.is_secret(k)}, enabled=write)
         self.handler = open_run_log(runner.paths, secrets.redactor) if write else None
+        self.applied = AppliedParams(runner.paths, self.target, secrets.is_secret)
+        self.matchers = [key_matcher(descs) for _, _, descs in runner.enumerate()]
+        self.unchanged: Set[int] = set()  # --changed-only: the modules not to run
         self.journal_dir = tempfile.mkdtemp(prefix="ovm-template-config-")
         self.outcomes: List[ModuleOutcome] = []
         self.resumed: Dict[str, Completed] = {}
@@ -105,8 +117,10 @@ class Run:
             for index, module in enumerate(self.modules):
                 if module.name in self.resumed:
                     outcome = self._resume(module)
+                elif index in self.unchanged:
+                    outcome = self._skip(module, UNCHANGED)
                 elif index not in self.to_run:
-                    outcome = self._skip(module)
+                    outcome = self._skip(module, PLAN_UNTRUSTED)
                 else:
                     outcome = self._run(index, module)
                 self.outcomes.append(outcome)
@@ -132,7 +146,10 @@ class Run:
                      ", ".join(self.resumed))
         if self.launcher.fork and not preloaded() and self.state.costly_to_prepare():
             preload_while(self.state.prepare)
+        if self.runner.changed_only:
+            self.unchanged = self._unchanged()
         self.to_run = [i for i, m in enumerate(self.modules) if m.name not in self.resumed
+                       and i not in self.unchanged
                        and not (self.runner.dry_run and not uses_common(m.path))]
         self.journals = {i: os.path.join(self.journal_dir, "%02d-%s.jsonl"
                                          % (i, self.modules[i].name))
@@ -150,10 +167,22 @@ class Run:
         return ModuleOutcome(module, ModuleStatus.OK, 0.0, None, dict(entry["changes"]),
                              list(entry["removed"]), [], resumed=True)
 
-    def _skip(self, module: Module) -> ModuleOutcome:
-        """Plan mode, and the module does not use ``templateconfig.common``."""
-        reason = ("does not use templateconfig.common, so it cannot be trusted in plan mode: "
-                  "not run")
+    def _unchanged(self) -> Set[int]:
+        """``--changed-only``: the modules none of whose params changed since they last
+        succeeded."""
+        unchanged = set()
+        for index, module in enumerate(self.modules):
+            keys = self.applied.changed_keys(module.name, self.matchers[index], self.params)
+            if keys:
+                log.info("%s: %s runs again: changed %s", self.target, module.name,
+                         ", ".join(keys))
+            else:
+                unchanged.add(index)
+        return unchanged
+
+    def _skip(self, module: Module, reason: str) -> ModuleOutcome:
+        """Not run: plan mode and the module does not use ``templateconfig.common``, or
+        ``--changed-only`` and its params did not change."""
         self.report.update(module.name, ModuleStatus.SKIPPED, 0.0, reason, write=False)
         return ModuleOutcome(module, ModuleStatus.SKIPPED, 0.0, reason, {}, [], [])
 
@@ -171,6 +200,7 @@ class Run:
             self.state.module_done(module.name, module.priority,
                                    {k: v for k, v in outcome.changed.items() if k not in secret},
                                    outcome.removed, secret)
+            self.applied.module_done(module.name, self.matchers[index], self.params)
         # written with the next module's start, or by _finish()
         self.report.update(module.name, outcome.status, outcome.seconds, outcome.error,
                            write=False, actions=[describe(a) for a in outcome.actions],
@@ -179,13 +209,22 @@ class Run:
         return outcome
 
     def _launch(self, index: int, module: Module, meanwhile: Callable[[], None]) -> ModuleOutcome:
-        """The module's process with the params on stdin; its output becomes the params."""
+        """The module's process with the params on stdin; its output becomes the params.
+        What it prepared (if anything) is ready before it starts, and removed after."""
+        preparation = self.runner.preparation
+        if preparation is not None:
+            preparation.wait(module)
         log.info("%s: running %s (priority %d)", self.target, module.name, module.priority)
         journal = self.journals[index]
-        result = self.launcher.run(module.path, [self.target],
-                                   json.dumps(self.params).encode("utf-8"), self.runner.timeout,
-                                   self.runner.module_env(journal), meanwhile,
-                                   self.ahead.pop(index, None))
+        try:
+            result = self.launcher.run(module.path, [self.target],
+                                       json.dumps(self.params).encode("utf-8"),
+                                       self.runner.timeout,
+                                       self.runner.module_env(journal, module), meanwhile,
+                                       self.ahead.pop(index, None))
+        finally:
+            if preparation is not None:
+                preparation.discard(module)
         # (imported once a module ran: by then the preload imported what plan needs)
         from templateconfig.run.plan import read_actions
 
@@ -216,9 +255,10 @@ class Run:
             log.debug("cannot compute the run state's fingerprint yet: %s", exc)
         if following is not None and self.launcher.fork:
             try:
+                module = self.modules[following]
                 self.ahead[following] = self.launcher.prefork(
-                    self.modules[following].path, [self.target],
-                    self.runner.module_env(self.journals[following]))
+                    module.path, [self.target],
+                    self.runner.module_env(self.journals[following], module))
             except OSError as exc:  # then it is started when its turn comes
                 log.debug("cannot start %s ahead: %s", self.modules[following].name, exc)
 
@@ -229,6 +269,11 @@ class Run:
         failed = [o.module.name for o in self.outcomes if o.status == ModuleStatus.FAILED]
         self.report.finish(RunStatus.FAILED if failed else RunStatus.DONE, changed)
         self.state.remove()
+        if not self.runner.dry_run:
+            try:
+                self.applied.save()
+            except OSError as exc:  # later --changed-only runs then run these modules again
+                log.warning("cannot record what the modules applied: %s", exc)
         warnings = self.report.warnings
         log.info("%s: %s%s; changed keys: %s", self.target,
                  "failed: %s" % ", ".join(failed) if failed else "all modules succeeded",

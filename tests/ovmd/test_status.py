@@ -2,12 +2,14 @@
 
 The inputs are real files under a sandbox root: the INITIAL_CONFIG flag in the sysconfig
 files, the run report ``last-run.json`` (docs/formats.md), plus what a running daemon
-knows (None when no daemon answered).
+knows (None when no daemon answered). A report that says ``running`` names its runner's
+pid: a real process, alive and named ``ovm-template-config``, or one that is gone.
 """
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 
 import pytest
 
@@ -18,6 +20,17 @@ REPORTS = {
     "none": None,
     "configure-running": {"target": "configure", "status": "running",
                           "modules": [{"name": "a", "status": "running"}]},
+    # its runner lives (the pid of a process named ovm-template-config)
+    "configure-running-runner-alive": {"target": "configure", "status": "running",
+                                       "pid": "runner",
+                                       "modules": [{"name": "a", "status": "running"}]},
+    # its runner was killed: the pid is gone, or it is no ovm-template-config any more
+    "configure-running-runner-died": {"target": "configure", "status": "running",
+                                      "pid": "gone",
+                                      "modules": [{"name": "a", "status": "running"}]},
+    "configure-running-pid-reused": {"target": "configure", "status": "running",
+                                     "pid": "other",
+                                     "modules": [{"name": "a", "status": "running"}]},
     "configure-done": {"target": "configure", "status": "done",
                        "modules": [{"name": "a", "status": "ok"}]},
     "configure-done-module-failed": {"target": "configure", "status": "done",
@@ -37,9 +50,9 @@ REPORTS = {
 }
 
 
-def daemon(running_target=None, last_result=None):
+def daemon(running_target=None, last_result=None, armed=False):
     """What Daemon.status() hands over."""
-    return {"running_target": running_target, "armed": False, "last_result": last_result,
+    return {"running_target": running_target, "armed": armed, "last_result": last_result,
             "events": []}
 
 
@@ -50,32 +63,54 @@ DAEMONS = {
     "runs-cleanup": daemon("cleanup"),
     "last-failed": daemon(last_result="failed"),
     "last-done": daemon(last_result="done"),
+    "armed": daemon(last_result="failed", armed=True),  # a configure run is about to start
 }
 
 # rows: INITIAL_CONFIG and the run report; columns: the daemon. "+" marks degraded.
 STATE_TABLE = """
-                                   none         idle         runs-configure runs-cleanup last-failed  last-done
-yes configure-running              running      waiting      running      waiting      failed       waiting
-yes none                           not-started  waiting      running      waiting      failed       waiting
-yes configure-done                 not-started  waiting      running      waiting      failed       waiting
-yes configure-done-module-failed   not-started  waiting      running      waiting      failed       waiting
-yes configure-failed               failed       failed       running      failed       failed       failed
-yes configure-done-warnings        not-started  waiting      running      waiting      failed       waiting
-yes configure-refused              failed       failed       running      failed       failed       failed
-yes cleanup-done                   not-started  waiting      running      waiting      failed       waiting
-yes cleanup-failed                 not-started  waiting      running      waiting      failed       waiting
-yes unreadable                     not-started  waiting      running      waiting      failed       waiting
-no  none                           not-started  not-started  running      not-started  not-started  done
-no  configure-running              not-started  not-started  running      not-started  not-started  done
-no  configure-done                 done         done         running      done         done         done
-no  configure-done-module-failed   done+        done+        running      done+        done+        done+
-no  configure-failed               failed       failed       running      failed       failed       failed
-no  configure-done-warnings        done+        done+        running      done+        done+        done+
-no  configure-refused              failed       failed       running      failed       failed       failed
-no  cleanup-done                   not-started  not-started  running      not-started  not-started  done
-no  cleanup-failed                 not-started  not-started  running      not-started  not-started  done
-no  unreadable                     not-started  not-started  running      not-started  not-started  done
+                                     none         idle         runs-configure runs-cleanup last-failed  last-done    armed
+yes configure-running                running      waiting      running      waiting      failed       waiting      waiting
+yes configure-running-runner-alive   running      waiting      running      waiting      failed       waiting      waiting
+yes configure-running-runner-died    failed       failed       running      failed       failed       failed       waiting
+yes configure-running-pid-reused     failed       failed       running      failed       failed       failed       waiting
+yes none                             not-started  waiting      running      waiting      failed       waiting      waiting
+yes configure-done                   not-started  waiting      running      waiting      failed       waiting      waiting
+yes configure-done-module-failed     not-started  waiting      running      waiting      failed       waiting      waiting
+yes configure-failed                 failed       failed       running      failed       failed       failed       waiting
+yes configure-done-warnings          not-started  waiting      running      waiting      failed       waiting      waiting
+yes configure-refused                failed       failed       running      failed       failed       failed       waiting
+yes cleanup-done                     not-started  waiting      running      waiting      failed       waiting      waiting
+yes cleanup-failed                   not-started  waiting      running      waiting      failed       waiting      waiting
+yes unreadable                       not-started  waiting      running      waiting      failed       waiting      waiting
+no  none                             not-started  not-started  running      not-started  not-started  done         running
+no  configure-running                not-started  not-started  running      not-started  not-started  done         running
+no  configure-running-runner-alive   not-started  not-started  running      not-started  not-started  done         running
+no  configure-running-runner-died    failed       failed       running      failed       failed       failed       running
+no  configure-done                   done         done         running      done         done         done         running
+no  configure-done-module-failed     done+        done+        running      done+        done+        done+        running
+no  configure-failed                 failed       failed       running      failed       failed       failed       running
+no  configure-done-warnings          done+        done+        running      done+        done+        done+        running
+no  configure-refused                failed       failed       running      failed       failed       failed       running
+no  cleanup-done                     not-started  not-started  running      not-started  not-started  done         running
+no  cleanup-failed                   not-started  not-started  running      not-started  not-started  done         running
+no  unreadable                       not-started  not-started  running      not-started  not-started  done         running
 """
+
+
+@pytest.fixture(scope="module")
+def pids():
+    """Real pids for the reports: a live process named ``ovm-template-config``, one that
+    is gone, and a live process that is something else (a reused pid)."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    runner = subprocess.Popen(["bash", "-c", "exec -a ovm-template-config sleep 600"])
+    other = subprocess.Popen(["sleep", "600"])
+    try:
+        yield {"runner": runner.pid, "gone": gone.pid, "other": other.pid}
+    finally:
+        for process in (runner, other):
+            process.kill()
+            process.wait()
 
 
 def _cases():
@@ -88,12 +123,15 @@ def _cases():
                                id="%s-%s-daemon-%s" % (flag, report, column))
 
 
-def guest(tmp_path, flag, report=None):
-    """A sandbox root with INITIAL_CONFIG=``flag`` in /etc/sysconfig/ovmd and ``report``."""
+def guest(tmp_path, flag, report=None, pids=None):
+    """A sandbox root with INITIAL_CONFIG=``flag`` in /etc/sysconfig/ovmd and ``report``
+    (its ``pid``, if any, named as in :func:`pids`)."""
     paths = Paths(str(tmp_path))
     os.makedirs(os.path.dirname(paths.sysconfig_ovmd))
     with open(paths.sysconfig_ovmd, "w") as handle:
         handle.write("# first boot\nINITIAL_CONFIG=%s\n" % flag)
+    if isinstance(report, dict) and "pid" in report:
+        report = dict(report, pid=pids[report["pid"]])
     if report is not None:
         os.makedirs(paths.report_dir, exist_ok=True)
         with open(paths.report_file, "w") as handle:
@@ -102,11 +140,28 @@ def guest(tmp_path, flag, report=None):
 
 
 @pytest.mark.parametrize("flag, report, column, state, degraded", list(_cases()))
-def test_state_table(tmp_path, flag, report, column, state, degraded):
-    paths = guest(tmp_path, flag, REPORTS[report])
+def test_state_table(tmp_path, pids, flag, report, column, state, degraded):
+    paths = guest(tmp_path, flag, REPORTS[report], pids)
     status = compute_status(paths, DAEMONS[column])
     assert (status["status"], status["degraded"]) == (state, degraded)
     assert exit_code(status) == (1 if state == "failed" else 2 if degraded else 0)
+
+
+@pytest.mark.parametrize("report, run_status, error", [
+    ("configure-running-runner-died", "failed", "interrupted: the runner died"),
+    ("configure-running-pid-reused", "failed", "interrupted: the runner died"),
+    ("configure-running-runner-alive", "running", None),
+    ("configure-running", "running", None),  # no pid: an older runner's report
+])
+def test_a_killed_runners_report_reads_as_interrupted(tmp_path, pids, report, run_status,
+                                                       error):
+    paths = guest(tmp_path, "no", REPORTS[report], pids)
+    last = compute_status(paths, None)["last_run"]
+    assert last["status"] == run_status and last.get("error") == error
+    assert last["modules"][0] == ({"name": "a", "status": "failed", "error": error} if error
+                                  else {"name": "a", "status": "running"})
+    assert ("error: interrupted: the runner died" in format_status(
+        compute_status(paths, None))) is bool(error)
 
 
 @pytest.mark.parametrize("files, enabled", [

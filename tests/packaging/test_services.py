@@ -53,7 +53,9 @@ def test_verify_catches_a_broken_unit(install_tree, tmp_path):
 
 def test_units_run_what_the_packages_install(install_tree):
     ovmd = (install_tree / "usr/lib/systemd/system/ovmd.service").read_text()
-    assert "ExecStart=/usr/bin/ovmd --foreground" in ovmd and "Type=notify" in ovmd
+    assert "ExecStart=/usr/bin/ovmd --foreground $OVMD_OPTIONS" in ovmd and "Type=notify" in ovmd
+    # the options come from the sysconfig file, which may be absent ("-")
+    assert "EnvironmentFile=-/etc/sysconfig/ovmd" in ovmd
     assert "Documentation=man:ovmd(8)" in ovmd
     initial = (install_tree / "usr/lib/systemd/system/ovm-template-initial-config.service").read_text()
     assert "ExecStart=/usr/bin/ovm-template-config " in initial
@@ -71,6 +73,28 @@ def test_sysv_script_unknown_action_is_usage_error():
     assert proc.returncode == 2
     assert proc.stderr.startswith("Usage:") and "enable-initial-config" in proc.stderr
     assert proc.stdout == ""
+
+
+def test_sysv_script_starts_the_daemon_with_ovmd_options(tmp_path):
+    """The SysV script sources /etc/sysconfig/ovmd and starts ovmd with OVMD_OPTIONS
+    (its paths aimed into a sandbox; ovmd a stub that records its arguments)."""
+    stub = tmp_path / "ovmd"
+    stub.write_text('#!/bin/sh\nprintf "%%s\\n" "$@" > %s/args\n' % tmp_path)
+    stub.chmod(0o755)
+    (tmp_path / "sysconfig").write_text("INITIAL_CONFIG=no\nQUIET_PERIOD=0.1\n"
+                                       'OVMD_OPTIONS="-d 1 --quiet-period 2"\n')
+    script = tmp_path / "ovmd.init"
+    script.write_text(SYSV.read_text()
+                      .replace("/usr/bin/ovmd", str(stub))
+                      .replace("/etc/sysconfig/ovm-template-initial-config",
+                               str(tmp_path / "none"))
+                      .replace("/etc/sysconfig/ovmd", str(tmp_path / "sysconfig"))
+                      .replace("/var/run/ovmd/ovmd.pid", str(tmp_path / "ovmd.pid")))
+    proc = subprocess.run(["sh", str(script), "start"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "args").read_text().split("\n")[:-1] == [
+        "-f", str(tmp_path / "ovmd.pid"), "-d", "1", "--quiet-period", "2"]
 
 
 def test_sysv_script_has_chkconfig_and_lsb_headers():

@@ -352,6 +352,7 @@ class TestFailures:
         ["--enumerate", "configure", "x"],    # too many
         ["configure", "cleanup"],             # two targets
         ["--frobnicate"],                     # unknown option
+        ["--prepare"],                        # prepare without a target
     ])
     def test_bad_usage_exits_2_with_usage(self, tmp_path, args):
         script = python_module(tmp_path, '''
@@ -362,6 +363,37 @@ class TestFailures:
         assert result.returncode == 2
         assert "usage:" in result.stderr
         assert result.stdout == ""
+
+
+class TestPrepare:
+    """``SCRIPT --prepare TARGET``: work for TARGET that needs no params, into the
+    staging directory the runner names; nothing on stdout, the target not run."""
+
+    def test_the_registered_preparer_runs_and_the_target_does_not(self, tmp_path):
+        staging = tmp_path / "staging"
+        staging.mkdir()
+        script = python_module(tmp_path, """
+            import os
+
+            def do_configure(param):
+                raise SystemExit("configure must not run")
+
+            def prepare():
+                with open(os.environ["OVM_TEMPLATE_CONFIG_STAGING"] + "/made", "w") as f:
+                    f.write("ok")
+            """, targets="{'configure': do_configure}, prepare={'configure': prepare}")
+        result = run_module(script, "--prepare", "configure",
+                            extra_env={"OVM_TEMPLATE_CONFIG_STAGING": str(staging)})
+        assert (result.returncode, result.stdout) == (0, "")
+        assert (staging / "made").read_text() == "ok"
+
+    def test_a_module_with_nothing_to_prepare_does_nothing(self, tmp_path):
+        script = python_module(tmp_path, """
+            def do_configure(param):
+                raise SystemExit("configure must not run")
+            """)
+        result = run_module(script, "--prepare", "configure")
+        assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
 class TestHelpAndVersion:

@@ -19,16 +19,21 @@ every change is journaled and nothing runs in plan mode. How the tools reach the
             host's.
 
 Passwords never go on a command line: ``chpasswd`` reads ``name:password`` on stdin, and a
-value that already is a crypt hash (``$6$...``, ``$y$...``) is passed with ``-e``.
+value that already is a crypt hash (``$6$...``, ``$y$...``) is passed with ``-e``. A
+password the shadow entry already holds is not set again (a fresh salt would rewrite
+``/etc/shadow`` on every run): it is checked against the existing hash by the system's
+libcrypt (through ctypes; Python's ``crypt`` module is gone from 3.13), which knows every
+method the system's own tools write.
 """
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import re
 import tempfile
 import time
-from typing import Dict, List, Mapping, NamedTuple, Optional, Set, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Set, Tuple
 
 from templateconfig import common
 from templateconfig.platform import detect_generic
@@ -188,8 +193,64 @@ def skel_args() -> List[str]:
     return ["-k", os.path.join(tempfile.gettempdir(), ".ovmd-no-skel-%d" % os.getpid())]
 
 
+def shadow_hash(name: str) -> Optional[str]:
+    """The password field of ``name``'s entry in the root's ``/etc/shadow`` (None if there
+    is no such entry or no file)."""
+    for fields in _rows("/etc/shadow", 2):
+        if fields[0] == name:
+            return fields[1]
+    return None
+
+
+_libcrypt: Any = None
+
+
+def _crypt(phrase: bytes, setting: bytes) -> Optional[bytes]:
+    """crypt(3) of the system's libcrypt (None if there is none, or it refuses the
+    setting). The phrase goes to the library in memory, never to another process."""
+    global _libcrypt
+    if _libcrypt is None:
+        import ctypes
+        import ctypes.util
+
+        _libcrypt = False
+        for name in ("libcrypt.so.1", "libcrypt.so.2", ctypes.util.find_library("crypt")):
+            if not name:
+                continue
+            try:
+                library = ctypes.CDLL(name, use_errno=True)
+            except OSError:
+                continue
+            library.crypt.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+            library.crypt.restype = ctypes.c_char_p
+            _libcrypt = library
+            break
+    if not _libcrypt:
+        return None
+    result = _libcrypt.crypt(phrase, setting)
+    # libxcrypt answers a failure token ("*0", "*1") or NULL for a setting it rejects
+    return result if result and not result.startswith(b"*") else None
+
+
+def password_matches(name: str, password: str) -> bool:
+    """True if ``name``'s shadow entry already holds ``password``: a crypt hash as given,
+    a clear-text password as libcrypt hashes it with the entry's own method and salt.
+    False whenever that cannot be told (no entry, a locked or empty field, no libcrypt)."""
+    current = shadow_hash(name)
+    if not current or not is_crypt_hash(current):
+        return False
+    if is_crypt_hash(password):
+        return hmac.compare_digest(password.encode("utf-8"), current.encode("utf-8"))
+    computed = _crypt(password.encode("utf-8"), current.encode("utf-8"))
+    return computed is not None and hmac.compare_digest(computed, current.encode("utf-8"))
+
+
 def set_password(name: str, password: str) -> None:
-    """Set ``name``'s password (clear text or a crypt hash); never on a command line."""
+    """Set ``name``'s password (clear text or a crypt hash); never on a command line. A
+    password the entry already holds is left alone (the file is not rewritten)."""
+    if password_matches(name, password):
+        log.info("the password of %s is already set; /etc/shadow left as it is", name)
+        return
     hashed = is_crypt_hash(password)
     if tool_mode() != PREFIX:
         argv = tool("chpasswd", *(["-e"] if hashed else []))

@@ -17,7 +17,9 @@ runner can run them on the guest before anything changes. Every problem reads
 
 A handler takes the params (a dict of key -> string) and returns a dict of keys it adds
 or changes (or ``None``); :meth:`ModuleSpec.run` merges them into the output, so the
-runner can send them back to the host.
+runner can send them back to the host. A module may also register a *preparer* for a
+target (:meth:`ModuleSpec.prepare`): work that needs no params, which the runner starts
+before the params arrive (the header then says ``prepare: TARGET``).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import json
 import os
 import sys
 from typing import (
+    Any,
     Callable,
     Collection,
     Dict,
@@ -41,6 +44,7 @@ from templateconfig.common import TemplateConfigError, guest
 
 Validator = Callable[[str], None]
 Handler = Callable[[Dict[str, str]], Optional[Mapping[str, str]]]
+Preparer = Callable[[], None]
 #: The dotted module of a standard module's spec (a script header's ``spec`` field).
 SPEC_PACKAGE = "templateconfig.modules."
 
@@ -173,6 +177,7 @@ class ModuleSpec:
         self.keys = list(keys)
         self.enumerate_count = enumerate_count
         self.handlers: Dict[str, Handler] = {}
+        self.preparers: Dict[str, Preparer] = {}
         self.checks: Dict[str, List[Check]] = {}
 
     @property
@@ -183,11 +188,19 @@ class ModuleSpec:
     # --- declaration -------------------------------------------------------------------
     def target(self, name: str) -> Callable[[Handler], Handler]:
         """Decorator registering the handler of target ``name``."""
+        return self._registrar(self.handlers, name)
+
+    def prepare(self, name: str) -> Callable[[Preparer], Preparer]:
+        """Decorator registering the preparer of target ``name``: called, without params,
+        by ``SCRIPT --prepare TARGET`` (see :mod:`templateconfig.cli`)."""
+        return self._registrar(self.preparers, name)
+
+    def _registrar(self, table: Dict[str, Any], name: str) -> Callable[[Any], Any]:
         if name not in self.targets:
             raise ValueError("module %s does not declare target %r" % (self.name, name))
 
-        def register(func: Handler) -> Handler:
-            self.handlers[name] = func
+        def register(func: Any) -> Any:
+            table[name] = func
             return func
         return register
 
@@ -205,9 +218,13 @@ class ModuleSpec:
 
     def header(self) -> str:
         """The ``### BEGIN PLUGIN INFO`` block for this module (tests compare scripts with it)."""
+        from templateconfig.run.contract import PREPARE_FIELD
+
         lines = ["### BEGIN PLUGIN INFO", "# name: %s" % self.name]
         for target, priority in self.targets.items():
             lines.append("# %s: %d" % (target, priority))
+        if self.preparers:
+            lines.append("# %s: %s" % (PREPARE_FIELD, " ".join(self.preparers)))
         lines.append("# description: %s" % self.description)
         lines.append("# spec: %s" % self.spec_module)
         lines.append("### END PLUGIN INFO")
@@ -316,7 +333,7 @@ class ModuleSpec:
         log_warnings_to_stderr()
         if argv is not None:
             sys.argv = [sys.argv[0]] + list(argv)
-        cli.main(self.do_enumerate, functions)
+        cli.main(self.do_enumerate, functions, prepare=self.preparers)
 
 
 def problem_key(problem: str) -> str:

@@ -16,6 +16,8 @@ Small files per module under the framework's state directory
     the kernel's boot id when an identity part (the machine id, the SSH host keys) was
     generated: it is generated once per boot, so a configure retried after a later
     module failed keeps it, while a clone, booted separately, always gets a new one.
+    A reconfiguration (a ``--changed-only`` run) never makes it anew
+    (:func:`identity_due`).
 
 All changes go through :mod:`templateconfig.common`, so ``--root`` and ``--dry-run``
 work. :class:`ModuleState` offers the same file operations as ``common`` and is what the
@@ -105,6 +107,16 @@ class ModuleState:
                          "data": base64.b64encode(data).decode("ascii")}
         self._files[path] = entry
         self._save()
+
+    def original_text(self, path: str) -> Optional[str]:
+        """``path``'s text before this module first changed it (None: there was no file):
+        the saved original, else what the file holds now."""
+        entry = self._files.get(path)
+        if entry is None:
+            return common.read_file(path)
+        if entry.get("kind") != "file":
+            return None
+        return base64.b64decode(entry["data"]).decode("utf-8", "surrogateescape")
 
     def remember_service(self, name: str, enabled: Optional[bool]) -> None:
         """Save whether service ``name`` was enabled (None: unknown) before we change it."""
@@ -215,6 +227,15 @@ def generated_this_boot(name: str) -> bool:
         return json.loads(text).get("boot_id") == current
     except ValueError:
         return False
+
+
+def identity_due(name: str) -> bool:
+    """True if identity part ``name`` is to be made fresh now: it was not generated
+    during this boot, and this run is no reconfiguration (``--changed-only`` applies the
+    params that changed and keeps the identity)."""
+    from templateconfig.run.contract import CHANGED_ONLY_ENV
+
+    return os.environ.get(CHANGED_ONLY_ENV) != "1" and not generated_this_boot(name)
 
 
 def mark_generated(name: str) -> None:

@@ -7,6 +7,7 @@ systemd), consumption from XenStore watches on the message nodes, process ends f
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -21,6 +22,7 @@ from typing import Dict, List, Optional
 
 from testlib import bin_path
 
+from ovmd.firstboot.contract import STATUS_KEY
 from ovmd.paths import Paths
 from ovmd.xenstore import XenStoreClient
 
@@ -195,6 +197,89 @@ def files_containing(root: Path, needle: str) -> List[str]:
     return hits
 
 
+# --- first-boot guests: a sandbox root with small shell modules -------------------------
+
+ROOT_PASSWORD = "com.oracle.linux.root-password"
+PASSWORD = "S3cret-Passw0rd-xyzzy"
+
+HEADER = """\
+#!/bin/sh
+### BEGIN PLUGIN INFO
+# name: {name}
+# configure: {priority}
+# description: test module {name}
+### END PLUGIN INFO
+if [ "$1" = "--enumerate" ]; then echo '{descriptors}'; exit 0; fi
+"""
+
+# Records which com.example keys it saw (names only: stdin holds the root password).
+RECORD = """\
+input=$(cat)
+printf '%s\\n' "$input" | grep -o '"com\\.example\\.[a-z0-9.-]*"' | sort \\
+    > "$OVM_TEMPLATE_CONFIG_ROOT/seen-keys"
+echo run >> "$OVM_TEMPLATE_CONFIG_ROOT/record-runs"
+printf '%s\\n' "$input"
+"""
+# Fails while the file fail-now exists.
+FAIL = """\
+if [ -e "$OVM_TEMPLATE_CONFIG_ROOT/fail-now" ]; then echo "disk on fire" >&2; exit 1; fi
+cat
+"""
+# Adds a key (a module-generated value, sent back to the host).
+CHANGE = """\
+sed 's/}[[:space:]]*$/, "com.example.generated": "made-by-module"}/'
+"""
+# Blocks on two FIFOs so a test can crash the daemon while it runs. Only shell builtins
+# touch the FIFOs: a `cat` forked after the test listed the processes to kill would
+# survive the crash and swallow the release meant for the next run.
+GATE = """\
+echo started > "$OVM_TEMPLATE_CONFIG_ROOT/gate-started"
+read _ < "$OVM_TEMPLATE_CONFIG_ROOT/gate-release"
+cat
+"""
+
+
+def make_guest(root: Path, modules, initial_config="yes", sysconfig_extra=""):
+    """``modules``: (priority, name, body) or (priority, name, body, keys it declares)."""
+    (root / "etc/sysconfig").mkdir(parents=True, exist_ok=True)
+    (root / "etc/sysconfig/ovmd").write_text(
+        "# ovmd settings\n%sINITIAL_CONFIG=%s\n" % (sysconfig_extra, initial_config))
+    scripts = root / "etc/template.d/scripts"
+    configure = root / "etc/template.d/configure.d"
+    scripts.mkdir(parents=True, exist_ok=True)
+    configure.mkdir(parents=True, exist_ok=True)
+    for priority, name, body, *keys in modules:
+        descriptors = json.dumps([{"key": key} for key in (keys[0] if keys else [])])
+        script = scripts / name
+        script.write_text(HEADER.format(name=name, priority=priority, descriptors=descriptors)
+                          + body)
+        script.chmod(0o755)
+        os.symlink("../scripts/%s" % name, str(configure / ("%02d%s" % (priority, name))))
+
+
+def sysconfig(root: Path) -> str:
+    return (root / "etc/sysconfig/ovmd").read_text()
+
+
+def wait_status(host, timeout=60, new=False):
+    """The status the guest sends back, waited for on a XenStore watch."""
+    value = host.wait_for(STATUS_KEY, timeout, new_only=new)
+    assert value is not None, "no %s from the guest within %ss" % (STATUS_KEY, timeout)
+    return value
+
+
+def assert_no_secret_left(root: Path, log: str):
+    assert files_containing(root, PASSWORD) == []
+    assert PASSWORD not in log
+
+
+def open_gate(root: Path) -> None:
+    with open(str(root / "gate-started")) as started:
+        started.read()
+    with open(str(root / "gate-release"), "w") as release:
+        release.write("go\n")
+
+
 def descendants(pid: int) -> List[int]:
     """Every process below ``pid`` (children, their children...), from /proc."""
     found: List[int] = []
@@ -216,31 +301,3 @@ def kill_quietly(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-
-
-# --- a guest with modules (first boot) ---------------------------------------------------
-
-HEADER = """\
-#!/bin/sh
-### BEGIN PLUGIN INFO
-# name: {name}
-# configure: {priority}
-# description: test module {name}
-### END PLUGIN INFO
-if [ "$1" = "--enumerate" ]; then echo '[]'; exit 0; fi
-"""
-
-
-def make_guest(root: Path, modules, initial_config="yes", sysconfig_extra=""):
-    (root / "etc/sysconfig").mkdir(parents=True, exist_ok=True)
-    (root / "etc/sysconfig/ovmd").write_text(
-        "# ovmd settings\n%sINITIAL_CONFIG=%s\n" % (sysconfig_extra, initial_config))
-    scripts = root / "etc/template.d/scripts"
-    configure = root / "etc/template.d/configure.d"
-    scripts.mkdir(parents=True, exist_ok=True)
-    configure.mkdir(parents=True, exist_ok=True)
-    for priority, name, body in modules:
-        script = scripts / name
-        script.write_text(HEADER.format(name=name, priority=priority) + body)
-        script.chmod(0o755)
-        os.symlink("../scripts/%s" % name, str(configure / ("%02d%s" % (priority, name))))

@@ -8,63 +8,27 @@ import os
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 from daemon_helpers import (
+    CHANGE,
+    FAIL,
+    GATE,
+    PASSWORD,
+    RECORD,
+    ROOT_PASSWORD,
+    assert_no_secret_left,
     descendants,
     files_containing,
     kill_quietly,
     make_guest,
+    open_gate,
+    sysconfig,
     wait_consumed,
+    wait_status,
 )
 from testlib import bin_path
 
 from ovmd.firstboot.contract import STATUS_KEY
-
-ROOT_PASSWORD = "com.oracle.linux.root-password"
-PASSWORD = "S3cret-Passw0rd-xyzzy"
-
-# Records which com.example keys it saw (names only: stdin holds the root password).
-RECORD = """\
-input=$(cat)
-printf '%s\\n' "$input" | grep -o '"com\\.example\\.[a-z0-9.-]*"' | sort \\
-    > "$OVM_TEMPLATE_CONFIG_ROOT/seen-keys"
-echo run >> "$OVM_TEMPLATE_CONFIG_ROOT/record-runs"
-printf '%s\\n' "$input"
-"""
-# Fails while the file fail-now exists.
-FAIL = """\
-if [ -e "$OVM_TEMPLATE_CONFIG_ROOT/fail-now" ]; then echo "disk on fire" >&2; exit 1; fi
-cat
-"""
-# Adds a key (a module-generated value, sent back to the host).
-CHANGE = """\
-sed 's/}[[:space:]]*$/, "com.example.generated": "made-by-module"}/'
-"""
-# Blocks on two FIFOs so a test can crash the daemon while it runs. Only shell builtins
-# touch the FIFOs: a `cat` forked after the test listed the processes to kill would
-# survive the crash and swallow the release meant for the next run.
-GATE = """\
-echo started > "$OVM_TEMPLATE_CONFIG_ROOT/gate-started"
-read _ < "$OVM_TEMPLATE_CONFIG_ROOT/gate-release"
-cat
-"""
-
-
-def sysconfig(root: Path) -> str:
-    return (root / "etc/sysconfig/ovmd").read_text()
-
-
-def wait_status(host, timeout=60, new=False):
-    """The status the guest sends back, waited for on a XenStore watch."""
-    value = host.wait_for(STATUS_KEY, timeout, new_only=new)
-    assert value is not None, "no %s from the guest within %ss" % (STATUS_KEY, timeout)
-    return value
-
-
-def assert_no_secret_left(root: Path, log: str):
-    assert files_containing(root, PASSWORD) == []
-    assert PASSWORD not in log
 
 
 class TestFirstBoot:
@@ -121,7 +85,7 @@ class TestFirstBoot:
         # in order: the last message was stored, then the quiet period ended and the run began
         log = daemon.log_text()
         assert log.index("com.example.c") < log.index("quiet period over") \
-            < log.index("started ovm-template-config configure")
+            < log.index("running ovm-template-config --initial-config configure")
 
     def test_failure_keeps_initial_config_then_a_new_password_retries(
             self, root, ovmd_factory, host):
@@ -247,10 +211,3 @@ class TestFirstBoot:
         assert result.stdout.splitlines()[0] == "ovm-template-config cleanup: done"
         assert result.stdout.splitlines()[1].split()[:3] == ["record", "10", "ok"]
         assert (root / "seen-keys").read_text().split() == ['"com.example.z"']
-
-
-def open_gate(root: Path) -> None:
-    with open(str(root / "gate-started")) as started:
-        started.read()
-    with open(str(root / "gate-release"), "w") as release:
-        release.write("go\n")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import stat
 import subprocess
 import sys
@@ -17,11 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[3]
 SCRIPTS = REPO / "template.d" / "scripts"
-FIXTURE_ROOTS = Path(__file__).resolve().parent / "fixtures" / "roots"
 DISTROS = ("ol6", "ol7", "ol8", "ol9", "debian12", "ubuntu2204")
 
 
@@ -44,21 +40,6 @@ class ModuleRun:
 
     def files(self) -> List[Tuple[str, str]]:
         return [(entry["op"], entry["path"]) for entry in self.journal if entry["op"] != "command"]
-
-
-def fixture_root(name: str, dest: Path) -> Path:
-    """A fresh copy of the fixture root ``name`` at ``dest`` (ownership kept)."""
-    shutil.copytree(FIXTURE_ROOTS / name, dest, symlinks=True)
-    # git does not keep modes: give the files the modes a real guest has.
-    for relative, mode in (("etc/shadow", 0o640), ("etc/gshadow", 0o640), ("root/.ssh", 0o700),
-                           ("etc/machine-id", 0o444)):
-        if (dest / relative).exists():
-            os.chmod(dest / relative, mode)
-    for key in list((dest / "etc" / "ssh").glob("ssh_host_*key")) + list((dest / "root" / ".ssh").glob("*")):
-        os.chmod(key, 0o600)
-    for keep in dest.rglob(".keep"):
-        keep.unlink()
-    return dest
 
 
 def run_module(name: str, target: str, params: Optional[dict], root: Path, dry_run: bool = False,
@@ -137,42 +118,10 @@ def entry(root: Path, relative: str, name: str) -> Optional[List[str]]:
     return None
 
 
-# --- password verification without the crypt module (gone in Python 3.13) ----------------
+# --- tests/testlib.py (shared with the daemon and packaging tests) ------------------------
 
-def verify_password(password: str, hashed: str) -> bool:
-    """Whether ``password`` matches the crypt hash ``hashed``.
-
-    Uses ``crypt`` where the interpreter still has it, else ``openssl passwd`` (MD5,
-    SHA-256, SHA-512 hashes; password on stdin) or ``mkpasswd`` (any method libxcrypt
-    knows, yescrypt included; password on stdin). Fails the test clearly when none can.
-    """
-    method = hashed.split("$")[1] if hashed.startswith("$") else ""
-    try:
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            import crypt  # noqa: F401  (tests only; removed in Python 3.13)
-        return crypt.crypt(password, hashed) == hashed
-    except ImportError:
-        pass
-    openssl = shutil.which("openssl")
-    if openssl and method in ("1", "5", "6"):
-        salt = hashed.split("$")[2]
-        if salt.startswith("rounds="):
-            salt = hashed.split("$")[3]
-        out = subprocess.run([openssl, "passwd", "-%s" % method, "-salt", salt, "-stdin"],
-                             input=password + "\n", capture_output=True, text=True, check=True)
-        return out.stdout.strip() == hashed
-    mkpasswd = shutil.which("mkpasswd")
-    if mkpasswd:
-        out = subprocess.run([mkpasswd, "--stdin", "-S", hashed.rsplit("$", 1)[0], "-m", "auto"],
-                             input=password, capture_output=True, text=True)
-        if out.returncode == 0:
-            return out.stdout.strip() == hashed
-    pytest.fail("cannot verify a %r password hash: no crypt module, openssl cannot do it and "
-                "mkpasswd (package whois) is not installed" % method)
-
-
-# --- the debootstrapped Debian root: tests/testlib.py (shared with the packaging tests)
-
-from testlib import extract_debian_root  # noqa: E402,F401  (re-exported)
+from testlib import (  # noqa: E402,F401  (re-exported)
+    extract_debian_root,
+    fixture_root,
+    verify_password,
+)

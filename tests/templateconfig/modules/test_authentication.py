@@ -36,9 +36,24 @@ def test_sets_root_password(tmp_path, distro):
     assert new[1].startswith("$6$") and verify_password("n3w Root:pw", new[1])
     assert new[0] == "root" and new[3:] == old[3:]
     assert (root / "etc/shadow").stat().st_mode & 0o777 == 0o640
-    before = tree(root)
-    run_module("authentication", "configure", {KEY: "n3w Root:pw"}, root)
-    assert tree(root) == before
+    # the same password again: checked against the hash, /etc/shadow is not rewritten
+    before = tree(root, normalize_hashes=False)
+    again = run_module("authentication", "configure", {KEY: "n3w Root:pw"}, root)
+    assert tree(root, normalize_hashes=False) == before and again.journal == []
+    # another password is set
+    run_module("authentication", "configure", {KEY: "an0ther Root:pw"}, root)
+    changed = entry(root, "etc/shadow", "root")[1]
+    assert verify_password("an0ther Root:pw", changed) and not verify_password("n3w Root:pw",
+                                                                                changed)
+
+
+def test_a_hash_that_is_already_there_is_not_written_again(tmp_path):
+    root = fixture_root("ol8", tmp_path / "r")
+    run_module("authentication", "configure", {KEY: "first-pw"}, root)
+    current = entry(root, "etc/shadow", "root")[1]
+    before = tree(root, normalize_hashes=False)
+    again = run_module("authentication", "configure", {KEY: current}, root)
+    assert tree(root, normalize_hashes=False) == before and again.journal == []
 
 
 def test_crypt_hash_is_stored_as_given(tmp_path):
