@@ -403,6 +403,14 @@ def _stopped(exc: Exception, args: Arguments) -> Optional[int]:
         if isinstance(exc, kind):
             sys.stderr.write("ovm-template-config: %s\n" % exc)
             return code
+    if isinstance(exc, OSError):
+        # the system refused a write of the runner's own (a full disk, a read-only root):
+        # the run stopped where it was; what completed is in the run state
+        where = " %s:" % exc.filename if exc.filename else ""
+        sys.stderr.write("ovm-template-config: the run stopped:%s %s; free the space (or "
+                         "fix the file system) and run again: it resumes after the modules "
+                         "that completed\n" % (where, exc.strerror or exc))
+        return EXIT_MODULE_FAILED
     return None
 
 
