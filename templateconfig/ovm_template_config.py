@@ -54,7 +54,8 @@ exit status:
   0  every module succeeded, with or without warnings (or the enumeration/dry run
      worked)
   1  at least one module failed (the others still ran); each failure is one line
-     "NAME failed: REASON" on stderr
+     "NAME failed: REASON" on stderr. Also: the system refused a write of the
+     runner's own (a full disk); the next run resumes after the completed modules
   2  bad usage or invalid params (a required key missing, a value outside its
      choices or refused by the module's own validation, a check against the guest),
      or the runner's own files lead out of --root: nothing was run; one line
