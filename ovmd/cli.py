@@ -408,8 +408,13 @@ def run_daemon(options: argparse.Namespace) -> int:
         check_no_ovmapi(paths)
         pidfile = PidFile(options.pid_file or paths.pid_file,
                           None if options.pid_file else paths.root).acquire()
-    except (DaemonError, OSError) as err:
+    except DaemonError as err:
         print("ovmd: %s" % err, file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as err:
+        from .oserror import os_error
+
+        print("ovmd: cannot start: %s" % os_error(err), file=sys.stderr)
         return EXIT_FAILURE
 
     def make_daemon() -> "Daemon":

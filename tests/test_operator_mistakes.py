@@ -106,6 +106,9 @@ MISTAKES = [
     Mistake("vmmessage as a user", ["ovm-vmmessage", "--xenstore", "{xs}", "-d", "1", "-k",
             "a", "-V", "b"], 1, "cannot connect to xenstored at {xs}: permission denied "
             "(run as root)", as_nobody=True),
+    Mistake("ovmd daemon as a user", ["ovmd", "--root", "{guest}", "--foreground", "-d", "1",
+            "--xenstore", "{xs}"], 1, "ovmd: cannot start: {guest}/run: permission denied (run "
+            "as root)", as_nobody=True),
     # the daemon pointed at a wrong XenStore
     Mistake("ovmd --xenstore missing", ["ovmd", "--root", "{guest}", "--foreground", "-d",
             "1", "--xenstore", "{missing}"], 1, "--xenstore {missing}: no such file or "
