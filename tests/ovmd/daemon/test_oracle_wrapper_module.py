@@ -55,6 +55,15 @@ echo "variable1=$VARIABLE1 variable2=$VARIABLE2" > '%(result)s'
 """
 
 
+def install_wrapper(root: Path, script: Path) -> None:
+    """A guest with the wrapper module enabled for configure, calling ``script``."""
+    make_guest(root, [])
+    module = root / "etc/template.d/scripts/mywrapper"
+    module.write_text(WRAPPER % {"script": script})
+    module.chmod(0o755)
+    os.symlink("../scripts/mywrapper", str(root / "etc/template.d/configure.d/90mywrapper"))
+
+
 def test_oracle_s_wrapper_module_runs_its_script_which_asks_the_daemon(
         root, tmp_path, ovmd_factory, host):
     opt = tmp_path / "opt" / "my company"
@@ -63,11 +72,7 @@ def test_oracle_s_wrapper_module_runs_its_script_which_asks_the_daemon(
     script = opt / "myscript.ksh"
     script.write_text(SCRIPT % {"result": result})
     script.chmod(0o755)
-    make_guest(root, [])
-    module = root / "etc/template.d/scripts/mywrapper"
-    module.write_text(WRAPPER % {"script": script})
-    module.chmod(0o755)
-    os.symlink("../scripts/mywrapper", str(root / "etc/template.d/configure.d/90mywrapper"))
+    install_wrapper(root, script)
     # the script finds ovmd on PATH, as on a guest
     env = dict(os.environ, PATH="%s:%s" % (BIN, os.environ["PATH"]))
     daemon = ovmd_factory(["--quiet-period", "0.1"], env=env)
@@ -85,11 +90,7 @@ def test_the_same_module_fails_with_its_script_s_reason(root, tmp_path, ovmd_fac
     script = Path(tmp_path / "myscript.ksh")
     script.write_text("#!/bin/sh\necho 'the database is not reachable' >&2\nexit 3\n")
     script.chmod(0o755)
-    make_guest(root, [])
-    module = root / "etc/template.d/scripts/mywrapper"
-    module.write_text(WRAPPER % {"script": script})
-    module.chmod(0o755)
-    os.symlink("../scripts/mywrapper", str(root / "etc/template.d/configure.d/90mywrapper"))
+    install_wrapper(root, script)
     ovmd_factory(["--quiet-period", "0.1"])
     host.send([(ROOT_PASSWORD, PASSWORD)])
     assert wait_status(host) == ("failed: mywrapper: command %s failed with exit code 3: "
