@@ -23,10 +23,12 @@ DEBIAN_PACKAGES := xenstore-utils rpm debootstrap passwd openssh-client openssl 
 
 all: test
 
+# The project is installed editable: a .pth line naming this tree (setup.py says why it
+# is not setuptools' import hook), so the scripts and template.d/ work from the tree.
 $(STAMP): setup.py pyproject.toml
 	$(PYTHON3) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
 venv: $(STAMP)
