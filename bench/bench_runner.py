@@ -64,7 +64,7 @@ from typing import Dict, List, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path.insert(0, REPO)
+sys.path[:0] = [REPO, os.path.join(REPO, "scripts")]  # scripts/: demo.py, sandbox_root.py
 
 NOOP = '''#!/usr/bin/env python
 ### BEGIN PLUGIN INFO
@@ -96,7 +96,6 @@ PARAMS = {"com.oracle.linux.root-password": "bench-password",
 
 STANDARD = ["selinux", "firewall", "datetime", "network", "system", "user", "ssh",
             "authentication"]
-OL9 = os.path.join(REPO, "tests", "templateconfig", "modules", "fixtures", "roots", "ol9")
 BIN = os.path.dirname(sys.executable)
 
 
@@ -110,11 +109,8 @@ def _ms(pair: Tuple[float, float]) -> str:
 
 
 def demo_messages() -> Dict[str, str]:
-    sys.path.insert(0, os.path.join(REPO, "scripts"))
-    try:
-        import demo
-    finally:
-        sys.path.pop(0)
+    import demo
+
     return dict(demo.MESSAGES)
 
 
@@ -135,14 +131,11 @@ def build(root: str, count: int):
 
 
 def build_standard(root: str) -> None:
-    """The OL9 fixture with the eight standard modules, registered by ovm-chkconfig."""
-    shutil.copytree(OL9, root, symlinks=True)
-    scripts = os.path.join(root, "etc", "template.d", "scripts")
-    os.makedirs(scripts, exist_ok=True)
-    for name in STANDARD:
-        shutil.copy2(os.path.join(REPO, "template.d", "scripts", name), scripts)
-        subprocess.run([os.path.join(BIN, "ovm-chkconfig"), "--root", root, "--add", name],
-                       check=True, capture_output=True)
+    """The OL9 fixture (a real guest's modes) with the eight standard modules registered."""
+    import sandbox_root
+
+    sandbox_root.fixture_root("ol9", root)
+    sandbox_root.install_modules(root, STANDARD)
 
 
 def command_env(bytecode_dir, fork: bool = True, cache: bool = True) -> Dict[str, str]:

@@ -15,7 +15,6 @@ import time
 
 import pytest
 from runner_helpers import (
-    FIXTURE_ROOTS,
     OVM_TEMPLATE_CONFIG,
     add_python_module,
     add_shell_module,
@@ -27,6 +26,7 @@ from runner_helpers import (
     tree_hashes,
     wait_readable,
 )
+from testlib import FIXTURE_ROOTS
 
 FIXTURES = sorted(p.name for p in FIXTURE_ROOTS.iterdir())
 PASSWORD = "Tr0ub4dor&3-hunter2"
