@@ -45,8 +45,9 @@ lint: $(STAMP)
 test: lint debian-deps
 	$(PY) -m pytest tests
 
+# DEMO_FLAGS: options of scripts/demo.py, e.g. --keep (keep the sandbox to look at)
 demo: $(STAMP) debian-deps
-	$(PY) scripts/demo.py
+	$(PY) scripts/demo.py $(DEMO_FLAGS)
 
 VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' ovmd/__init__.py)
 DIST := dist/ovmd-$(VERSION).tar.gz
