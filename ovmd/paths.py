@@ -124,5 +124,11 @@ class Paths:
         return os.path.join(self.report_dir, "run-state.json")
 
     @property
+    def enumerate_cache_file(self) -> str:
+        """The modules' descriptors as the runner last enumerated them (docs/formats.md
+        §6); the daemon reads the password flags from it."""
+        return os.path.join(self.report_dir, "enumerate-cache.json")
+
+    @property
     def log_file(self) -> str:
         return self.under(self.LOG_FILE)

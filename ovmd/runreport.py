@@ -59,7 +59,10 @@ def read_report(paths: Paths) -> Optional[Dict[str, Any]]:
     """The last (or current) run's report, or None if there is none or it is unreadable.
     A ``running`` report whose runner died reads as ``failed``, with ``error``
     :data:`RUNNER_DIED`, as do its modules that were running."""
-    text = read_text(paths.report_file)
+    try:
+        text = read_text(paths.report_file)
+    except OSError:  # a directory or an unreadable file there: no report to show
+        return None
     if not text:
         return None
     try:

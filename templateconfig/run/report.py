@@ -1,11 +1,11 @@
 """The run report: the JSON record of the last (or current) run, ``Paths.report_file``.
 
-Rewritten atomically (mode 0600) at every module transition, every text a module or the
-params produced (errors, warnings, stderr, problems, actions) redacted; ``ovmd --status``
-reads it (:func:`ovmd.runreport.read_report`, which also tells from the runner's pid
-written in it whether a ``running`` run's runner was killed). Format in
-docs/formats.md; the status values are :class:`ovmd.runreport.RunStatus` and
-:class:`ovmd.runreport.ModuleStatus`.
+Rewritten atomically (mode 0600, inside the root: :mod:`templateconfig.run.statefiles`)
+at every module transition, every text a module or the params produced (errors,
+warnings, stderr, problems, actions) redacted; ``ovmd --status`` reads it
+(:func:`ovmd.runreport.read_report`, which also tells from the runner's pid written in
+it whether a ``running`` run's runner was killed). Format in docs/formats.md; the status
+values are :class:`ovmd.runreport.RunStatus` and :class:`ovmd.runreport.ModuleStatus`.
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ class RunReport:
     def __init__(self, paths: Paths, target: str, modules: Sequence[Tuple[int, str]],
                  secrets: Iterable[str] = (), write: bool = True) -> None:
         self.path = paths.report_file
+        self.root = paths.root
         self.target = target
         self.secrets = secrets
         self.enabled = write
@@ -106,5 +107,5 @@ class RunReport:
 
     def write(self) -> None:
         if self.enabled:
-            atomic_write_json(self.path, self.to_dict(), 0o600, make_dirs=0o755,
-                              durable=False)
+            atomic_write_json(self.path, self.to_dict(), 0o600, durable=False,
+                              root=self.root)
