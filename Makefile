@@ -23,10 +23,12 @@ DEBIAN_PACKAGES := xenstore-utils rpm debootstrap passwd openssh-client openssl 
 
 all: test
 
+# The project is installed editable: a .pth line naming this tree (setup.py says why it
+# is not setuptools' import hook), so the scripts and template.d/ work from the tree.
 $(STAMP): setup.py pyproject.toml
 	$(PYTHON3) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -43,8 +45,9 @@ lint: $(STAMP)
 test: lint debian-deps
 	$(PY) -m pytest tests
 
+# DEMO_FLAGS: options of scripts/demo.py, e.g. --keep (keep the sandbox to look at)
 demo: $(STAMP) debian-deps
-	$(PY) scripts/demo.py
+	$(PY) scripts/demo.py $(DEMO_FLAGS)
 
 VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' ovmd/__init__.py)
 DIST := dist/ovmd-$(VERSION).tar.gz

@@ -45,10 +45,9 @@ from typing import Dict, List, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path.insert(0, REPO)
+sys.path[:0] = [REPO, os.path.join(REPO, "scripts")]  # scripts/: demo.py, sandbox_root.py
 
 BIN = os.path.dirname(sys.executable)
-FIXTURES = os.path.join(REPO, "tests", "templateconfig", "modules", "fixtures", "roots")
 STANDARD = ["selinux", "firewall", "datetime", "network", "system", "user", "ssh",
             "authentication"]
 TRIGGER = "com.oracle.linux.root-password"
@@ -56,11 +55,8 @@ DOMID = 3
 
 
 def demo_messages() -> List[Tuple[str, str]]:
-    sys.path.insert(0, os.path.join(REPO, "scripts"))
-    try:
-        import demo
-    finally:
-        sys.path.pop(0)
+    import demo
+
     return list(demo.MESSAGES)
 
 
@@ -81,8 +77,10 @@ def command_env(bytecode_dir: str) -> Dict[str, str]:
     return env
 
 
-def build_template(fixture: str, root: str, env: Dict[str, str]) -> None:
-    shutil.copytree(os.path.join(FIXTURES, fixture), root, symlinks=True)
+def build_template(fixture: str, root: str) -> None:
+    import sandbox_root
+
+    sandbox_root.fixture_root(fixture, root)
     sysconfig = os.path.join(root, "etc", "sysconfig")
     os.makedirs(sysconfig, exist_ok=True)
     shutil.copy2(os.path.join(REPO, "packaging", "sysconfig", "ovmd"), sysconfig)
@@ -90,12 +88,7 @@ def build_template(fixture: str, root: str, env: Dict[str, str]) -> None:
         text = handle.read().replace("INITIAL_CONFIG=no", "INITIAL_CONFIG=yes")
     with open(os.path.join(sysconfig, "ovmd"), "w") as handle:
         handle.write(text)
-    scripts = os.path.join(root, "etc", "template.d", "scripts")
-    os.makedirs(scripts, exist_ok=True)
-    for name in STANDARD:
-        shutil.copy2(os.path.join(REPO, "template.d", "scripts", name), scripts)
-        subprocess.run([os.path.join(BIN, "ovm-chkconfig"), "--root", root, "--add", name],
-                       check=True, capture_output=True, env=env)
+    sandbox_root.install_modules(root, STANDARD)
 
 
 class Copies:
@@ -225,7 +218,7 @@ def bench_root(fixture: str, workdir: str, env: Dict[str, str], repeat: int,
                settle: float) -> Dict[str, Tuple[float, float]]:
     messages = demo_messages()
     template = os.path.join(workdir, fixture + "-template")
-    build_template(fixture, template, env)
+    build_template(fixture, template)
     copies = Copies(template, workdir)
     warm = copies.fresh(fixture + "-warm")
     direct(warm, messages, env)  # byte-code, and the enumerate cache the template keeps

@@ -44,6 +44,9 @@ repetition configures a fresh copy (copied outside the timing) and measures
   while the previous module runs, so that part is not in this figure (it is in the
   overhead as far as it lengthens the run).
 
+Also printed: what the process title of a forked module (``ps`` shows it as ``python
+SCRIPT TARGET``) costs per module, in the runner and in the child.
+
 Python files are byte-compiled first (as an RPM install does), into a private cache
 (``PYTHONPYCACHEPREFIX``) so the source tree stays clean; ``--no-bytecode`` measures the
 development set-up (``PYTHONDONTWRITEBYTECODE``) instead. Minimum and median of --repeat
@@ -64,7 +67,7 @@ from typing import Dict, List, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path.insert(0, REPO)
+sys.path[:0] = [REPO, os.path.join(REPO, "scripts")]  # scripts/: demo.py, sandbox_root.py
 
 NOOP = '''#!/usr/bin/env python
 ### BEGIN PLUGIN INFO
@@ -96,7 +99,6 @@ PARAMS = {"com.oracle.linux.root-password": "bench-password",
 
 STANDARD = ["selinux", "firewall", "datetime", "network", "system", "user", "ssh",
             "authentication"]
-OL9 = os.path.join(REPO, "tests", "templateconfig", "modules", "fixtures", "roots", "ol9")
 BIN = os.path.dirname(sys.executable)
 
 
@@ -110,11 +112,8 @@ def _ms(pair: Tuple[float, float]) -> str:
 
 
 def demo_messages() -> Dict[str, str]:
-    sys.path.insert(0, os.path.join(REPO, "scripts"))
-    try:
-        import demo
-    finally:
-        sys.path.pop(0)
+    import demo
+
     return dict(demo.MESSAGES)
 
 
@@ -135,14 +134,49 @@ def build(root: str, count: int):
 
 
 def build_standard(root: str) -> None:
-    """The OL9 fixture with the eight standard modules, registered by ovm-chkconfig."""
-    shutil.copytree(OL9, root, symlinks=True)
-    scripts = os.path.join(root, "etc", "template.d", "scripts")
-    os.makedirs(scripts, exist_ok=True)
-    for name in STANDARD:
-        shutil.copy2(os.path.join(REPO, "template.d", "scripts", name), scripts)
-        subprocess.run([os.path.join(BIN, "ovm-chkconfig"), "--root", root, "--add", name],
-                       check=True, capture_output=True)
+    """The OL9 fixture (a real guest's modes) with the eight standard modules registered."""
+    import sandbox_root
+
+    sandbox_root.fixture_root("ol9", root)
+    sandbox_root.install_modules(root, STANDARD)
+
+
+def time_process_title(script: str, count: int = 20000) -> Tuple[float, float, float]:
+    """Seconds per module of the process title (templateconfig.run.proctitle): what the
+    parent does before each fork (read the #! line, build the title); what the child
+    does (write it into its argument area, set comm), measured in a forked child, for a
+    title that fits the runner's argument area and for one that goes on into the
+    environment area."""
+    from templateconfig.run import proctitle
+    from templateconfig.run.scripts import read_shebang
+
+    argv = [script, "configure"]
+    started = time.perf_counter()
+    for _ in range(count):
+        proctitle.prepare(read_shebang(script), argv)
+    parent = (time.perf_counter() - started) / count
+    area = proctitle.argument_area()
+    assert area is not None
+    short = proctitle.prepare(["/usr/bin/env", "python3"], ["s", "configure"])
+    long = proctitle.prepare(["/usr/bin/env", "python3"],
+                             ["/x" * (area.arg_end - area.arg_start), "configure"])
+
+    def in_child(title) -> float:
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            started = time.perf_counter()
+            for _ in range(count):
+                proctitle.apply(title)
+            os.write(write, repr((time.perf_counter() - started) / count).encode())
+            os._exit(0)
+        os.close(write)
+        seconds = float(os.read(read, 100) or "nan")
+        os.close(read)
+        os.waitpid(pid, 0)
+        return seconds
+
+    return parent, in_child(short), in_child(long)
 
 
 def command_env(bytecode_dir, fork: bool = True, cache: bool = True) -> Dict[str, str]:
@@ -357,6 +391,7 @@ def main() -> None:
                 ", enumerate cache" if cache else ", no enumerate cache")
             rows.append((mode, cli, run))
         startup = time_python_startup(env, args.repeat)
+        title = time_process_title(os.path.join(REPO, "template.d", "scripts", "ssh"))
         standard = bench_standard(workdir, env, args.repeat)
         print("ovm-template-config: min / median of %d runs, %d CPUs, load average %.1f, %s"
               % (args.repeat, os.cpu_count() or 0, os.getloadavg()[0],
@@ -373,6 +408,11 @@ def main() -> None:
                 mode, _ms(cli[8]), (cli[16][0] - cli[8][0]) / 8 * 1000,
                 (cli[16][1] - cli[8][1]) / 8 * 1000, _ms(run[8]),
                 (run[16][0] - run[8][0]) / 8 * 1000, (run[16][1] - run[8][1]) / 8 * 1000))
+        print()
+        print("process title of a forked module: %.1f us in the runner, %.1f us in the child "
+              "(%.1f us when it is longer than the runner's command line: %d variables "
+              "copied off the environment area)"
+              % (title[0] * 1e6, title[1] * 1e6, title[2] * 1e6, len(os.environ)))
         print()
         print("The eight standard modules on a fresh OL9 root with the demo's messages:")
         print()

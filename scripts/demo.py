@@ -2,16 +2,22 @@
 """`make demo`: a cloned Oracle Linux 9 template configured on its first boot, end to end.
 
 1. start the development XenStore (`ovmd-xenstored`) with one guest domain;
-2. start `ovmd` for that guest on a sandbox root shaped like a fresh OL9 template
-   (INITIAL_CONFIG=yes, the eight standard modules registered with ovm-chkconfig);
+2. start `ovmd` for that guest on a sandbox root shaped like a fresh OL9 template (the
+   OL9 fixture root with a real guest's modes, scripts/sandbox_root.py; INITIAL_CONFIG=yes,
+   the eight standard modules registered);
 3. play the manager with `ovm-vmmessage`: hostname, two NICs (static and dhcp), a user
    with an ssh key, timezone and NTP, selinux, firewall, and the root password last;
+   the messages are printed first, the values of secret keys masked (by the key, as the
+   daemon decides what is secret);
 4. wait for the first-boot result and print each module's status and time, the files
-   that changed (as a diff; secret files are named, never shown), the commands recorded
-   for the running system, and the messages the guest sent back.
+   that changed (as a diff; secret files, such as new private host keys, are named with
+   their mode and owner, never shown; the backups the shadow tools keep are named in one
+   line), the commands recorded for the running system, and the messages the guest sent
+   back.
 
-Everything runs as child processes of this script and is stopped before it exits. Without
-root, modules that need root (accounts, passwords) run in plan mode and say so.
+Everything runs as child processes of this script and is stopped before it exits; the
+sandbox directory is removed unless --keep is given. Without root, modules that need
+root (accounts, passwords) run in plan mode and say so.
 """
 from __future__ import annotations
 
@@ -29,13 +35,17 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+import sandbox_root
+
 from ovmd.firstboot.contract import STATUS_DONE, STATUS_KEY
+from ovmd.secrets import is_secret_key
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-TEMPLATE = REPO / "tests" / "templateconfig" / "modules" / "fixtures" / "roots" / "ol9"
-MODULES = ["selinux", "firewall", "datetime", "network", "system", "user", "ssh", "authentication"]
+TEMPLATE = "ol9"  # the fixture root the template is made from
 DOMID = 7
+#: The backups the shadow tools keep of the account files they change.
+ACCOUNT_BACKUPS = {"etc/passwd-", "etc/group-", "etc/shadow-", "etc/gshadow-"}
 # A throw-away demo key, generated for this repository; it grants access to nothing.
 DEMO_PUBKEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFy0D0z6sYzQ1xV8XbqfQe3oPj0m5p0JrGfW3kqV9d1N "
                "alice@demo")
@@ -106,17 +116,13 @@ class Demo:
 
     # --- steps --------------------------------------------------------------------------------
     def make_template(self) -> None:
-        shutil.copytree(TEMPLATE, self.root, symlinks=True)
+        sandbox_root.fixture_root(TEMPLATE, self.root)
         sysconfig = self.root / "etc" / "sysconfig"
         sysconfig.mkdir(parents=True, exist_ok=True)
         (sysconfig / "ovmd").write_text("INITIAL_CONFIG=yes\n")
-        scripts = self.root / "etc" / "template.d" / "scripts"
-        scripts.mkdir(parents=True, exist_ok=True)
-        for name in MODULES:
-            shutil.copy2(REPO / "template.d" / "scripts" / name, scripts / name)
-            self.run([self.tool("ovm-chkconfig"), "--root", str(self.root), "--add", name])
+        sandbox_root.install_modules(self.root)
         self.say("template root %s: Oracle Linux 9, INITIAL_CONFIG=yes, %d modules registered"
-                 % (self.root, len(MODULES)))
+                 % (self.root, len(sandbox_root.STANDARD_MODULES)))
 
     def start_xenstored(self) -> None:
         proc = subprocess.Popen(
@@ -150,6 +156,14 @@ class Demo:
         finally:
             notify.close()
         self.say("ovmd running in the guest (pid %d), watching the message channel" % proc.pid)
+
+    def print_messages(self) -> None:
+        print("\nMessages the manager sends (in this order; secret keys' values masked):")
+        width = max(len(key) for key, _ in MESSAGES)
+        for key, value in MESSAGES:
+            print("  %-*s  %s" % (width, key, "******** (secret)" if is_secret_key(key)
+                                  else value))
+        print()
 
     def send_messages(self) -> None:
         batch = "".join(json.dumps({"key": k, "value": v}) + "\n" for k, v in MESSAGES)
@@ -187,29 +201,43 @@ class Demo:
             for name, command in commands:
                 print("  %-16s %s" % (name, command))
 
-    def print_changes(self, before: Dict[str, Tuple[int, Optional[bytes]]]) -> None:
+    def print_changes(self, before: Dict[str, Entry]) -> None:
         after = snapshot(self.root)
+        owners = Owners(self.root)
         print("\nFiles changed in the guest:")
         skip = ("var/lib/ovmd", "var/lib/ovm-template-config", "run/", "var/log/")
         changed = sorted(p for p in set(before) | set(after)
                          if before.get(p) != after.get(p) and not p.startswith(skip))
+        backups = [p for p in changed if p in ACCOUNT_BACKUPS]
         for path in changed:
+            if path in backups:
+                continue
             old, new = before.get(path), after.get(path)
-            if new is not None and _looks_secret(path):
-                print("--- /%s: changed (secret: mode %o, content not shown)"
-                      % (path, new[0] & 0o7777))
+            what = "created" if old is None else "removed" if new is None else "changed"
+            if _looks_secret(path):
+                print("--- /%s: %s%s (secret: content not shown)"
+                      % (path, what, owners.describe(old, new)))
                 continue
             old_text = _text(old)
             new_text = _text(new)
             if old_text is None or new_text is None:
-                what = "created" if old is None else "removed" if new is None else "changed"
-                print("--- /%s: %s (binary or special file)" % (path, what))
+                print("--- /%s: %s (binary or special file)%s"
+                      % (path, what, owners.describe(old, new)))
                 continue
-            sys.stdout.writelines(difflib.unified_diff(
+            diff = list(difflib.unified_diff(
                 old_text.splitlines(True), new_text.splitlines(True),
                 "a/" + path if old is not None else "/dev/null",
                 "b/" + path if new is not None else "/dev/null"))
-        print("(%d files)" % len(changed))
+            sys.stdout.writelines(diff)
+            meta_changed = old is not None and new is not None and old[:3] != new[:3]
+            if not diff or meta_changed:
+                note = what if diff else "mode or owner changed" if meta_changed else \
+                    what + ", empty"
+                print("--- /%s: %s%s" % (path, note, owners.describe(old, new)))
+        if backups:
+            print("(and the backups the shadow tools keep of what they changed: %s)"
+                  % ", ".join("/" + p for p in backups))
+        print("(%d files changed)" % len(changed))
 
     def print_sent_back(self) -> None:
         print("\nMessages the guest sent back to the host:")
@@ -224,6 +252,7 @@ class Demo:
         before = snapshot(self.root)
         self.start_xenstored()
         self.start_ovmd()
+        self.print_messages()
         self.send_messages()
         result = self.wait_result()
         self.print_modules(self.status())
@@ -261,10 +290,44 @@ def _looks_secret(path: str) -> bool:
             or name.startswith("id_"))
 
 
-def _text(entry: Optional[Tuple[int, Optional[bytes]]]) -> Optional[str]:
+#: One file of a snapshot: (mode, uid, gid, content; a link's content is its target).
+Entry = Tuple[int, int, int, Optional[bytes]]
+
+
+class Owners:
+    """User and group names from the guest's own /etc/passwd and /etc/group (not the
+    host's: the sandbox's accounts are not the host's)."""
+
+    def __init__(self, root: Path) -> None:
+        self.users = self._names(root / "etc" / "passwd")
+        self.groups = self._names(root / "etc" / "group")
+
+    @staticmethod
+    def _names(path: Path) -> Dict[int, str]:
+        names = {}
+        for line in path.read_text().splitlines():
+            fields = line.split(":")
+            if len(fields) >= 3 and fields[2].isdigit():
+                names.setdefault(int(fields[2]), fields[0])
+        return names
+
+    def mode(self, entry: Entry) -> str:
+        return "mode %04o %s:%s" % (entry[0] & 0o7777, self.users.get(entry[1], entry[1]),
+                                    self.groups.get(entry[2], entry[2]))
+
+    def describe(self, old: Optional[Entry], new: Optional[Entry]) -> str:
+        """", mode 0640 root:ssh_keys" for a new file, "..., was ..." for a change."""
+        if new is None:
+            return ""
+        if old is None or old[:3] == new[:3]:
+            return ", " + self.mode(new)
+        return ", %s, was %s" % (self.mode(new), self.mode(old))
+
+
+def _text(entry: Optional[Entry]) -> Optional[str]:
     if entry is None:
         return ""
-    data = entry[1]
+    data = entry[3]
     if data is None:
         return None
     try:
@@ -273,8 +336,9 @@ def _text(entry: Optional[Tuple[int, Optional[bytes]]]) -> Optional[str]:
         return None
 
 
-def snapshot(root: Path) -> Dict[str, Tuple[int, Optional[bytes]]]:
-    """path -> (mode, content) for every file and link under root (links as their target)."""
+def snapshot(root: Path) -> Dict[str, Entry]:
+    """path -> (mode, uid, gid, content) for every file and link under root (links as
+    their target)."""
     tree = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
@@ -282,16 +346,19 @@ def snapshot(root: Path) -> Dict[str, Tuple[int, Optional[bytes]]]:
             rel = os.path.relpath(path, root)
             st = os.lstat(path)
             if os.path.islink(path):
-                tree[rel] = (st.st_mode, ("-> " + os.readlink(path) + "\n").encode())
+                tree[rel] = (st.st_mode, st.st_uid, st.st_gid,
+                             ("-> " + os.readlink(path) + "\n").encode())
             elif os.path.isfile(path):
                 with open(path, "rb") as handle:
-                    tree[rel] = (st.st_mode, handle.read())
+                    tree[rel] = (st.st_mode, st.st_uid, st.st_gid, handle.read())
     return tree
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--keep", action="store_true", help="keep the sandbox directory")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the sandbox directory (the guest root, the sockets, "
+                        "ovmd.log) to look at afterwards")
     parser.add_argument("--timeout", type=float, default=20, help="seconds to wait for each step")
     args = parser.parse_args(argv)
     demo = Demo(args.keep, args.timeout)

@@ -13,7 +13,8 @@ The environment a module process gets from the runner:
     plan mode: file writes and commands are recorded, not made.
 ``OVM_TEMPLATE_CONFIG_ACTIONS``
     a file to which each change is appended as one JSON object per line; the runner
-    turns it into the dry-run plan and the run report (format in the README).
+    turns it into the dry-run plan and the run report (format in docs/formats.md). A
+    record marked ``bookkeeping`` is the module's own state, not a change to the guest.
 
 The three make up :class:`GuestFiles`, the process's view of the guest (:func:`guest`),
 which also holds what plan mode "wrote" so far.
@@ -216,7 +217,11 @@ def _encode(data: Optional[bytes]) -> Tuple[Optional[str], str]:
 
 
 def record(op: str, **fields) -> None:
-    """Append one change to the journal named by ``OVM_TEMPLATE_CONFIG_ACTIONS``."""
+    """Append one change to the journal named by ``OVM_TEMPLATE_CONFIG_ACTIONS``.
+
+    ``bookkeeping=True`` among ``fields`` marks a change to the module's own state (as
+    :func:`write_file` does), which the dry-run plan and the run report keep apart from
+    the changes to the guest."""
     journal = guest().journal
     if not journal:
         return
@@ -231,12 +236,17 @@ def record(op: str, **fields) -> None:
 
 
 def _record_file(op: str, path: str, old: Optional[bytes], new: Optional[bytes], mode,
-                 secret: bool, applied: bool) -> None:
+                 secret: bool, applied: bool, bookkeeping: bool = False) -> None:
     old_text, old_enc = _encode(None if secret else old)
     new_text, new_enc = _encode(None if secret else new)
     record(op, path=path, mode=mode, old=old_text, new=new_text,
            encoding="base64" if "base64" in (old_enc, new_enc) else "utf-8",
-           secret=secret, applied=applied)
+           secret=secret, applied=applied, **_bookkeeping(bookkeeping))
+
+
+def _bookkeeping(flag: bool) -> Dict[str, bool]:
+    """The journal field that marks a module's own state (absent when false)."""
+    return {"bookkeeping": True} if flag else {}
 
 
 # --- commands -----------------------------------------------------------------------------
@@ -431,11 +441,12 @@ def atomic_write(real_path: str, data: bytes, mode: Optional[int] = None,
 
 
 def ensure_dir(path: str, mode: int = 0o755, uid: Optional[int] = None,
-               gid: Optional[int] = None) -> None:
-    """Create the guest directory ``path`` (and parents) if missing."""
+               gid: Optional[int] = None, bookkeeping: bool = False) -> None:
+    """Create the guest directory ``path`` (and parents) if missing (``bookkeeping``: as
+    for :func:`write_file`)."""
     if dry_run():
         if not exists(path):
-            record("mkdir", path=path, mode=mode, applied=False)
+            record("mkdir", path=path, mode=mode, applied=False, **_bookkeeping(bookkeeping))
         return
     real = confined(path, True, "create the directory")
     if os.path.isdir(real):
@@ -450,16 +461,19 @@ def ensure_dir(path: str, mode: int = 0o755, uid: Optional[int] = None,
         os.chmod(root_path(guest), mode)
         if uid is not None or gid is not None:
             os.chown(root_path(guest), -1 if uid is None else uid, -1 if gid is None else gid)
-        record("mkdir", path=guest, mode=mode, applied=True)
+        record("mkdir", path=guest, mode=mode, applied=True, **_bookkeeping(bookkeeping))
 
 
 def write_file(path: str, content, mode: Optional[int] = None, uid: Optional[int] = None,
-               gid: Optional[int] = None, secret: bool = False) -> bool:
+               gid: Optional[int] = None, secret: bool = False,
+               bookkeeping: bool = False) -> bool:
     """Make the guest file ``path`` hold ``content`` (str or bytes); True if it changed.
 
     Idempotent: an identical file (content, and mode/owner when given) is left alone.
     Missing parent directories are created. ``secret=True`` keeps the content out of
-    the journal (private keys, shadow entries).
+    the journal (private keys, shadow entries). ``bookkeeping=True`` marks the file as
+    the module's own state (what it applied, the originals it saved for its cleanup),
+    not a change to the guest: ``--dry-run`` names it in one line instead of showing it.
     """
     data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
     view = guest()
@@ -474,17 +488,17 @@ def write_file(path: str, content, mode: Optional[int] = None, uid: Optional[int
         return False
     if view.dry_run:
         view.planned[path] = data
-        _record_file("write", path, old, data, mode, secret, applied=False)
+        _record_file("write", path, old, data, mode, secret, False, bookkeeping)
         return True
-    ensure_dir(os.path.dirname(path) or "/")
+    ensure_dir(os.path.dirname(path) or "/", bookkeeping=bookkeeping)
     atomic_write(real, data, mode, uid, gid)
-    _record_file("write", path, old, data, mode, secret, applied=True)
+    _record_file("write", path, old, data, mode, secret, True, bookkeeping)
     return True
 
 
-def remove_file(path: str, secret: bool = False) -> bool:
-    """Remove the guest file ``path`` if it exists; True if it did. A symbolic link is
-    removed itself, never followed."""
+def remove_file(path: str, secret: bool = False, bookkeeping: bool = False) -> bool:
+    """Remove the guest file ``path`` if it exists; True if it did (``bookkeeping``: as
+    for :func:`write_file`). A symbolic link is removed itself, never followed."""
     real = confined(path, False, "remove")
     old = _current_bytes(path, real)
     if old is None and not os.path.islink(real):
@@ -492,14 +506,14 @@ def remove_file(path: str, secret: bool = False) -> bool:
     view = guest()
     if view.dry_run:
         view.planned[path] = None
-        _record_file("remove", path, old, None, None, secret, applied=False)
+        _record_file("remove", path, old, None, None, secret, False, bookkeeping)
         return True
     try:
         os.unlink(real)
     except FileNotFoundError:
         return False
     fsutil.fsync_dir(os.path.dirname(real))
-    _record_file("remove", path, old, None, None, secret, applied=True)
+    _record_file("remove", path, old, None, None, secret, True, bookkeeping)
     return True
 
 

@@ -10,7 +10,6 @@ import fcntl
 import hashlib
 import os
 import select
-import shutil
 import stat
 import subprocess
 import sys
@@ -19,6 +18,8 @@ import textwrap
 import time
 from pathlib import Path
 from typing import Dict, Iterable, Optional
+
+from testlib import STANDARD_MODULES, sandbox_root
 
 from ovmd.paths import Paths
 from templateconfig import registry
@@ -196,23 +197,15 @@ def wait_readable(fd, timeout=TIMEOUT):
 # --- the standard modules on a fixture root ------------------------------------------------
 
 REPO = Path(__file__).resolve().parent.parent
-STANDARD_SCRIPTS = REPO / "template.d" / "scripts"
-FIXTURE_ROOTS = REPO / "tests" / "templateconfig" / "modules" / "fixtures" / "roots"
-#: The standard modules, in their configure order.
-STANDARD = ("selinux", "firewall", "datetime", "network", "system", "user", "ssh",
-            "authentication")
 
 
-def standard_guest(dest: Path, fixture: str = "ol9", modules: Iterable[str] = STANDARD) -> Paths:
-    """A copy of fixture root ``fixture`` at ``dest`` with the standard modules' scripts
-    installed and registered, as their packages do."""
-    shutil.copytree(FIXTURE_ROOTS / fixture, dest, symlinks=True)
-    paths = Paths(str(dest))
-    os.makedirs(paths.scripts_dir, exist_ok=True)
-    for name in modules:
-        shutil.copy2(STANDARD_SCRIPTS / name, paths.scripts_dir)
-        registry.add(paths, name)
-    return paths
+def standard_guest(dest: Path, fixture: str = "ol9",
+                   modules: Iterable[str] = STANDARD_MODULES) -> Paths:
+    """A copy of fixture root ``fixture`` at ``dest`` (a real guest's modes) with the
+    standard modules' scripts installed and registered, as their packages do."""
+    sandbox_root.fixture_root(fixture, dest)
+    sandbox_root.install_modules(dest, modules)
+    return Paths(str(dest))
 
 
 # --- a fixture root as a running guest ----------------------------------------------------

@@ -9,7 +9,9 @@ import re
 import subprocess
 import sys
 
-from testlib import REPO
+from testlib import REPO, load_script
+
+MESSAGES = load_script("demo").MESSAGES
 
 
 def processes_mentioning(text: str):
@@ -41,11 +43,29 @@ def test_demo_configures_the_template_and_leaves_nothing_behind():
     assert "+SELINUX=permissive" in out
     assert "ovm-eth0.nmconnection" in out and "ovm-eth1.nmconnection" in out
     assert "+alice:x:2001:2001::/home/alice:/bin/bash" in out
+    # the messages first, in the order sent, secret keys' values masked
+    messages = out.index("Messages the manager sends")
+    assert messages < out.index("manager sent 30 messages") < out.index("Files changed")
+    listed = re.findall(r"^  (com\.oracle\.linux\.\S+)\s+(.*)$", out[messages:], re.M)[:30]
+    assert [key for key, _ in listed] == [key for key, _ in MESSAGES]
+    assert dict(listed)["com.oracle.linux.network.hostname"] == "web01.example.com"
+    for key in ("com.oracle.linux.root-password", "com.oracle.linux.user.password.0"):
+        assert dict(listed)[key] == "******** (secret)"
     # secrets never shown: neither passwords nor private host keys
     assert "r00t-demo-pass" not in out + proc.stderr
     assert "Al1ce-demo-pass" not in out + proc.stderr
     assert "PRIVATE KEY" not in out
-    assert "etc/ssh/ssh_host_ed25519_key: changed (secret" in out
+    # a new private host key is shown as created, with its mode and owner, not its content
+    assert ("--- /etc/ssh/ssh_host_ed25519_key: created, mode 0640 root:ssh_keys (secret: "
+            "content not shown)") in out
+    # the template has a real guest's modes, and the modules keep them
+    assert "--- /etc/shadow: changed, mode 0000 root:root (secret: content not shown)" in out
+    assert "--- /etc/gshadow: changed, mode 0000 root:root (secret: content not shown)" in out
+    # the shadow tools' backups are named once, not shown as diffs
+    assert "/etc/passwd-" not in out.replace(
+        "(and the backups the shadow tools keep of what they changed: /etc/group-, "
+        "/etc/gshadow-, /etc/passwd-, /etc/shadow-)", "")
+    assert "b/etc/group-" not in out and "/etc/shadow-:" not in out
     # the messages the guest sent back
     assert '{"com.oracle.linux.ovmd.initial-config-status": "done"}' in out
     # nothing left behind: no process, no directory

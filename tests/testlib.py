@@ -124,24 +124,27 @@ def help_options(command: str) -> list:
 
 # --- the fixture roots of the module tests ---------------------------------------------------
 
-FIXTURE_ROOTS = REPO / "tests" / "templateconfig" / "modules" / "fixtures" / "roots"
-STANDARD_MODULES = ("selinux", "firewall", "datetime", "network", "system", "user", "ssh",
-                    "authentication")
+def load_script(name: str):
+    """The module ``scripts/NAME.py`` (scripts/ is no package), loaded once."""
+    if name not in sys.modules:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / (name + ".py"))
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
-def fixture_root(name: str, dest: Path) -> Path:
-    """A fresh copy of the fixture root ``name`` at ``dest`` (ownership kept)."""
-    shutil.copytree(FIXTURE_ROOTS / name, dest, symlinks=True)
-    # git does not keep modes: give the files the modes a real guest has.
-    for relative, mode in (("etc/shadow", 0o640), ("etc/gshadow", 0o640), ("root/.ssh", 0o700),
-                           ("etc/machine-id", 0o444)):
-        if (dest / relative).exists():
-            os.chmod(dest / relative, mode)
-    for key in list((dest / "etc" / "ssh").glob("ssh_host_*key")) + list((dest / "root" / ".ssh").glob("*")):
-        os.chmod(key, 0o600)
-    for keep in dest.rglob(".keep"):
-        keep.unlink()
-    return dest
+sandbox_root = load_script("sandbox_root")
+FIXTURE_ROOTS = sandbox_root.FIXTURE_ROOTS
+STANDARD_MODULES = sandbox_root.STANDARD_MODULES
+
+
+#: A fresh copy of a fixture root, with the modes (and owners) a real guest of its
+#: distribution has: ``fixture_root(name, dest)``.
+fixture_root = sandbox_root.fixture_root
 
 
 def install_modules(root: Path, names=STANDARD_MODULES) -> None:

@@ -36,6 +36,7 @@ def configure(params: Dict[str, str]) -> Optional[Dict[str, str]]:
         log.info("%s was not given: the root password is left as it is", ROOT_PASSWORD)
         return None
     accounts.set_password("root", password)
+    accounts.protect_shadow_files()
     return None
 
 

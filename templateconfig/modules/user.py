@@ -221,6 +221,8 @@ def configure(params: Dict[str, str]) -> Optional[Dict[str, str]]:
     for entry in group_entries:
         if entry.action == "del":
             _apply_group(entry)
+    if user_entries or group_entries:
+        accounts.protect_shadow_files()
     return None
 
 

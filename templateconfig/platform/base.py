@@ -108,6 +108,11 @@ class Platform:
     """Behaviour shared by every family; subclasses override what differs."""
 
     family = ""
+    #: How readable the files of password hashes (``/etc/shadow``, ``/etc/gshadow`` and
+    #: the shadow tools' backups of them) are on this distribution: the most their mode
+    #: allows, and the group that may read them (None: root's). EL: 0000 root:root.
+    shadow_mode = 0o000
+    shadow_group: Optional[str] = None
 
     def __init__(self, release: OsRelease) -> None:
         self.release = release

@@ -36,6 +36,9 @@ class DebianPlatform(GuestPlatform):
     family = "debian"
     hosts_self_address = "127.0.1.1"
     ssh_service = "ssh"
+    #: Debian's and Ubuntu's /etc/shadow and /etc/gshadow: 0640 root:shadow
+    shadow_mode = 0o640
+    shadow_group = "shadow"
 
     # --- host name --------------------------------------------------------------------------
     def default_hosts(self, hostname: Optional[str]) -> str:

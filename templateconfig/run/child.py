@@ -1,12 +1,14 @@
 """Inside a forked module process: become what a fresh ``python SCRIPT ARGS`` would be.
 
 A Python module runs in a fork of the runner (:mod:`templateconfig.run.launcher`), which
-sets up what a fresh process would see: argv ``[script, TARGET]``, pipes on 0/1/2 and no
-other descriptor, the module environment, cwd ``/``, default signal dispositions and
-then Python's own, its own process group, SIGKILL as its parent-death signal (a module
-process never outlives its runner, :mod:`templateconfig.run.runnerdir`; exec'd modules
-keep it too), ``__name__ == "__main__"`` through
-``runpy.run_path``, ``sys.path[0]`` the script's directory, the exit status from
+sets up what a fresh process would see: argv ``[script, TARGET]`` and the process title
+of a fresh ``python SCRIPT TARGET`` (:mod:`templateconfig.run.proctitle`: ``ps`` tells
+one module from another), pipes on 0/1/2 and no other descriptor, the module
+environment, cwd ``/``, default signal dispositions and then Python's own, its own
+process group, SIGKILL as its parent-death signal (a module process never outlives its
+runner, :mod:`templateconfig.run.runnerdir`; exec'd modules keep it too),
+``__name__ == "__main__"`` through ``runpy.run_path``, ``sys.path[0]`` the script's
+directory, the exit status from
 ``SystemExit`` as CPython computes it, tracebacks without the runner's frames, a clean
 ``atexit`` and logging set-up. Other modules are exec'd.
 
@@ -24,6 +26,7 @@ import signal
 import sys
 from typing import Any, List, Mapping, NoReturn, Optional, Sequence, Tuple
 
+from templateconfig.run import proctitle
 from templateconfig.run.contract import EXIT_NOT_STARTED
 from templateconfig.run.scripts import read_shebang
 
@@ -31,17 +34,22 @@ from templateconfig.run.scripts import read_shebang
 class Prepared:
     """What a child must reset, found by the parent just before the fork (the same
     state the child inherits): the signals whose disposition is not the default, and
-    for a forked Python module the environment changes and the loggers the runner set
-    up. The child then touches only what it changes."""
+    for a forked Python module (``argv``: its script and arguments) the environment
+    changes, the loggers the runner set up and its process title. The child then
+    touches only what it changes."""
 
-    def __init__(self, env: Mapping[str, str], forked: bool) -> None:
+    def __init__(self, env: Mapping[str, str], forked: bool,
+                 argv: Sequence[str] = ()) -> None:
         self.parent = os.getpid()
-        self.die_with_parent = _parent_death_setter()
+        library = proctitle.libc()
+        self.die_with_parent = library.prctl if library is not None else None
         self.signals = _signals_to_reset()
         self.env_removed: List[str] = []
         self.env_set: List[Tuple[str, str]] = []
         self.loggers: Optional[List[Any]] = None
+        self.title: Optional[proctitle.Title] = None
         if forked:
+            self.title = proctitle.prepare(read_shebang(argv[0]), argv) if argv else None
             environ = os.environ
             self.env_removed = [key for key in environ if key not in env]
             self.env_set = [(key, value) for key, value in env.items()
@@ -49,30 +57,10 @@ class Prepared:
             self.loggers = _loggers_to_reset()
 
 
-@functools.lru_cache(maxsize=None)
-def _parent_death_setter() -> Optional[Any]:
-    """``prctl`` of the C library (loaded once, in the runner: the child only calls it),
-    or None where there is none."""
-    import ctypes
-
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
-                      ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    return prctl
-
-
-#: prctl(2): the signal a process gets when its parent dies.
-_PR_SET_PDEATHSIG = 1
-
-
 def _die_with_parent(prepared: Prepared) -> None:
     """SIGKILL when the runner dies; if it died already (before the prctl), exit now."""
     if prepared.die_with_parent is not None:
-        prepared.die_with_parent(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        prepared.die_with_parent(proctitle.PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != prepared.parent:
         os._exit(EXIT_NOT_STARTED)
 
@@ -259,6 +247,7 @@ def _fresh_interpreter(argv: List[str], prepared: Prepared, kept: List[Any]) -> 
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = (  # type: ignore[misc]
         sys.stdin, sys.stdout, sys.stderr)
     sys.argv = list(argv)
+    proctitle.apply(prepared.title)
     atexit._clear()
     _reset_logging(prepared.loggers, kept)
 

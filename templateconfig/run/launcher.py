@@ -287,7 +287,7 @@ class Launcher:
                   if forked else None)
         # What the child has to undo is worked out here: every object the child reads
         # is a page it copies (reference counts).
-        prepared = Prepared(env, forked)
+        prepared = Prepared(env, forked, argv)
         go_r, go_w = os.pipe() if wait else (None, None)
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()

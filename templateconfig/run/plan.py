@@ -4,7 +4,10 @@ Each module process appends its file changes and commands, one JSON object per l
 the journal named by ``OVM_TEMPLATE_CONFIG_ACTIONS`` (``templateconfig.common`` does it;
 record format in docs/formats.md). This module reads such journals and turns them into a
 plan: unified diffs for files, one line for directories, links and permissions, and the
-list of commands. Secret files are named but their content is never shown.
+list of commands. Secret files are named but their content is never shown. Records
+marked ``bookkeeping`` (a module's own state: what it applied, the originals it saved
+for its cleanup) are no change to the guest: the plan names those files in one line per
+module, and ``--json`` keeps their records apart (``bookkeeping``).
 """
 from __future__ import annotations
 
@@ -33,6 +36,16 @@ def read_actions(path: str) -> List[Dict[str, Any]]:
         if isinstance(record, dict) and isinstance(record.get("op"), str):
             actions.append(record)
     return actions
+
+
+def is_bookkeeping(record: Dict[str, Any]) -> bool:
+    """True for a record of a module's own state rather than a change to the guest."""
+    return record.get("bookkeeping") is True
+
+
+def guest_changes(actions: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The records of ``actions`` that change the guest (bookkeeping left out)."""
+    return [record for record in actions if not is_bookkeeping(record)]
 
 
 def _content(record: Dict[str, Any], field: str) -> Optional[bytes]:
@@ -115,9 +128,10 @@ def render_plan(modules: Sequence[Tuple[str, List[Dict[str, Any]]]],
     commands: List[str] = []
     for name, actions in modules:
         out.append("=== %s ===\n" % name)
-        if not any(a.get("op") != "command" for a in actions):
+        changes = guest_changes(actions)
+        if not any(a.get("op") != "command" for a in changes):
             out.append("no file changes\n")
-        for record in actions:
+        for record in changes:
             op = record.get("op")
             if op == "command":
                 commands.append("%s: %s" % (name, shlex.join(str(a) for a in
@@ -127,6 +141,9 @@ def render_plan(modules: Sequence[Tuple[str, List[Dict[str, Any]]]],
                 out.append(file_diff(record))
             else:
                 out.append(describe(record) + "\n")
+        own = sorted({str(a.get("path", "?")) for a in actions if is_bookkeeping(a)})
+        if own:
+            out.append("its own state (not shown): %s\n" % ", ".join(own))
     out.append("=== commands that would run ===\n")
     out.extend("%s\n" % c for c in commands)
     if not commands:
@@ -139,6 +156,9 @@ def render_plan(modules: Sequence[Tuple[str, List[Dict[str, Any]]]],
 
 def plan_json(modules: Sequence[Tuple[str, List[Dict[str, Any]]]],
               skipped: Sequence[Tuple[str, str]] = ()) -> Dict[str, Any]:
-    """The dry run for ``--json``: the records of every module, and the skipped ones."""
-    return {"modules": [{"name": name, "actions": actions} for name, actions in modules],
+    """The dry run for ``--json``: per module the records of its changes to the guest
+    (``actions``) and those of its own state (``bookkeeping``); the skipped modules."""
+    return {"modules": [{"name": name, "actions": guest_changes(actions),
+                         "bookkeeping": [a for a in actions if is_bookkeeping(a)]}
+                        for name, actions in modules],
             "skipped": [{"name": name, "reason": reason} for name, reason in skipped]}

@@ -192,7 +192,7 @@ class Run:
         later = [i for i in self.to_run if i > index]
         meanwhile = functools.partial(self._while_running, later[0] if later else None)
         outcome = self._launch(index, module, meanwhile)
-        from templateconfig.run.plan import describe
+        from templateconfig.run.plan import describe, guest_changes
 
         if outcome.status == ModuleStatus.OK:
             secret = [k for k in outcome.changed if self.secrets.is_secret(k)]
@@ -203,7 +203,8 @@ class Run:
             self.applied.module_done(module.name, self.matchers[index], self.params)
         # written with the next module's start, or by _finish()
         self.report.update(module.name, outcome.status, outcome.seconds, outcome.error,
-                           write=False, actions=[describe(a) for a in outcome.actions],
+                           write=False,
+                           actions=[describe(a) for a in guest_changes(outcome.actions)],
                            warnings=list(outcome.warnings), stderr=outcome.stderr)
         _log_outcome(self.target, outcome)
         return outcome

@@ -27,7 +27,8 @@ from runner_helpers import guest, ran, recording_module, run_cli
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "templateconfig" / "modules"))
 
-from module_helpers import ROOTS, run_module  # noqa: E402
+from module_helpers import run_module  # noqa: E402
+from testlib import fixture_root  # noqa: E402
 
 P = "com.oracle.linux."
 N = P + "network."
@@ -76,7 +77,7 @@ def plant_link(link: Path, outside: Path, is_dir: bool):
 def test_a_link_out_of_the_root_is_never_followed(tmp_path, figures, case, distro, planted,
                                                   is_dir, module, params, expected):
     root = tmp_path / "root"
-    shutil.copytree(str(ROOTS / distro), str(root), symlinks=True)
+    fixture_root(distro, root)
     outside = tmp_path / "outside"
     link = root / planted
     before = plant_link(link, outside, is_dir)

@@ -91,6 +91,24 @@ class TestWriteFile:
         assert "secretbits" not in text
         assert records(journal)[-1]["secret"] is True
 
+    def test_bookkeeping_is_marked_on_its_own_records_only(self, guest, monkeypatch):
+        _, journal = guest
+        common.write_file("/etc/guest.conf", "a\n")
+        common.write_file("/var/lib/mine/state", "1\n", bookkeeping=True)
+        common.remove_file("/var/lib/mine/state", bookkeeping=True)
+        monkeypatch.setenv("OVM_TEMPLATE_CONFIG_DRY_RUN", "1")
+        common.write_file("/var/lib/mine/state", "2\n", bookkeeping=True)
+        common.ensure_dir("/var/lib/other", bookkeeping=True)
+        marked = [(r["op"], r["path"], r["applied"]) for r in records(journal)
+                  if r.get("bookkeeping") is True]
+        assert marked == [("mkdir", "/var", True), ("mkdir", "/var/lib", True),
+                          ("mkdir", "/var/lib/mine", True), ("write", "/var/lib/mine/state", True),
+                          ("remove", "/var/lib/mine/state", True),
+                          ("write", "/var/lib/mine/state", False),
+                          ("mkdir", "/var/lib/other", False)]
+        guest_records = [r for r in records(journal) if "bookkeeping" not in r]
+        assert [(r["op"], r["path"]) for r in guest_records] == [("write", "/etc/guest.conf")]
+
     def test_no_temporary_files_left(self, guest):
         root, _ = guest
         common.write_file("/etc/a", "1")

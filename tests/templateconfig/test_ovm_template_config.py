@@ -22,10 +22,13 @@ from runner_helpers import (
     guest,
     guest_tree,
     run_cli,
+    standard_guest,
     tree_hashes,
     wait_readable,
 )
+from testlib import FIXTURE_ROOTS
 
+FIXTURES = sorted(p.name for p in FIXTURE_ROOTS.iterdir())
 PASSWORD = "Tr0ub4dor&3-hunter2"
 SECRET_KEY = "com.example.admin-password"  # a password by its name and its descriptor
 
@@ -338,6 +341,8 @@ def do_configure(param):
                       secret=True)
     common.remove_file("/etc/obsolete")
     common.run_cmd(["systemctl", "restart", "network"])
+    # its own state, in a place of its own: marked, not recognised by its path
+    common.write_file("/var/lib/example/hosts.state", "applied\\n", bookkeeping=True)
     params["hosts.done"] = "yes"
     return json.dumps(params)
 
@@ -375,6 +380,9 @@ class TestDryRun:
         assert "/etc/secret.key: secret content, not shown" in out
         assert "would remove /etc/obsolete" in out and "-old\n" in out
         assert "=== commands that would run ===\nhosts: systemctl restart network\n" in out
+        # the module's bookkeeping is named once, not shown as a change to the guest
+        assert "its own state (not shown): /var/lib/example/hosts.state\n" in out
+        assert out.count("hosts.state") == 1 and "+applied" not in out
         assert "thirdparty: does not use templateconfig.common" in out
         assert "shell: does not use templateconfig.common" in out
         assert PASSWORD not in out + proc.stderr
@@ -397,8 +405,38 @@ class TestDryRun:
         actions = report["plan"]["modules"][0]["actions"]
         assert [a["op"] for a in actions] == ["write", "write", "remove", "command"]
         assert all(a["applied"] is False for a in actions)
+        bookkeeping = report["plan"]["modules"][0]["bookkeeping"]
+        assert [(a["op"], a["path"], a["bookkeeping"]) for a in bookkeeping] == [
+            ("write", "/var/lib/example/hosts.state", True)]
         assert {s["name"] for s in report["plan"]["skipped"]} == {"thirdparty", "shell"}
         assert PASSWORD not in proc.stdout
+
+    @pytest.mark.parametrize("fixture", FIXTURES)
+    def test_standard_modules_plan_their_guest_changes_not_their_state(self, tmp_path,
+                                                                         fixture):
+        paths = standard_guest(tmp_path / "root", fixture)
+        params = json.dumps({"com.oracle.linux.network.hostname": "web01.example.com",
+                             "com.oracle.linux.datetime.timezone": "Europe/Paris",
+                             "com.oracle.linux.datetime.ntp": "True",
+                             "com.oracle.linux.datetime.ntp-servers": "0.pool.ntp.org",
+                             "com.oracle.linux.root-password": PASSWORD})
+        text = run_cli(["--root", paths.root, "--stdin", "--dry-run", "configure"], params)
+        assert text.returncode == 0, text.stderr
+        state_dir = "/var/lib/ovm-template-config/"
+        shown = [line for line in text.stdout.splitlines() if state_dir in line]
+        assert shown and all(line.startswith("its own state (not shown): ") for line in shown), \
+            text.stdout
+        assert "+++ b/etc/hostname" in text.stdout or "HOSTNAME=web01" in text.stdout
+        as_json = run_cli(["--root", paths.root, "--stdin", "--dry-run", "--json", "configure"],
+                          params)
+        plan = json.loads(as_json.stdout)["plan"]
+        actions = [a for m in plan["modules"] for a in m["actions"]]
+        bookkeeping = [a for m in plan["modules"] for a in m["bookkeeping"]]
+        assert not [a for a in actions if a.get("path", "").startswith(state_dir)]
+        assert bookkeeping and all(a["bookkeeping"] is True and a["path"].startswith(state_dir)
+                                   for a in bookkeeping)
+        assert {m["name"] for m in plan["modules"] if m["bookkeeping"]} >= {
+            "datetime", "network", "system"}
 
     def test_real_run_applies_what_the_plan_said(self, tmp_path):
         paths = self.build(tmp_path)

@@ -18,6 +18,11 @@ every change is journaled and nothing runs in plan mode. How the tools reach the
             ``secret=True``. Home directories get ROOT's ``/etc/skel`` (or none), never the
             host's.
 
+The files of password hashes are never left more readable than the distribution has
+them (:func:`protect_shadow_files`): the shadow tools keep the mode a file had, and give
+their backups (``/etc/shadow-``) the same, so a template whose ``/etc/shadow`` was too
+open would otherwise keep it so, now with hashes in it.
+
 Passwords never go on a command line: ``chpasswd`` reads ``name:password`` on stdin, and a
 value that already is a crypt hash (``$6$...``, ``$y$...``) is passed with ``-e``. A
 password the shadow entry already holds is not set again (a fresh salt would rewrite
@@ -31,6 +36,7 @@ import hmac
 import logging
 import os
 import re
+import stat
 import tempfile
 import time
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Set, Tuple
@@ -163,6 +169,37 @@ def added(params: Mapping[str, str]) -> Tuple[Set[str], Set[str]]:
 
 
 # --- changing ---------------------------------------------------------------------------------
+
+#: The files of password hashes, and the backups the shadow tools keep of them.
+SHADOW_FILES = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-")
+
+
+def protect_shadow_files() -> None:
+    """Make the files of password hashes no more readable than the distribution's norm
+    (the platform's ``shadow_mode`` and ``shadow_group``: EL 0000 root:root, Debian 0640
+    root:shadow): owned by root and the norm's group, permissions only taken away (and
+    the group's, if the guest lacks that group). Called by the modules that change
+    accounts, once their changes are made."""
+    platform = detect_generic()
+    gid = group_gid(platform.shadow_group) if platform.shadow_group else 0
+    for path in SHADOW_FILES:
+        real = common.root_path(path)
+        try:
+            st = os.lstat(real)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        mode = stat.S_IMODE(st.st_mode) & platform.shadow_mode
+        if gid is None:  # the norm's group is missing: no group may read
+            mode &= ~0o070
+        want = (mode, 0, gid or 0)
+        have = (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+        if want != have:
+            log.info("%s: mode %04o owner %d:%d is more open than this distribution's; "
+                     "now %04o %d:%d", path, *(have + want))
+            common.set_metadata(path, mode=want[0], uid=want[1], gid=want[2])
+
 
 def tool_mode() -> str:
     """How the shadow tools reach the root: ``host``, ``chroot`` or ``prefix`` (see above)."""

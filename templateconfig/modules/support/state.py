@@ -20,8 +20,10 @@ Small files per module under the framework's state directory
     (:func:`identity_due`).
 
 All changes go through :mod:`templateconfig.common`, so ``--root`` and ``--dry-run``
-work. :class:`ModuleState` offers the same file operations as ``common`` and is what the
-platform methods receive as ``files``.
+work; the changes to these files are marked ``bookkeeping`` in the journal (the dry run
+names them, it does not show them as changes to the guest). :class:`ModuleState` offers
+the same file operations as ``common`` and is what the platform methods receive as
+``files``.
 """
 from __future__ import annotations
 
@@ -81,13 +83,14 @@ class ModuleState:
 
     def mark_applied(self, digest: str) -> None:
         """Record that the params with ``digest`` were applied (call after success)."""
-        common.write_file(self.applied_path, json.dumps({"fingerprint": digest}) + "\n", mode=0o600)
+        common.write_file(self.applied_path, json.dumps({"fingerprint": digest}) + "\n",
+                          mode=0o600, bookkeeping=True)
 
     # --- saving originals -------------------------------------------------------------------
     def _save(self) -> None:
         data = {"module": self.module, "files": self._files, "services": self._services}
         common.write_file(self.saved_path, json.dumps(data, indent=1, sort_keys=True) + "\n",
-                          mode=0o600)
+                          mode=0o600, bookkeeping=True)
 
     def remember(self, path: str) -> None:
         """Save the original state of ``path`` unless it is saved already."""
@@ -181,8 +184,8 @@ class ModuleState:
                     control.enable(name)
                 elif enabled is False:
                     control.disable(name)
-        common.remove_file(self.saved_path)
-        common.remove_file(self.applied_path)
+        common.remove_file(self.saved_path, bookkeeping=True)
+        common.remove_file(self.applied_path, bookkeeping=True)
         self._files, self._services = {}, {}
 
 
@@ -240,8 +243,9 @@ def identity_due(name: str) -> bool:
 
 def mark_generated(name: str) -> None:
     """Record, after success, that ``name`` was generated during this boot."""
-    common.write_file(_stamp_path(name), json.dumps({"boot_id": boot_id()}) + "\n", mode=0o644)
+    common.write_file(_stamp_path(name), json.dumps({"boot_id": boot_id()}) + "\n", mode=0o644,
+                      bookkeeping=True)
 
 
 def forget_generated(name: str) -> None:
-    common.remove_file(_stamp_path(name))
+    common.remove_file(_stamp_path(name), bookkeeping=True)

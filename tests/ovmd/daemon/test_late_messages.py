@@ -16,7 +16,6 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -36,10 +35,10 @@ from daemon_helpers import (
     wait_status,
 )
 from testlib import (
-    REPO,
     bin_path,
     fixture_root,
     install_modules,
+    load_script,
     require_tool,
     verify_password,
 )
@@ -259,12 +258,7 @@ class TestConfiguredGuest:
 
 def demo_messages():
     """The demo's Oracle-style message set (scripts/demo.py), root password last."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        import demo
-    finally:
-        sys.path.pop(0)
-    return list(demo.MESSAGES)
+    return list(load_script("demo").MESSAGES)
 
 
 #: Files of the framework's own bookkeeping, which every run rewrites.

@@ -123,5 +123,18 @@ def entry(root: Path, relative: str, name: str) -> Optional[List[str]]:
 from testlib import (  # noqa: E402,F401  (re-exported)
     extract_debian_root,
     fixture_root,
+    sandbox_root,
     verify_password,
 )
+
+
+def shadow_norm(root: Path) -> Tuple[int, int, int]:
+    """(mode, uid, gid) a real guest of the root's distribution gives ``/etc/shadow`` and
+    ``/etc/gshadow``: EL 0000 root:root, Debian and Ubuntu 0640 root:shadow."""
+    mode, group = sandbox_root.SHADOW[sandbox_root.family(root)]
+    return mode, 0, sandbox_root.group_id(root, group) if group else 0
+
+
+def owner_and_mode(path: Path) -> Tuple[int, int, int]:
+    st = os.lstat(path)
+    return stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import pytest
+from testlib import fixture_root as copy_fixture_root
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
 SCRIPTS = REPO / "template.d" / "scripts"
-ROOTS = HERE / "fixtures" / "roots"
 
 
 def _journal_path(root: Path) -> Path:
@@ -126,11 +126,10 @@ def file_changes(records: List[dict]) -> List[dict]:
 
 @pytest.fixture
 def fixture_root(tmp_path):
-    """A function copying fixture root ``name`` to a fresh temporary directory."""
+    """A function copying fixture root ``name`` to a fresh temporary directory (with the
+    modes a real guest has)."""
     def copy(name: str) -> Path:
-        dest = tmp_path / name
-        shutil.copytree(ROOTS / name, dest, symlinks=True)
-        return dest
+        return copy_fixture_root(name, tmp_path / name)
     return copy
 
 
@@ -267,7 +266,7 @@ def assert_dry_run_matches(case: Case, fixture_root) -> None:
     _ok(planned)
     assert tree(planned_root) == before
     real_root = planned_root.parent / (case.root + "-real")
-    shutil.copytree(ROOTS / case.root, real_root, symlinks=True)
+    copy_fixture_root(case.root, real_root)
     real = run_steps(case, real_root)
     _ok(real)
     after = tree(real_root)

@@ -9,7 +9,9 @@ from identity_helpers import (
     SCRIPTS,
     entry,
     fixture_root,
+    owner_and_mode,
     run_module,
+    shadow_norm,
     tree,
     verify_password,
 )
@@ -35,7 +37,7 @@ def test_sets_root_password(tmp_path, distro):
     new = entry(root, "etc/shadow", "root")
     assert new[1].startswith("$6$") and verify_password("n3w Root:pw", new[1])
     assert new[0] == "root" and new[3:] == old[3:]
-    assert (root / "etc/shadow").stat().st_mode & 0o777 == 0o640
+    assert owner_and_mode(root / "etc/shadow") == shadow_norm(root)
     # the same password again: checked against the hash, /etc/shadow is not rewritten
     before = tree(root, normalize_hashes=False)
     again = run_module("authentication", "configure", {KEY: "n3w Root:pw"}, root)

@@ -9,6 +9,7 @@ fails under CI=true.
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 
 import pytest
@@ -99,3 +100,26 @@ def test_hosts_of_a_root_without_one_still_resolve_localhost(debian_root):
     assert chroot(root, "getent", "hosts", "db").split()[0] == "192.0.2.50"
     run_module("network", "cleanup", {}, root)
     assert not (root / "etc/hosts").exists()       # the root had none
+
+
+def test_password_files_stay_as_debian_has_them(debian_root):
+    """The guest's own shadow tools (chroot mode) keep a file's mode and give their
+    backups the same: Debian's 0640 root:shadow stays, and a template whose files were
+    left too open (0644, another group) is closed to it by the modules."""
+    root = debian_root
+    shadow_gid = int(chroot(root, "getent", "group", "shadow").split(":")[2])
+    for name in ("shadow", "gshadow"):
+        path = root / "etc" / name
+        assert (stat.S_IMODE(path.stat().st_mode), path.stat().st_uid, path.stat().st_gid) == \
+            (0o640, 0, shadow_gid)                   # as debootstrap made them
+        os.chown(path, 0, 100)
+        os.chmod(path, 0o644)
+    params = {U + "name.0": "dave", U + "password.0": "Dave pass 3",
+              "com.oracle.linux.root-password": "R00t pass 4"}
+    for module in ("user", "authentication"):
+        run = run_module(module, "configure", params, root)
+        tools = [argv[1:3] for argv in run.commands() if argv[0] in ("useradd", "chpasswd")]
+        assert tools and all(t == ["--root", str(root)] for t in tools)  # the guest's own
+    for name in ("shadow", "gshadow", "shadow-", "gshadow-"):
+        st = (root / "etc" / name).stat()
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o640, 0, shadow_gid), name

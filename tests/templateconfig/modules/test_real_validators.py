@@ -26,12 +26,12 @@ from typing import Dict, List
 
 import pytest
 from identity_helpers import fixture_root as copy_fixture_root
-from module_helpers import ROOTS, run_module
+from module_helpers import run_module
 from test_datetime import FULL as DATETIME
 from test_network import IPV6_NICS, TWO_NICS, with_template_ipv6
-from testlib import require_tool
+from testlib import FIXTURE_ROOTS, require_tool
 
-ROOT_NAMES = sorted(p.name for p in ROOTS.iterdir())
+ROOT_NAMES = sorted(p.name for p in FIXTURE_ROOTS.iterdir())
 EL_ROOTS = ("ol6", "ol7", "ol8", "ol9")
 NTP_SERVERS = [s.strip() for s in DATETIME["com.oracle.linux.datetime.ntp-servers"].split(",")]
 USER = {"com.oracle.linux.user.name.0": "alice", "com.oracle.linux.user.uid.0": "2001",

@@ -11,7 +11,14 @@ import json
 
 import pytest
 
-from templateconfig.run.plan import describe, file_diff, plan_json, read_actions, render_plan
+from templateconfig.run.plan import (
+    describe,
+    file_diff,
+    is_bookkeeping,
+    plan_json,
+    read_actions,
+    render_plan,
+)
 
 
 @pytest.mark.parametrize("record, line", [
@@ -75,9 +82,38 @@ def test_the_plan_lists_files_per_module_then_every_command():
         "thirdparty: does not use templateconfig.common\n")
     assert render_plan([], []) == "=== commands that would run ===\nnone\n"
     assert plan_json(modules, skipped) == {
-        "modules": [{"name": "hosts", "actions": modules[0][1]},
-                    {"name": "ssh", "actions": modules[1][1]}],
+        "modules": [{"name": "hosts", "actions": modules[0][1], "bookkeeping": []},
+                    {"name": "ssh", "actions": modules[1][1], "bookkeeping": []}],
         "skipped": [{"name": "thirdparty", "reason": "does not use templateconfig.common"}]}
+
+
+def test_bookkeeping_is_named_once_per_module_not_shown():
+    state = "/var/lib/ovm-template-config/network.saved"
+    actions = [
+        {"op": "write", "path": state, "old": None, "new": "{}\n", "bookkeeping": True},
+        {"op": "write", "path": "/etc/hostname", "old": "a\n", "new": "b\n"},
+        {"op": "write", "path": state, "old": "{}\n", "new": "{1}\n", "bookkeeping": True},
+        {"op": "write", "path": "/var/lib/ovm-template-config/network.applied", "old": None,
+         "new": "x\n", "bookkeeping": True},
+    ]
+    only_state = [{"op": "write", "path": "/var/lib/ovm-template-config/machine-id.generated",
+                   "old": None, "new": "{}\n", "bookkeeping": True}]
+    assert render_plan([("network", actions), ("system", only_state)]) == (
+        "=== network ===\n"
+        "write file /etc/hostname\n"
+        "--- a/etc/hostname\n+++ b/etc/hostname\n@@ -1 +1 @@\n-a\n+b\n"
+        "its own state (not shown): /var/lib/ovm-template-config/network.applied, "
+        "/var/lib/ovm-template-config/network.saved\n"
+        "=== system ===\n"
+        "no file changes\n"
+        "its own state (not shown): /var/lib/ovm-template-config/machine-id.generated\n"
+        "=== commands that would run ===\nnone\n")
+    assert plan_json([("network", actions)]) == {
+        "modules": [{"name": "network", "actions": [actions[1]],
+                     "bookkeeping": [actions[0], actions[2], actions[3]]}],
+        "skipped": []}
+    # a record says it is bookkeeping; its path alone does not make it so
+    assert not is_bookkeeping({"op": "write", "path": state})
 
 
 def test_a_journal_is_read_leniently(tmp_path):
