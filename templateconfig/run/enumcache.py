@@ -21,7 +21,7 @@ _CACHE_VERSION = 1
 
 
 def enumerate_cache_path(paths: Paths) -> str:
-    return os.path.join(paths.report_dir, "enumerate-cache.json")
+    return paths.enumerate_cache_file
 
 
 def framework_fingerprint() -> List[Any]:
