@@ -167,6 +167,13 @@ class ParamCache:
         wipe_file(self.paths.secret_cache_file)
         return keys
 
+    def forget(self) -> None:
+        """Forget every param in memory, secrets included, and let go of the journal; the
+        files are left to the caller (``ovmd --seal`` removes them, saying so)."""
+        self._public.clear()
+        self._secret.clear()
+        self.close()
+
     def close(self) -> None:
         if self._journal_fd is not None:
             os.close(self._journal_fd)

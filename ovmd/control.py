@@ -103,6 +103,7 @@ REQUESTS = (
                      ("--long", "--status: add each module's stderr excerpt"),
                      ("--wait", "--status: block until the first-boot run is done or "
                       "failed"))),
+    Request("seal"),  # ``ovmd --seal``, which seals a root without a daemon itself
     Request("ping"),
 )
 

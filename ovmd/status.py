@@ -96,7 +96,9 @@ def format_status(status: Dict[str, Any], long: bool = False) -> str:
     """``ovmd --status`` (``--long``: with each module's stderr)."""
     lines = ["status: %s%s" % (status["status"], " (degraded)" if status.get("degraded") else "")]
     lines.append("initial config: %s" % ("yes" if status["initial_config"] else "no"))
-    lines.append("daemon: %s" % ("running" if status["daemon_running"] else "not running"))
+    lines.append("daemon: %s" % ("not running" if not status["daemon_running"] else
+                                 "running, sealed (shut the guest down now)"
+                                 if status.get("sealed") else "running"))
     report = status.get("last_run")
     if report:
         warnings = report.get("warnings")

@@ -7,8 +7,12 @@ them durably in the :class:`~ovmd.cache.ParamCache`, then delete them from XenSt
 connection is retried with a doubling backoff; the outbox is flushed on reconnect.
 
 Other daemon parts share the connection: :meth:`HostLink.add_watch` registers a watch
-(again on every connection) whose events are handed to its callback, and
-:meth:`HostLink.on_connected` callbacks run after each successful (re)connect.
+(again on every connection) whose events are handed to its callback,
+:meth:`HostLink.before_intake` callbacks read what they need on each connection before
+any host message is taken in, and :meth:`HostLink.on_connected` callbacks run after
+each successful (re)connect. :meth:`HostLink.hold_messages` stops the intake (a
+template being sealed takes no more params): the host's messages stay in XenStore until
+:meth:`HostLink.release_messages`.
 """
 from __future__ import annotations
 
@@ -59,6 +63,9 @@ class HostLink:
         self._xs_fd: Optional[int] = None
         self._watches: Dict[str, Tuple[str, Callable[[], None]]] = {}  # token -> path, callback
         self._connected: List[Callable[[], None]] = []
+        self._before_intake: List[Callable[[Any], None]] = []
+        #: no host message is taken in any more (:meth:`hold_messages`)
+        self.holding = False
 
     @property
     def connected(self) -> bool:
@@ -83,6 +90,8 @@ class HostLink:
             self.client, self.channel = client, channel
             self._xs_fd = client.fileno()
             self.loop.add_reader(self._xs_fd, self._on_xenstore)
+            for before in self._before_intake:
+                before(client)
             self._drain()
             while drain_all and self._dirty and self.client is not None:
                 self._drain()
@@ -101,6 +110,25 @@ class HostLink:
         """Watch ``path`` on every connection (from the next one on); ``callback()`` for
         its events, the one at registration included. Events are hints: re-read."""
         self._watches[token] = (path, callback)
+
+    def before_intake(self, callback: Callable[[Any], None]) -> None:
+        """``callback(client)`` on every connection, before its first host message is
+        read; an ``OSError`` it raises fails the connection (it is retried)."""
+        self._before_intake.append(callback)
+
+    def hold_messages(self) -> None:
+        """Take in no more host messages (they stay in XenStore); sending goes on."""
+        if not self.holding:
+            log.info("host messages are not read for now: they stay in XenStore")
+        self.holding = True
+        self._dirty = False
+
+    def release_messages(self) -> None:
+        """Take in host messages again, those that came meanwhile first."""
+        if self.holding:
+            log.info("reading host messages again")
+        self.holding = False
+        self._dirty = True
 
     def on_connected(self, callback: Callable[[], None]) -> None:
         """``callback()`` after every successful connect (XenStore may have lost what was
@@ -153,6 +181,9 @@ class HostLink:
     def _drain(self) -> None:
         """Fetch one batch, store it durably, then delete it from XenStore."""
         assert self.client is not None and self.channel is not None
+        if self.holding:
+            self._dirty = False
+            return
         try:
             messages = self.channel.fetch()
             if messages:
