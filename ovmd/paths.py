@@ -66,6 +66,8 @@ class Paths:
         (RUN_DIR + "/runners/*", "a runner's directory (module processes, staged host "
          "keys)", False),
         (REPORT_DIR + "/last-run.json", "the report of the last run", False),
+        (REPORT_DIR + "/last-configure-run.json", "the report of the last configure run",
+         False),
         (REPORT_DIR + "/run-state.json", "the progress of an unfinished run", False),
         (REPORT_DIR + "/enumerate-cache.json", "the enumerate cache", False),
         (REPORT_DIR + "/applied-keys.json", "the keys earlier runs applied", False),
@@ -156,6 +158,11 @@ class Paths:
     def report_file(self) -> str:
         """JSON report of the last (or current) run, read by ``ovmd --status``."""
         return os.path.join(self.report_dir, "last-run.json")
+
+    @property
+    def configure_report_file(self) -> str:
+        """The last configure run's report, once a run of another target replaced it."""
+        return os.path.join(self.report_dir, "last-configure-run.json")
 
     @property
     def run_state_file(self) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 
 import pytest
 from daemon_helpers import (
@@ -23,7 +24,7 @@ from daemon_helpers import (
     shutting_down_env,
     wait_consumed,
 )
-from testlib import bin_path, require_tool
+from testlib import REPO, bin_path, require_tool
 
 SHUTDOWN, MIGRATE, RECONFIG = "4", "2", "8"
 
@@ -212,3 +213,24 @@ def _zombie(pid: int) -> bool:
             return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+def test_the_sysv_scripts_stop_waits_for_the_shutdown_target(root, ovmd_factory, tmp_path):
+    """``/etc/rc.d/init.d/ovmd stop`` in runlevel 0 (the script's paths aimed into the
+    sandbox): the daemon runs the shutdown target, and stop returns once it has exited."""
+    guest(root, shutdown=50)
+    daemon = ovmd_factory(env=shutting_down_env(tmp_path / "bin"))
+    script = tmp_path / "ovmd.init"
+    script.write_text((REPO / "packaging/sysv/ovmd").read_text()
+                      .replace("/etc/sysconfig/ovm-template-initial-config", str(tmp_path / "none"))
+                      .replace("/etc/sysconfig/ovmd", str(root / "etc/sysconfig/ovmd"))
+                      .replace("/var/run/ovmd/ovmd.pid", daemon.paths.pid_file))
+    # the daemon's parent reaps it, as init would (a zombie still answers kill -0)
+    reaper = threading.Thread(target=daemon.process.wait)
+    reaper.start()
+    proc = subprocess.run(["sh", str(script), "stop"], capture_output=True, text=True,
+                          timeout=120)
+    assert (proc.returncode, proc.stdout) == (0, "Stopping ovmd: OK\n"), proc.stderr
+    assert ran(root) == ["shutdown"]  # (stop returned after the target had run)
+    reaper.join(30)
+    assert daemon.process.returncode == 0
