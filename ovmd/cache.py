@@ -4,24 +4,51 @@ Non-secret parameters live in ``Paths.cache_file`` (``/var/lib/ovmd/params.json`
 a 0700 directory) plus an append-only journal next to it (``params.json.journal``), so
 that storing a batch of messages costs one appended line and one ``fsync`` instead of
 rewriting the whole cache; the journal is folded into the snapshot (atomic write) when it
-grows. A torn last journal line (a crash mid-write) was never acknowledged, so it is
-ignored on load and the message is read again from XenStore.
+grows. Formats: docs/formats.md §1.
 
-Secrets (:func:`ovmd.secrets.is_secret_key`) never touch persistent storage: they are
-kept in memory and in ``Paths.secret_cache_file`` under ``/run`` (tmpfs, root-only), so a
-daemon restart mid-configuration still has them, and they are wiped after a successful
-``configure`` (:meth:`ParamCache.wipe_secrets`).
+Durability comes first: :meth:`ParamCache.update` changes what the cache serves only once
+the data is on stable storage. A write that fails (a full disk) is rolled back, the
+journal cut back to the end of its last good line, and raises :class:`CacheError`; the
+caller keeps the messages in XenStore and retries. A torn last line (a crash mid-write)
+was never acknowledged, so it is cut off on load and the message is read again from
+XenStore.
+
+Loading never fails on content: what cannot be read (a line or a file that is not what
+this module writes, a directory where a file belongs) is set aside as
+``<file>.corrupt-<timestamp>`` (0600) with one ERROR line naming the file and what was
+kept, and the cache starts with everything readable. A symbolic link where one of these
+files belongs is replaced by a regular file; the files get their documented modes back.
+
+Secrets never touch persistent storage: values of keys :class:`~ovmd.secretkeys.SecretKeys`
+does not call public (named like secrets, flagged ``password`` by a module's descriptors,
+or not known yet) are kept in memory and in ``Paths.secret_cache_file`` under ``/run``
+(tmpfs, root-only), so a daemon restart mid-configuration still has them, and they are
+wiped after a successful ``configure`` (:meth:`ParamCache.wipe_secrets`).
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
-from typing import Dict, Iterable, List, Optional, Tuple
+import stat
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from .fsutil import atomic_write, ensure_private_dir, fsync_dir, read_text, wipe_file
+from .channel import printable
+from .fsutil import (
+    PRIVATE_FILE,
+    atomic_write,
+    check_inside_root,
+    ensure_private_dir,
+    fsync_dir,
+    link_target,
+    open_own_file,
+    set_aside,
+    wipe_file,
+)
 from .paths import Paths
-from .secrets import RedactingFilter, is_secret_key
+from .secretkeys import SecretKeys
+from .secrets import RedactingFilter
 
 log = logging.getLogger(__name__)
 
@@ -31,20 +58,76 @@ COMPACT_BYTES = 4 << 20
 
 
 class CacheError(OSError):
-    """The cache could not be stored durably."""
+    """The cache could not be stored durably. What the cache serves is still only what
+    was stored (in a batch of both kinds, the secrets may have been stored)."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
+
+
+def encode_entry(entry: Dict[str, Any]) -> bytes:
+    """One journal line (compact JSON, non-ASCII as is, a newline)."""
+    return (json.dumps(entry, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def decode_entry(line: bytes) -> Dict[str, Any]:
+    """A journal line as written by :func:`encode_entry`; raises :class:`ValueError` for
+    anything else (not UTF-8, not JSON, not an entry of the documented shape)."""
+    entry = json.loads(line.decode("utf-8"))
+    if not isinstance(entry, dict) or not entry or set(entry) - {"set", "del", "clear"}:
+        raise ValueError("not a journal entry")
+    if "set" in entry and not _is_text_map(entry["set"]):
+        raise ValueError("set is not an object of strings")
+    if "del" in entry and not (isinstance(entry["del"], list)
+                               and all(isinstance(k, str) for k in entry["del"])):
+        raise ValueError("del is not a list of strings")
+    if "clear" in entry and not isinstance(entry["clear"], bool):
+        raise ValueError("clear is not a boolean")
+    return entry
+
+
+def decode_map(data: bytes) -> Dict[str, str]:
+    """A snapshot or secret file: one JSON object of strings; raises :class:`ValueError`."""
+    value = json.loads(data.decode("utf-8"))
+    if not _is_text_map(value):
+        raise ValueError("not a JSON object of strings")
+    return value
+
+
+def _is_text_map(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                           for k, v in value.items())
+
+
+def _check_text(key: str, value: str) -> None:
+    """Keys and values are stored as UTF-8: refuse what cannot be (lone surrogates)."""
+    for what, text in (("key", key), ("value", value)):
+        if not isinstance(text, str):
+            raise ValueError("a %s must be a string" % what)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("the %s of %s is not valid UTF-8" % (what, ascii(key))) from None
 
 
 class ParamCache:
-    """key -> value, durable for non-secrets, /run-only for secrets."""
+    """key -> value, durable for public keys, /run-only for the others."""
 
-    def __init__(self, paths: Paths, redactor: Optional[RedactingFilter] = None) -> None:
+    def __init__(self, paths: Paths, redactor: Optional[RedactingFilter] = None,
+                 keys: Optional[SecretKeys] = None) -> None:
         self.paths = paths
         self.redactor = redactor
+        #: which keys may go to disk
+        self.keys = keys if keys is not None else SecretKeys(paths)
         self._public: Dict[str, str] = {}
         self._secret: Dict[str, str] = {}
         self._journal_fd: Optional[int] = None
         self._journal_lines = 0
-        self._journal_bytes = 0
+        self._journal_end = 0       # bytes of whole, good lines: a failed write goes back here
+        self._compact_wanted = False
+        self._compact_failing = False
+        self._rewrite_secrets = False   # the /run file holds keys memory no longer does
+        self._misplaced = False     # keys on the wrong side, to move when storage allows
 
     @property
     def journal_file(self) -> str:
@@ -52,50 +135,153 @@ class ParamCache:
 
     # --- loading ---------------------------------------------------------------------
     def load(self) -> "ParamCache":
-        """Read the snapshot, replay the journal, read the /run secret cache."""
-        self._public = self._read_json(self.paths.cache_file)
-        text = read_text(self.journal_file) or ""
-        lines = text.split("\n")
-        for number, line in enumerate(lines):
-            if not line.strip():
-                continue
-            try:
-                self._replay(json.loads(line))
-            except ValueError:
-                if number < len(lines) - 1 and any(rest.strip() for rest in lines[number + 1:]):
-                    log.warning("ignoring a corrupt line in %s", self.journal_file)
-                else:  # torn tail from a crash: never acknowledged, will be re-read
-                    log.info("ignoring an incomplete last line in %s", self.journal_file)
-        self._journal_lines = len([line for line in lines if line.strip()])
-        self._journal_bytes = len(text)
-        self._secret = self._read_json(self.paths.secret_cache_file)
-        for key in [k for k in self._public if is_secret_key(k)]:  # never expected; be safe
-            self._secret[key] = self._public.pop(key)
+        """Read the snapshot, replay the journal, read the /run secret cache; set aside
+        what cannot be read (module docstring). Never raises for what the files hold."""
+        root = self.paths.root
+        try:
+            check_inside_root(root, self.paths.state_dir, follow_leaf=True, action="use")
+            check_inside_root(root, self.paths.run_dir, follow_leaf=True, action="use")
+        except OSError as err:
+            log.error("%s; starting with an empty cache, and nothing will be stored until "
+                      "it is fixed", err)
+            return self
+        problems: List[str] = []
+        self._public = self._load_map(self.paths.cache_file, problems)
+        self._load_journal(problems)
+        self._secret = self._load_map(self.paths.secret_cache_file, problems)
         if self.redactor is not None:
             self.redactor.add(*self._secret.values())
+        for problem in problems:
+            log.error("%s; kept %d parameter(s)", problem, len(self))
+        self.keys.refresh()
+        self._misplaced = True
+        try:
+            self._place_keys()
+            if self._compact_wanted:
+                self._compact()
+        except OSError as err:  # a full disk: keep serving what was read, retry later
+            log.error("cannot rewrite the cache after loading it (retried with the next "
+                      "change): %s", err)
         return self
 
-    def _replay(self, entry: dict) -> None:
-        if "set" in entry:
-            self._public.update(entry["set"])
+    def _read_state(self, path: str, problems: List[str]) -> Optional[bytes]:
+        """A state file's bytes (None: absent); a symbolic link there is replaced (removed),
+        a directory or an unreadable file set aside."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                log.warning("%s was a symbolic link (to %s); removed it, the file will be "
+                            "written anew", path, link_target(path))
+                os.unlink(path)
+                return None
+            self._set_aside_whole(path, err.strerror or str(err), problems)
+            return None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                self._set_aside_whole(path, "not a regular file", problems)
+                return None
+            chunks = []
+            while True:
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            if os.fstat(fd).st_mode & 0o7777 != PRIVATE_FILE:
+                os.fchmod(fd, PRIVATE_FILE)  # its documented mode, whoever widened it
+            return b"".join(chunks)
+        except OSError as err:
+            self._set_aside_whole(path, err.strerror or str(err), problems)
+            return None
+        finally:
+            os.close(fd)
+
+    def _set_aside_whole(self, path: str, why: str, problems: List[str]) -> None:
+        try:
+            aside = set_aside(path)
+        except OSError as err:
+            problems.append("%s cannot be read (%s) nor set aside (%s)" % (path, why, err))
+        else:
+            problems.append("%s cannot be read (%s); moved it to %s" % (path, why, aside))
+        self._compact_wanted |= path == self.paths.cache_file
+
+    def _load_map(self, path: str, problems: List[str]) -> Dict[str, str]:
+        data = self._read_state(path, problems)
+        if not data:
+            return {}
+        try:
+            return decode_map(data)
+        except ValueError as err:
+            why = _reason(err)
+        kept = _salvage(data)
+        try:
+            aside = set_aside(path, data, root=self.paths.root)
+        except OSError as err:
+            problems.append("%s is not what ovmd writes (%s) and cannot be set aside (%s)"
+                            % (path, why, err))
+            return kept
+        problems.append("%s is not what ovmd writes (%s); copied it to %s and kept what "
+                        "could be read" % (path, why, aside))
+        if path == self.paths.secret_cache_file:
+            self._rewrite_secrets = True
+        else:
+            self._compact_wanted = True
+        return kept
+
+    def _load_journal(self, problems: List[str]) -> None:
+        data = self._read_state(self.journal_file, problems) or b""
+        lines = data.split(b"\n")
+        tail = lines.pop()  # after the last newline: b"" or a torn write
+        corrupt: List[bytes] = []
+        offset = 0
+        for raw in lines:
+            offset += len(raw) + 1
+            if not raw.strip():
+                continue
+            try:
+                entry = decode_entry(raw)
+            except ValueError:
+                corrupt.append(raw)
+                continue
+            self._replay(entry)
+            self._journal_lines += 1
+        self._journal_end = offset
+        if tail:
+            # a torn last line: never acknowledged (its messages are still in XenStore);
+            # cut it off so that the next line starts on a line of its own
+            log.info("cut an incomplete last line (%d bytes) off %s; its messages are read "
+                     "again from XenStore", len(tail), self.journal_file)
+            try:
+                fd = os.open(self.journal_file, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                try:
+                    os.ftruncate(fd, offset)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as err:
+                log.error("cannot cut the incomplete line off %s: %s", self.journal_file, err)
+                self._compact_wanted = True
+        if corrupt:
+            try:
+                aside = set_aside(self.journal_file, b"\n".join(corrupt) + b"\n",
+                                  root=self.paths.root)
+            except OSError as err:
+                problems.append("%s has %d line(s) that are not journal entries and they "
+                                "cannot be set aside (%s)" % (self.journal_file, len(corrupt),
+                                                              err))
+            else:
+                problems.append("%s has %d line(s) that are not journal entries; moved them "
+                                "to %s" % (self.journal_file, len(corrupt), aside))
+                self._compact_wanted = True
+
+    def _replay(self, entry: Dict[str, Any]) -> None:
+        self._public.update(entry.get("set", {}))
         for key in entry.get("del", ()):
             self._public.pop(key, None)
         if entry.get("clear"):
             self._public.clear()
-
-    @staticmethod
-    def _read_json(path: str) -> Dict[str, str]:
-        text = read_text(path)
-        if not text:
-            return {}
-        try:
-            data = json.loads(text)
-        except ValueError:
-            log.error("%s is not valid JSON; starting from an empty cache", path)
-            return {}
-        if not isinstance(data, dict):
-            return {}
-        return {str(k): str(v) for k, v in data.items()}
 
     # --- reading ---------------------------------------------------------------------
     def get(self, key: str) -> Optional[str]:
@@ -107,7 +293,7 @@ class ParamCache:
         return key in self._secret or key in self._public
 
     def __len__(self) -> int:
-        return len(self._public) + len(self._secret)
+        return len(self.as_dict())
 
     def as_dict(self) -> Dict[str, str]:
         merged = dict(self._public)
@@ -120,59 +306,101 @@ class ParamCache:
     def secret_values(self) -> List[str]:
         return list(self._secret.values())
 
+    def is_secret(self, key: str) -> bool:
+        """True if ``key``'s value is kept only in memory and /run (a secret, or a key
+        not known yet): it is never sent back to the host on the daemon's own account."""
+        return self.keys.is_volatile(key)
+
     # --- writing ---------------------------------------------------------------------
     def update(self, pairs: Iterable[Tuple[str, str]]) -> List[str]:
         """Store pairs durably (later pairs win); returns the keys whose value changed.
 
-        Returns only after the data is on stable storage (or in /run for secrets).
+        Returns only after the data is on stable storage (or in /run for secrets);
+        raises :class:`CacheError` (nothing served has changed) if it cannot be, and
+        :class:`ValueError` for a key or value that is not text.
         """
         pairs = list(pairs)
+        for key, value in pairs:
+            _check_text(key, value)
+        self.refresh()
         latest = dict(pairs)
         changed = [key for key, value in latest.items() if self.get(key) != value]
-        public = {k: v for k, v in latest.items() if not is_secret_key(k)}
-        secret = {k: v for k, v in latest.items() if is_secret_key(k)}
-        if secret:
-            if self.redactor is not None:
-                self.redactor.add(*secret.values())
-            self._secret.update(secret)
-            self._write_secrets()
+        public = {k: v for k, v in latest.items() if not self.keys.is_volatile(k)}
+        secret = {k: v for k, v in latest.items() if k not in public}
+        if secret:  # first: a batch that fails after it is stored again whole, later
+            self._store_secrets(secret)
+            for key in secret:
+                if self._public.pop(key, None) is not None:  # must leave the disk
+                    self._compact_wanted = True
         if public:
-            self._public.update(public)
             self._append({"set": public})
+            self._public.update(public)
+            for key in public:
+                if key in self._secret:  # held until now: the durable value rules
+                    self._forget(self._secret.pop(key))
+                    self._rewrite_secrets = True
+        self._tidy()
         return changed
 
     def delete(self, key: str) -> bool:
-        if key in self._secret:
-            del self._secret[key]
-            self._write_secrets()
-            return True
+        found = False
         if key in self._public:
-            del self._public[key]
             self._append({"del": [key]})
-            return True
-        return False
+            del self._public[key]
+            found = True
+        if key in self._secret:
+            remaining = dict(self._secret)
+            old = remaining.pop(key)
+            self._write_secrets(remaining)
+            self._secret = remaining
+            self._forget(old)
+            found = True
+        return found
 
     def clear(self) -> None:
+        """Delete every key, secrets included (``ovmd -x``)."""
+        self._append({"clear": True})
         self._public.clear()
-        self._compact()
         self.wipe_secrets()
+        self._compact_wanted = True
+        self._tidy()
 
     def wipe_secrets(self) -> List[str]:
-        """Forget every secret (memory and /run); returns the keys that were wiped.
-
-        Secret values stay registered with the log redactor, so they still cannot leak.
-        """
+        """Forget every secret (memory and /run, and any copy of an unreadable secret
+        file set aside there); returns the keys that were wiped. The log redactor
+        forgets their values too: they are nowhere any more."""
         keys = sorted(self._secret)
-        self._secret.clear()
+        values = list(self._secret.values())
+        self._secret = {}
         wipe_file(self.paths.secret_cache_file)
+        directory = os.path.dirname(self.paths.secret_cache_file)
+        prefix = os.path.basename(self.paths.secret_cache_file) + ".corrupt-"
+        try:
+            names = [n for n in os.listdir(directory) if n.startswith(prefix)]
+        except OSError:
+            names = []
+        for name in names:
+            wipe_file(os.path.join(directory, name))
+        for value in values:
+            self._forget(value)
         return keys
 
     def forget(self) -> None:
-        """Forget every param in memory, secrets included, and let go of the journal; the
-        files are left to the caller (``ovmd --seal`` removes them, saying so)."""
-        self._public.clear()
-        self._secret.clear()
+        """Forget every param in memory, secrets included (the log redactor forgets
+        them too), and let go of the journal; the files are left to the caller
+        (``ovmd --seal`` removes them, saying so), and nothing is written afterwards."""
+        for value in self._secret.values():
+            self._forget(value)
+        self._public, self._secret = {}, {}
+        self._compact_wanted = self._rewrite_secrets = self._misplaced = False
         self.close()
+
+    def refresh(self) -> None:
+        """Classify the keys again if what the modules declare has changed (after a run:
+        keys not known before may now go to disk, or must leave it)."""
+        if self.keys.refresh():
+            self._misplaced = True
+        self._tidy()
 
     def close(self) -> None:
         if self._journal_fd is not None:
@@ -180,45 +408,172 @@ class ParamCache:
             self._journal_fd = None
 
     # --- storage ---------------------------------------------------------------------
-    def _write_secrets(self) -> None:
-        if not self._secret:
-            wipe_file(self.paths.secret_cache_file)
-            return
-        data = json.dumps(self._secret, sort_keys=True).encode("utf-8")
-        atomic_write(self.paths.secret_cache_file, data)
+    def _forget(self, value: str) -> None:
+        if self.redactor is not None:
+            self.redactor.discard(value)
 
-    def _append(self, entry: dict) -> None:
-        line = (json.dumps(entry, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
-        if self._journal_fd is None:
-            ensure_private_dir(self.paths.state_dir)
-            existed = os.path.exists(self.journal_file)
-            self._journal_fd = os.open(
-                self.journal_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            if not existed:
-                fsync_dir(self.paths.state_dir)
-        view = memoryview(line)
+    def _store_secrets(self, secret: Dict[str, str]) -> None:
+        merged = dict(self._secret)
+        merged.update(secret)
+        self._write_secrets(merged)
+        old, self._secret = self._secret, merged
+        for key, value in secret.items():
+            if old.get(key) != value:
+                if key in old:
+                    self._forget(old[key])
+                if self.redactor is not None:
+                    self.redactor.add(value)
+
+    def _write_secrets(self, secret: Dict[str, str]) -> None:
         try:
-            while view:
-                view = view[os.write(self._journal_fd, view):]
-            os.fdatasync(self._journal_fd)
+            if not secret:
+                wipe_file(self.paths.secret_cache_file)
+                return
+            data = json.dumps(secret, sort_keys=True, ensure_ascii=False).encode("utf-8")
+            atomic_write(self.paths.secret_cache_file, data, root=self.paths.root)
+        except OSError as err:
+            raise CacheError(err.errno, "cannot store secrets in %s: %s"
+                             % (self.paths.secret_cache_file, _strerror(err))) from None
+
+    def _place_keys(self) -> None:
+        """Move keys whose kind changed to their side: those now public to the journal,
+        those now secret (or unknown) to /run, scrubbing them from the durable files."""
+        if self._misplaced:
+            # public now: the journal gets them (where both sides hold a key, the
+            # durable value rules for a public key, the /run one for a secret)
+            to_public = {k: v for k, v in self._secret.items()
+                         if not self.keys.is_volatile(k)}
+            to_secret = {k: v for k, v in self._public.items() if self.keys.is_volatile(k)}
+            fresh = {k: v for k, v in to_public.items() if k not in self._public}
+            if fresh:
+                self._append({"set": fresh})
+                self._public.update(fresh)
+            for key in to_public:
+                self._forget(self._secret.pop(key))
+                self._rewrite_secrets = True
+            held = {k: v for k, v in to_secret.items() if k not in self._secret}
+            if held:
+                self._store_secrets(held)
+            for key in to_secret:
+                del self._public[key]
+                self._compact_wanted = True  # the durable files must no longer hold them
+            if to_secret:
+                log.info("keeping %d parameter(s) in /run only from now on (secret, or not "
+                         "known yet): %s", len(to_secret),
+                         ", ".join(sorted(ascii_key(k) for k in to_secret)[:8]))
+            self._misplaced = False
+        if self._rewrite_secrets:
+            self._write_secrets(self._secret)
+            self._rewrite_secrets = False
+
+    def _tidy(self) -> None:
+        """Finish what may wait (and what a full disk postponed): keys to move to their
+        side, the /run file to rewrite, the journal to fold into the snapshot. What was
+        stored is durable already, so a failure here is logged once and retried with
+        the next change."""
+        try:
+            self._place_keys()
+            if self._compact_wanted:
+                self._compact()
+        except OSError as err:
+            if not self._compact_failing:
+                log.warning("%s; retrying with the next change", err)
+            self._compact_failing = True
+            return
+        if self._compact_failing:
+            log.info("the cache files are tidy again")
+        self._compact_failing = False
+
+    def _open_journal(self) -> int:
+        if self._journal_fd is not None:
+            return self._journal_fd
+        ensure_private_dir(self.paths.state_dir, self.paths.root)
+        fd = open_own_file(self.journal_file, os.O_WRONLY, PRIVATE_FILE)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(errno.EISDIR, "not a regular file")
+            if st.st_size != self._journal_end:  # a line a failed write left: cut it off
+                if st.st_size < self._journal_end:
+                    self._journal_end = st.st_size
+                os.ftruncate(fd, self._journal_end)
+                os.fsync(fd)
+            fsync_dir(self.paths.state_dir)
+        except OSError:
+            os.close(fd)
+            raise
+        self._journal_fd = fd
+        return fd
+
+    def _append(self, entry: Dict[str, Any]) -> None:
+        """Append one line and fdatasync it; on failure cut the journal back to its last
+        good end and raise :class:`CacheError`."""
+        line = encode_entry(entry)
+        try:
+            fd = self._open_journal()
         except OSError as err:
             raise CacheError(err.errno, "cannot store parameters in %s: %s"
-                             % (self.journal_file, err.strerror)) from None
+                             % (self.journal_file, _strerror(err))) from None
+        try:
+            view = memoryview(line)
+            position = self._journal_end
+            while view:
+                written = os.pwrite(fd, view, position)
+                view, position = view[written:], position + written
+            os.fdatasync(fd)
+        except OSError as err:
+            try:
+                os.ftruncate(fd, self._journal_end)
+                os.fdatasync(fd)
+            except OSError:
+                self.close()  # the next open cuts it back before writing
+            raise CacheError(err.errno, "cannot store parameters in %s: %s"
+                             % (self.journal_file, _strerror(err))) from None
+        self._journal_end += len(line)
         self._journal_lines += 1
-        self._journal_bytes += len(line)
-        if self._journal_lines >= COMPACT_LINES or self._journal_bytes >= COMPACT_BYTES:
-            self._compact()
+        if self._journal_lines >= COMPACT_LINES or self._journal_end >= COMPACT_BYTES:
+            self._compact_wanted = True
 
     def _compact(self) -> None:
         """Write the whole public cache as the snapshot, then empty the journal."""
         data = json.dumps(self._public, sort_keys=True, ensure_ascii=False).encode("utf-8")
-        atomic_write(self.paths.cache_file, data)
-        self.close()
-        if os.path.exists(self.journal_file):
-            fd = os.open(self.journal_file, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        try:
+            atomic_write(self.paths.cache_file, data, root=self.paths.root)
+            fd = self._open_journal()
+            os.ftruncate(fd, 0)
+            os.fsync(fd)
+        except OSError as err:
+            raise CacheError(err.errno, "cannot fold the journal into %s: %s"
+                             % (self.paths.cache_file, _strerror(err))) from None
         self._journal_lines = 0
-        self._journal_bytes = 0
+        self._journal_end = 0
+        self._compact_wanted = False
+
+
+def _salvage(data: bytes) -> Dict[str, str]:
+    """The string entries of a JSON object that is not all strings; {} if not one."""
+    try:
+        value = json.loads(data.decode("utf-8", "replace"))
+    except ValueError:
+        return {}
+    if not isinstance(value, dict):
+        return {}
+    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)
+            and "\ufffd" not in k + v}
+
+
+def _reason(err: ValueError) -> str:
+    if isinstance(err, UnicodeDecodeError):
+        return "not UTF-8"
+    if isinstance(err, json.JSONDecodeError):
+        return "not JSON: %s" % err.msg
+    return str(err)
+
+
+def _strerror(err: OSError) -> str:
+    return err.strerror or str(err)
+
+
+def ascii_key(key: str) -> str:
+    """A key as it may appear in a log line: control characters escaped."""
+    return printable(key)

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections import deque
-from typing import Deque, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Deque, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +41,53 @@ EVENTS = {
     "snapshot": 0x1, "migrate": 0x2, "shutdown": 0x4, "reconfig": 0x8,
     "ip-address": 0x10, "user": 0x20, "new-param": 0x40, "system": 0x80,
 }
+#: The largest event number ``ovmd -e`` sends (32 bits).
+MAX_EVENT = 0xFFFFFFFF
 #: Watch token the daemon registers for ``to-guest/last-write``.
 WATCH_TOKEN = "ovmd-to-guest"
 #: How many messages one :meth:`MessageChannel.fetch` returns at most.
 DEFAULT_BATCH = 1000
+#: A message with more value pieces is malformed (the host writes pieces of up to 2048
+#: bytes, so a value of at most 8192 bytes has five at most); bounds the reads per message.
+MAX_PIECES = 256
+
+#: A message node's name: a decimal number from 1, without leading zeros (ASCII digits
+#: only: ``str.isdigit`` also accepts ``²`` and other digits ``int`` refuses).
+_MESSAGE_NAME = re.compile(r"[1-9][0-9]{0,18}\Z")
+_PIECE_NAME = re.compile(r"(0|[1-9][0-9]{0,8})\Z")
+#: ``last-write`` and a ``VMAPIEvent`` value: decimal (leading zeros allowed), or 0x hex.
+_DECIMAL = re.compile(r"[0-9]{1,20}\Z")
+_HEX = re.compile(r"0[xX][0-9a-fA-F]{1,16}\Z")
+
+
+def printable(text: str, limit: Optional[int] = None) -> str:
+    """``text`` safe for a log line: control characters, lone surrogates (bytes that were
+    not UTF-8) and other unprintable characters escaped as ``\\xNN``/``\\uNNNN``; cut
+    to ``limit`` characters (marked ``...``)."""
+    if limit is not None and len(text) > limit:
+        return printable(text[:limit]) + "..."
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
+def parse_number(text: str) -> Optional[int]:
+    """A ``last-write`` counter or an event value: decimal digits (``0777`` is 777) or
+    ``0x`` hex, at most 20 digits; None for anything else (``0xZZ``, ``²``, ``1e5``)."""
+    text = text.strip()
+    if _DECIMAL.match(text):
+        return int(text, 10)
+    if _HEX.match(text):
+        return int(text, 16)
+    return None
+
+
+def event_names(value: str) -> List[str]:
+    """Oracle's event names set in a ``VMAPIEvent`` value ([] if it is not a number)."""
+    bits = parse_number(value)
+    if bits is None:
+        return []
+    return [name for name, bit in EVENTS.items() if bits & bit]
 
 
 class MessageError(ValueError):
@@ -64,16 +108,26 @@ class Message(NamedTuple):
 
 
 def check_message(key: str, value: str) -> Tuple[bytes, bytes]:
-    """Validate one message against Oracle's limits; returns (key, value) as UTF-8."""
+    """Validate one message against Oracle's limits; returns (key, value) as UTF-8.
+
+    Keys and values are UTF-8 text: a string holding bytes that were not UTF-8 (lone
+    surrogates, as ``surrogateescape`` decodes them) is refused.
+    """
     if not isinstance(key, str) or not key:
         raise MessageError("the key is empty")
-    raw_key = key.encode("utf-8", "surrogateescape")
+    try:
+        raw_key = key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise MessageError("key %r is not valid UTF-8" % key) from None
     if len(raw_key) > MAX_KEY_BYTES:
         raise MessageError("key %r is %d bytes long; the limit is %d bytes"
                            % (key[:40] + "...", len(raw_key), MAX_KEY_BYTES))
     if "\0" in key or "\n" in key:
         raise MessageError("key %r contains a NUL or newline character" % key)
-    raw_value = value.encode("utf-8", "surrogateescape")
+    try:
+        raw_value = value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise MessageError("the value of %r is not valid UTF-8" % key) from None
     if not raw_value:
         raise MessageError("the value of %r is empty; a value must be 1..%d bytes"
                            % (key, MAX_VALUE_BYTES))
@@ -113,35 +167,49 @@ def read_counter(client, base: str, box: str) -> Optional[int]:
         if err.name == "ENOENT":
             return 0
         raise
-    text = text.strip()
-    if not text.isdigit():
+    if not _DECIMAL.match(text.strip()):
         return None
-    return int(text)
+    return int(text.strip(), 10)
 
 
 def read_message(client, base: str, box: str, number: int) -> Optional[Message]:
     """Read message ``number`` from ``box``; None if it does not exist.
 
-    Raises :class:`MessageError` for a malformed message (missing or non-numeric
-    pieces, bad encoding, broken limits).
+    Raises :class:`MessageError` for a malformed message (a key that is not UTF-8,
+    missing, non-numeric or too many pieces, bad encoding, broken limits).
     """
     from .xenstore import XenStoreError
 
     node = box_path(base, box, number)
     try:
-        key = client.read(node)
+        raw_key = client.read_bytes(node)
         children = client.directory(node)
     except XenStoreError as err:
         if err.name == "ENOENT":
             return None
         raise
-    if not all(c.isdigit() for c in children):
+    try:
+        key = raw_key.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MessageError("the key of message %d is not valid UTF-8 (%r)"
+                           % (number, raw_key[:40].decode("utf-8", "replace"))) from None
+    if len(children) > MAX_PIECES:
+        raise MessageError("message %d (key %r) has %d value pieces; the limit is %d"
+                           % (number, key, len(children), MAX_PIECES))
+    if not all(_PIECE_NAME.match(c) for c in children):
         raise MessageError("message %d (key %r) has non-numeric value pieces" % (number, key))
     indexes = sorted(int(c) for c in children)
     if indexes != list(range(len(indexes))):
         raise MessageError("message %d (key %r) is missing value pieces (has %s)"
-                           % (number, key, ",".join(map(str, indexes)) or "none"))
-    raw = b"".join(client.read_bytes("%s/%d" % (node, i)) for i in indexes)
+                           % (number, key, printable(",".join(map(str, indexes)), 80)
+                              or "none"))
+    raw = b""
+    for index in indexes:
+        raw += client.read_bytes("%s/%d" % (node, index))
+        if len(raw) > MAX_VALUE_BYTES:
+            raise MessageError("the value of message %d (key %r) is at least %d bytes long; "
+                               "the limit is %d bytes" % (number, key, len(raw),
+                                                          MAX_VALUE_BYTES))
     try:
         value = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -193,7 +261,7 @@ def message_numbers(client, base: str, box: str) -> Tuple[List[int], List[str]]:
         raise
     numbers, strays = [], []
     for name in names:
-        if name.isdigit():
+        if _MESSAGE_NAME.match(name):
             numbers.append(int(name))
         elif name != LAST_WRITE:
             strays.append(name)
@@ -205,9 +273,15 @@ class MessageChannel:
     """The guest end: fetch host messages, acknowledge them, send messages back.
 
     ``client`` is a connected :class:`ovmd.xenstore.XenStoreClient` whose relative paths
-    resolve in this guest's domain home. The channel remembers the highest number it has
+    resolve in this guest's domain home. The channel remembers the highest counter it has
     read (``last_read``); the host's counter going backwards (after a resume) makes it
     rescan the existing nodes, which is normal.
+
+    The work of one :meth:`fetch` is bounded whatever the counter says: the numbers to
+    read come from what ``to-guest`` holds (one listing), never from a numeric range, and
+    at most ``batch`` messages are read. A bad message is an error of that message only
+    (logged without its value, deleted if the guest may); only a broken connection
+    (:class:`~ovmd.xenstore.ConnectionClosedError`) leaves :meth:`fetch`.
     """
 
     def __init__(self, client, base: str = CHANNEL_DIR, batch: int = DEFAULT_BATCH) -> None:
@@ -218,6 +292,8 @@ class MessageChannel:
         self._plan: Deque[int] = deque()
         self._sent: Optional[int] = None
         self._warned_counter = False
+        #: numbers or stray names already warned about (each is warned about once)
+        self._warned: Dict[object, bool] = {}
 
     # --- receiving -----------------------------------------------------------------
     def watch(self) -> None:
@@ -227,9 +303,12 @@ class MessageChannel:
         """Pending host messages in order (at most ``batch``); not yet deleted.
 
         Malformed messages are logged (key and reason, never the value) and deleted here:
-        they are not accepted, so nothing is lost by removing them. Call again while
+        they are not accepted, so nothing is lost by removing them. A message XenStore
+        refuses to show (``EACCES``) is logged and skipped. Call again while
         :attr:`has_more` is true.
         """
+        from .xenstore import ConnectionClosedError, XenStoreError
+
         if not self._plan:
             self._plan_more()
         messages: List[Message] = []
@@ -237,8 +316,16 @@ class MessageChannel:
             number = self._plan.popleft()
             try:
                 message = read_message(self.client, self.base, TO_GUEST, number)
-            except MessageError as err:
-                log.warning("skipping host message %d: %s", number, err)
+            except ConnectionClosedError:
+                raise
+            except XenStoreError as err:
+                self._warn_once(number, "cannot read host message %d (%s); skipped it: the "
+                                "host must grant the guest read and write access to "
+                                "to-guest/%d" % (number, err.name, number))
+                self._delete(number)
+                continue
+            except (MessageError, ValueError) as err:  # ValueError: UnicodeError and kin
+                log.warning("skipping host message %d: %s", number, printable(str(err), 300))
                 self._delete(number)
                 continue
             if message is not None:
@@ -255,69 +342,89 @@ class MessageChannel:
             self._delete(message.number)
 
     def reset(self) -> None:
-        """Forget the read position (after a reconnect): the next fetch rescans."""
+        """Forget the read position (after a reconnect, or a failed store): the next
+        fetch rescans what ``to-guest`` holds."""
         self.last_read = None
         self._plan.clear()
         self._sent = None
 
+    def _warn_once(self, what: object, message: str) -> None:
+        if what in self._warned:
+            return
+        if len(self._warned) >= 10000:  # a host writing endless bad nodes: start again
+            self._warned.clear()
+        self._warned[what] = True
+        log.warning("%s", message)
+
     def _delete(self, number: int) -> None:
-        from .xenstore import XenStoreError
+        from .xenstore import ConnectionClosedError, XenStoreError
 
         try:
             self.client.rm(box_path(self.base, TO_GUEST, number))
+        except ConnectionClosedError:
+            raise
         except XenStoreError as err:
             if err.name != "ENOENT":
-                log.warning("cannot delete host message %d (%s); the host must grant the "
-                            "guest write access to to-guest/<N>", number, err.name)
+                self._warn_once(("rm", number), "cannot delete host message %d (%s); the "
+                                "host must grant the guest write access to to-guest/<N>"
+                                % (number, err.name))
 
     def _plan_more(self) -> None:
+        """Plan the next messages from one listing of ``to-guest`` and the counter."""
         counter = read_counter(self.client, self.base, TO_GUEST)
+        numbers, strays = self._list()
+        for name in strays:
+            self._delete_stray(name)
         if counter is None:
             if not self._warned_counter:
                 log.warning("to-guest/last-write is not a number; reading every message node")
                 self._warned_counter = True
-            self._plan_scan(None)
-            return
-        self._warned_counter = False
-        if self.last_read is None:
-            self._plan_scan(counter)
-        elif counter < self.last_read:
-            log.info("host message counter went back from %d to %d (domain resumed); "
-                     "rescanning", self.last_read, counter)
-            self._plan_scan(counter, previous=self.last_read)
-        elif counter > self.last_read:
-            self._plan.extend(range(self.last_read + 1, counter + 1))
-            self.last_read = counter
-
-    def _plan_scan(self, counter: Optional[int], previous: int = 0) -> None:
-        """Plan from the nodes that exist: those up to ``counter``; after a counter
-        reset, the older leftovers in (counter, previous] come first."""
-        try:
-            numbers, strays = message_numbers(self.client, self.base, TO_GUEST)
-        except OSError as err:  # E2BIG: too many nodes for one DIRECTORY reply
-            if counter is None or getattr(err, "name", "") != "E2BIG":
-                raise
-            numbers, strays = list(range(1, max(counter, previous) + 1)), []
-        for name in strays:
-            log.warning("deleting malformed host message node to-guest/%s "
-                        "(not a message number)", name[:64])
-            self._delete_name(name)
-        if counter is None:
             fresh = [n for n in numbers if self.last_read is None or n > self.last_read]
             self._plan.extend(fresh)
             self.last_read = max(numbers + [self.last_read or 0])
             return
-        older = [n for n in numbers if counter < n <= previous]
-        self._plan.extend(older + [n for n in numbers if n <= counter])
+        self._warned_counter = False
+        last = self.last_read
+        if last is None:
+            planned = [n for n in numbers if n <= counter]
+        elif counter < last:
+            log.info("host message counter went back from %d to %d (domain resumed); "
+                     "rescanning", last, counter)
+            planned = [n for n in numbers if counter < n <= last] + \
+                [n for n in numbers if n <= counter]
+        else:
+            planned = [n for n in numbers if last < n <= counter]
+        self._plan.extend(planned)
         self.last_read = counter
 
-    def _delete_name(self, name: str) -> None:
+    def _list(self) -> Tuple[List[int], List[str]]:
+        """The message numbers and stray names ``to-guest`` holds. A server that cannot
+        list a directory this large (``E2BIG``, no DIRECTORY_PART) gets the next
+        ``batch`` numbers tried instead."""
         from .xenstore import XenStoreError
 
         try:
+            return message_numbers(self.client, self.base, TO_GUEST)
+        except XenStoreError as err:
+            if err.name != "E2BIG":
+                raise
+        start = (self.last_read or 0) + 1
+        return list(range(start, start + self.batch)), []
+
+    def _delete_stray(self, name: str) -> None:
+        from .xenstore import ConnectionClosedError, XenStoreError
+
+        shown = printable(name, 64)
+        try:
             self.client.rm(box_path(self.base, TO_GUEST, name))
-        except (XenStoreError, ValueError) as err:
-            log.warning("cannot delete to-guest/%s: %s", name[:64], err)
+        except ConnectionClosedError:
+            raise
+        except (XenStoreError, ValueError) as err:  # ValueError: not even a valid path
+            self._warn_once(("stray", name), "cannot delete to-guest/%s (not a message "
+                            "number): %s" % (shown, printable(str(err), 200)))
+            return
+        log.warning("deleted to-guest/%s: not a message number (messages are numbered from "
+                    "1, without leading zeros)", shown)
 
     # --- sending -------------------------------------------------------------------
     def send(self, key: str, value: str) -> int:
@@ -329,7 +436,7 @@ class MessageChannel:
         write_message(self.client, self.base, FROM_GUEST, number, key, value)
         self.client.write(box_path(self.base, FROM_GUEST, LAST_WRITE), str(number))
         self._sent = number
-        log.debug("sent message %d (%s) to the host", number, key)
+        log.debug("sent message %d (%s) to the host", number, printable(key))
         return number
 
 

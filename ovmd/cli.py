@@ -26,6 +26,10 @@ EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3
 EXIT_PERMISSION = 4
 
+#: ``-p`` values longer than this many characters (perhaps over 8192 bytes in UTF-8) are
+#: checked against the channel's limits before anything is sent.
+_CHECK_LOCALLY = 2048
+
 #: flag -> request, for the requests the fast path handles
 _FAST_ACTIONS = {flag: request for request in REQUESTS if request.fast
                  for flag in request.flags}
@@ -99,6 +103,15 @@ def _fast_parse(args: list[str]) -> tuple[str, list[str]] | None:
 def _call_daemon(root: str, request: list[str], timeout: float | None = None) -> int:
     from .paths import Paths
 
+    if request[0] == "set" and len(request) == 3 and len(request[2]) > _CHECK_LOCALLY:
+        # a long value: say what the limit is here rather than send megabytes
+        from .channel import MessageError, check_message
+
+        try:
+            check_message(request[1], request[2])
+        except MessageError as refused:
+            _write(2, ("ovmd: %s\n" % refused).encode("utf-8", "backslashreplace"))
+            return EXIT_FAILURE
     client = ControlClient(Paths(root).control_socket, timeout=timeout)
     try:
         code, out, err = client.call(*request)
@@ -271,8 +284,9 @@ def _request_line(request: Request, value: str) -> list[str]:
         return [request.name, value]
     if "=" in value:
         return [request.name] + value.split("=", 1)
-    # -p KEY: the value comes from stdin, so a secret stays off the command line
-    text = sys.stdin.read()
+    # -p KEY: the value comes from stdin, so a secret stays off the command line; bytes
+    # that are not UTF-8 are kept (the daemon refuses them with a clear message)
+    text = sys.stdin.buffer.read().decode("utf-8", "surrogateescape")
     return [request.name, value, text[:-1] if text.endswith("\n") else text]
 
 
@@ -345,7 +359,8 @@ def run_daemon(options: argparse.Namespace) -> int:
     log_setup = LogSetup(options.debug, redactor, verbose=options.verbose)
     try:
         check_no_ovmapi(paths)
-        pidfile = PidFile(options.pid_file or paths.pid_file).acquire()
+        pidfile = PidFile(options.pid_file or paths.pid_file,
+                          None if options.pid_file else paths.root).acquire()
     except (DaemonError, OSError) as err:
         print("ovmd: %s" % err, file=sys.stderr)
         return EXIT_FAILURE

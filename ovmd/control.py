@@ -11,7 +11,10 @@ module, only ``_socket``)::
     response  b"<exit code> <stdout length>\\n" + stdout bytes + stderr bytes, then EOF
 
 The daemon may answer later (``--status --wait``, ``-s TARGET``): the client simply
-blocks in ``recv`` until the answer arrives; nothing polls.
+blocks in ``recv`` until the answer arrives; nothing polls. Every request has a timeout
+(:attr:`Request.timeout`): a daemon that does not answer in time is an error, never a
+hang. A request is at most :data:`MAX_REQUEST` bytes; the client refuses a longer one
+before sending anything.
 
 :data:`REQUESTS` is the one table of requests: the ``ovmd`` command line (argparse and
 its fast path) and the daemon's dispatch all come from it (docs/command-lines.md).
@@ -28,6 +31,16 @@ EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3      # no daemon listening on the control socket
 EXIT_PERMISSION = 4       # the control socket or its peer is not trusted
 
+#: The longest request the daemon reads (bytes); a longer one is answered "too large".
+MAX_REQUEST = 1 << 20
+#: How long the client waits for the answer to a request that answers at once (seconds).
+QUICK_TIMEOUT = 30.0
+#: ``-s TARGET``: the answer comes when the run ends (at most 300 s per module by
+#: default, and up to 600 s for the run lock).
+RUN_TIMEOUT = 3 * 3600.0
+#: ``--status --wait``: the answer comes when first boot is done or failed.
+WAIT_TIMEOUT = 24 * 3600.0
+
 
 class Request:
     """One request the daemon answers, and the ``ovmd`` flags that send it.
@@ -39,15 +52,17 @@ class Request:
     ``repeat``: the flag may be given more than once, one request each. ``options``:
     ``(flag, help)`` of the flags that go with this one (``--status --json``), each
     sent as an argument, its name without the dashes (:meth:`option_names`).
+    ``timeout``: how long the client waits for the answer (seconds).
     """
 
     __slots__ = ("name", "flags", "args", "metavar", "help", "fast", "pair", "repeat",
-                 "options")
+                 "options", "timeout")
 
     def __init__(self, name: str, flags: tuple[str, ...] = (),
                  args: tuple[int, int | None] = (0, 0), metavar: str | None = None,
                  help: str = "", fast: bool = False, pair: bool = False,
-                 repeat: bool = False, options: tuple[tuple[str, str], ...] = ()) -> None:
+                 repeat: bool = False, options: tuple[tuple[str, str], ...] = (),
+                 timeout: float = QUICK_TIMEOUT) -> None:
         self.name = name
         self.flags = flags
         self.args = args
@@ -57,6 +72,7 @@ class Request:
         self.pair = pair
         self.repeat = repeat
         self.options = options
+        self.timeout = timeout
 
     def option_names(self) -> list[str]:
         """The arguments the options are sent as (``--json`` -> ``json``), in order."""
@@ -92,10 +108,10 @@ REQUESTS = (
     Request("event", ("-e", "--event"), (1, 1), "EVENT", fast=True,
             help="send an event to the host (snapshot, migrate, shutdown, reconfig, "
                  "ip-address, user, new-param, system, or a number)"),
-    Request("script", ("-s", "--script"), (1, 1), "TARGET",
+    Request("script", ("-s", "--script"), (1, 1), "TARGET", timeout=RUN_TIMEOUT,
             help="run an ovm-template-config target with the cached params (e.g. cleanup) "
                  "and report each module's result"),
-    Request("status", ("--status",), (0, None), fast=True,
+    Request("status", ("--status",), (0, None), fast=True, timeout=WAIT_TIMEOUT,
             help="first-boot status: not-started, waiting-for-params, running, done, failed; "
                  "each module of the last run with its state, reason and warnings",
             options=(("--json", "--status: print JSON (the run report whole, stderr "
@@ -111,6 +127,16 @@ REQUESTS = (
 #: :class:`Request`.
 REQUEST_NAMES = {name: request for request in REQUESTS
                  for name in (request.name,) + request.flags}
+
+
+def request_timeout(args: "tuple[str, ...] | list[str]") -> float:
+    """How long the client waits for the answer to the request ``args``."""
+    request = REQUEST_NAMES.get(args[0]) if args else None
+    if request is None:
+        return QUICK_TIMEOUT
+    if request.name == "status" and "wait" not in args[1:]:
+        return QUICK_TIMEOUT
+    return request.timeout
 
 
 class ControlError(Exception):
@@ -148,22 +174,37 @@ def encode_response(code: int, out: bytes = b"", err: bytes = b"") -> bytes:
 def decode_response(data: bytes) -> tuple[int, bytes, bytes]:
     head, sep, rest = data.partition(b"\n")
     fields = head.split()
-    if not sep or len(fields) != 2 or not all(f.isdigit() for f in fields):
+    if not sep or len(fields) != 2 or not all(f.isdigit() and f.isascii() and len(f) <= 12
+                                              for f in fields):
         raise ControlError("ovmd: malformed answer from the daemon", EXIT_FAILURE)
     length = int(fields[1])
+    if len(rest) < length:
+        raise ControlError("ovmd: the daemon's answer was cut short (%d of %d bytes of "
+                           "output); see the daemon's log" % (len(rest), length), EXIT_FAILURE)
     return int(fields[0]), rest[:length], rest[length:]
 
 
 class ControlClient:
-    """Send one request to the running daemon and return its answer."""
+    """Send one request to the running daemon and return its answer.
+
+    ``timeout``: seconds to wait for the answer; None takes the request's own
+    (:func:`request_timeout`).
+    """
 
     def __init__(self, path: str, timeout: float | None = None) -> None:
         self.path = path
         self.timeout = timeout
 
     def call(self, *args: str) -> tuple[int, bytes, bytes]:
+        data = encode_request(list(args))
+        if len(data) > MAX_REQUEST:
+            raise ControlError("ovmd: the request is %d bytes long; the daemon takes at most "
+                               "%d bytes per request" % (len(data), MAX_REQUEST), EXIT_FAILURE)
+        timeout = self.timeout if self.timeout is not None else request_timeout(args)
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        chunks: list[bytes] = []
         try:
+            sock.settimeout(timeout)
             try:
                 sock.connect(self.path)
             except (FileNotFoundError, ConnectionRefusedError):
@@ -177,20 +218,20 @@ class ControlClient:
             if uid not in (0, os.getuid()):
                 raise ControlError("ovmd: refusing to talk to %s: it is owned by uid %d, "
                                    "not root" % (self.path, uid), EXIT_PERMISSION)
-            if self.timeout is not None:
-                sock.settimeout(self.timeout)
-            sock.sendall(encode_request(list(args)))
-            sock.shutdown(_socket.SHUT_WR)
-            chunks = []
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-        except (ConnectionResetError, BrokenPipeError):
-            raise ControlError("ovmd: the daemon refused the connection (only root and the "
-                               "daemon's own user may use %s)" % self.path,
-                               EXIT_PERMISSION) from None
+            try:
+                sock.sendall(data)
+                sock.shutdown(_socket.SHUT_WR)
+            except (ConnectionResetError, BrokenPipeError):
+                pass  # the daemon stopped reading: its answer (if any) says why
+            _receive(sock, chunks)
+        except _socket.timeout:
+            raise ControlError("ovmd: the daemon did not answer within %g s (it may be busy "
+                               "or stuck; see its log)" % timeout, EXIT_FAILURE) from None
+        except ConnectionResetError:
+            if not chunks:
+                raise ControlError("ovmd: the daemon closed the connection without answering "
+                                   "(only root and the daemon's own user may use %s)"
+                                   % self.path, EXIT_PERMISSION) from None
         except OSError as err:
             raise ControlError("ovmd: lost the connection to the daemon: %s" % err.strerror,
                                EXIT_FAILURE) from None
@@ -215,6 +256,14 @@ class ControlClient:
             if line.strip():
                 pairs.extend(json.loads(line).items())
         return pairs
+
+
+def _receive(sock, chunks: list[bytes]) -> None:
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return
+        chunks.append(chunk)
 
 
 # --- server side (imported by the daemon only) --------------------------------------
@@ -252,7 +301,7 @@ class ControlConnection:
 class ControlServer:
     """The listening socket; plugs into the daemon's selector loop."""
 
-    def __init__(self, path: str, handler, selector) -> None:
+    def __init__(self, path: str, handler, selector, root: str | None = None) -> None:
         import socket
 
         from .fsutil import ensure_private_dir
@@ -262,7 +311,7 @@ class ControlServer:
         self.selector = selector
         self.allowed_uids = {0, os.getuid()}
         self.connections: dict[int, ControlConnection] = {}
-        ensure_private_dir(os.path.dirname(path))
+        ensure_private_dir(os.path.dirname(path), root)
         try:
             os.unlink(path)  # we hold the pid-file lock: a leftover socket is stale
         except FileNotFoundError:
@@ -315,7 +364,7 @@ class ControlServer:
             return
         if data:
             connection.buffer += data
-            if len(connection.buffer) > 1 << 20:
+            if len(connection.buffer) > MAX_REQUEST:
                 self._forget(connection)
                 connection.respond(EXIT_FAILURE, err=b"ovmd: request too large\n")
             return

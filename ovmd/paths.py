@@ -171,7 +171,8 @@ class Paths:
 
     @property
     def enumerate_cache_file(self) -> str:
-        """The modules' descriptors as the runner last enumerated them."""
+        """The modules' descriptors as the runner last enumerated them (docs/formats.md
+        §6); the daemon reads the password flags from it."""
         return os.path.join(self.report_dir, "enumerate-cache.json")
 
     @property

@@ -69,7 +69,10 @@ def read_report(paths: Paths, path: Optional[str] = None) -> Optional[Dict[str, 
     there is none or it is unreadable. A ``running`` report whose runner died reads as
     ``failed``, with ``error`` :data:`RUNNER_DIED`, as do its modules that were
     running."""
-    text = read_text(path or paths.report_file)
+    try:
+        text = read_text(path or paths.report_file)
+    except OSError:  # a directory or an unreadable file there: no report to show
+        return None
     if not text:
         return None
     try:

@@ -15,7 +15,8 @@ example on a disk image mounted at DIR (``ovmd --seal --root DIR``), changing no
 outside DIR: the runner works on the root (commands for the running system are
 recorded, not run, under a root other than ``/``), its temporary files are made inside
 the root, and a file whose way leads out of the root through a symbolic link is not
-removed. ``--dry-run`` changes nothing: the runner's plan, and what would be removed.
+removed (:func:`ovmd.fsutil.check_inside_root`). ``--dry-run`` changes nothing: the
+runner's plan, and what would be removed.
 """
 from __future__ import annotations
 
@@ -30,7 +31,13 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from .control import EXIT_FAILURE, EXIT_NOT_RUNNING, EXIT_OK, ControlClient, ControlError
 from .firstboot.flag import set_initial_config, sysconfig_files
-from .fsutil import ensure_private_dir, read_text, wipe_file
+from .fsutil import (
+    OutsideRootError,
+    check_inside_root,
+    ensure_private_dir,
+    read_text,
+    wipe_file,
+)
 from .paths import ROOT_ENV, Paths
 
 #: The target whose modules remove what they own before the rest is removed.
@@ -57,26 +64,15 @@ def sealed_files(paths: Paths) -> List[Tuple[str, str, bool]]:
     return found
 
 
-def _outside_root(paths: Paths, path: str) -> Optional[str]:
-    """Where ``path``'s directory really is, if that is outside the root (a symbolic
-    link on the way leads out of it); None if it is inside."""
-    if paths.root == "/":
-        return None
-    real = os.path.realpath(os.path.dirname(path))
-    base = os.path.realpath(paths.root)
-    return None if real == base or real.startswith(base.rstrip("/") + "/") else real
-
-
 def remove_sealed(paths: Paths, dry_run: bool, say: Say) -> int:
     """Remove (``dry_run``: list) what :attr:`Paths.SEALED` names, saying each; the
     number of paths. A path that cannot be removed stops it (:class:`SealError`)."""
     found = sealed_files(paths)
     for path, what, secret in found:
-        outside = _outside_root(paths, path)
-        if outside is not None:
-            raise SealError("not removing %s: its directory is %s, outside the root %s (a "
-                            "symbolic link leads there); remove the link" % (path, outside,
-                                                                            paths.root))
+        try:
+            check_inside_root(paths.root, path, action="remove")
+        except OutsideRootError as err:
+            raise SealError(str(err)) from None
         if dry_run:
             say("would remove %s (%s)" % (path, what))
             continue
@@ -235,7 +231,7 @@ def run_cleanup(paths: Paths, dry_run: bool, params: Dict[str, str], say: Say) -
     if paths.root != "/" and not dry_run:
         # the runner's temporary files (its actions journals) stay inside the root too
         scratch = os.path.join(paths.run_dir, ".seal-%d" % os.getpid())
-        ensure_private_dir(scratch)
+        ensure_private_dir(scratch, paths.root)
         env["TMPDIR"] = scratch
     try:
         sys.stdout.flush()

@@ -24,8 +24,12 @@ class SettingError(ValueError):
 
 
 def read_settings(path: str) -> Dict[str, str]:
-    """Every ``NAME=value`` of the file (none if it does not exist)."""
-    text = read_text(path)
+    """Every ``NAME=value`` of the file (none if it does not exist); raises
+    :class:`SettingError` if it cannot be read (a directory there, say)."""
+    try:
+        text = read_text(path)
+    except OSError as err:
+        raise SettingError("cannot read %s: %s" % (path, err.strerror or err)) from None
     settings: Dict[str, str] = {}
     for line in (text or "").splitlines():
         match = _ASSIGNMENT.match(line)

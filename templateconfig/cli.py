@@ -22,7 +22,8 @@ in any other language obeys the same argv/stdin/stdout contract, written down he
 
 Exit codes
     0 success; 1 the module failed (an exception: its traceback is on stderr, then one
-    line ``PROG: error: REASON`` saying what failed, which the runner reports);
+    line ``PROG: error: REASON`` saying what failed, which the runner reports; a refused
+    path or value of the framework's says all in that line, without a traceback);
     2 bad usage or invalid JSON on stdin (``PROG: error: MESSAGE`` and the usage on
     stderr).
 
@@ -185,8 +186,11 @@ def run(do_enumerate, targets: dict, argv: Optional[list] = None, stdin=None, st
         stderr.write(_USAGE % {"prog": prog, "targets": ", ".join(targets) or "(none)"})
         return EXIT_USAGE
     except Exception as exc:  # the module failed: its traceback, then its reason
-        import traceback
-        traceback.print_exc(file=stderr)
+        from templateconfig.errors import TemplateConfigError
+
+        if not isinstance(exc, TemplateConfigError) or exc.shows_traceback:
+            import traceback
+            traceback.print_exc(file=stderr)
         stderr.write("%s: error: %s\n" % (prog, _reason(exc)))
         return EXIT_FAILED
     return _write_output(output, stdout, stderr, prog)

@@ -28,6 +28,12 @@ Warnings: a module reports one with :func:`warn` (a ``warning: TEXT`` line on st
 the format any module may print, docs/module-contract.md); the runner puts them in the
 run report. The standard modules' ``log.warning`` records become such lines too
 (:func:`log_warnings_to_stderr`).
+
+Every file operation stays inside the root (:func:`confined`): a symbolic link on the way
+that leads outside it is refused with :class:`TemplateConfigError` naming the path and
+the link, before anything changes; a link at the file itself is read through only if it
+stays inside the root, and a whole-file write (:func:`write_file`) replaces such a link
+by a regular file (the module owns that file), whose mode never comes from the link.
 """
 from __future__ import annotations
 
@@ -52,6 +58,8 @@ log = logging.getLogger(__name__)
 
 class CommandError(TemplateConfigError):
     """A command failed. Carries argv, the return code and stderr (never stdin)."""
+
+    shows_traceback = True  # where the module ran it
 
     def __init__(self, argv: Sequence[str], returncode: int, stderr: str = "") -> None:
         self.argv = list(argv)
@@ -175,6 +183,25 @@ def dry_run() -> bool:
 def root_path(path: str) -> str:
     """The real location of the guest path ``path`` (``/etc/hosts`` -> ROOT/etc/hosts)."""
     return join_root(root(), path)
+
+
+def confined(path: str, follow_leaf: bool, action: str) -> str:
+    """:func:`root_path` of ``path``, checked to stay inside the root: every directory on
+    the way, and the file itself if ``follow_leaf``, must not be a symbolic link leading
+    outside (:func:`ovmd.fsutil.check_inside_root`); else ``TemplateConfigError``."""
+    real = root_path(path)
+    try:
+        fsutil.check_inside_root(root(), real, follow_leaf=follow_leaf, action=action)
+    except fsutil.OutsideRootError as err:
+        raise TemplateConfigError(str(err)) from None
+    return real
+
+
+def _leaf_leads_outside(real: str) -> bool:
+    """True if ``real`` is a symbolic link whose target is not inside the root."""
+    if not os.path.islink(real) or not is_sandbox():
+        return False
+    return not fsutil.is_within(os.path.realpath(real), os.path.realpath(root()))
 
 
 # --- the journal of changes -------------------------------------------------------------
@@ -320,17 +347,28 @@ def log_warnings_to_stderr() -> None:
 # --- files ------------------------------------------------------------------------------------
 
 def read_bytes(path: str) -> Optional[bytes]:
-    """Content of the guest file ``path`` (as planned, in plan mode), ``None`` if absent."""
+    """Content of the guest file ``path`` (as planned, in plan mode), ``None`` if absent.
+
+    A symbolic link leading outside the root (the file or a directory on the way) is
+    refused with ``TemplateConfigError``: its content is not the guest's."""
     planned = guest().planned
     if path in planned:
         return planned[path]
     try:
-        with open(root_path(path), "rb") as handle:
+        with open(confined(path, True, "read"), "rb") as handle:
             return handle.read()
     except FileNotFoundError:
         return None
     except NotADirectoryError:
         return None
+
+
+def _current_bytes(path: str, real: str) -> Optional[bytes]:
+    """What a write or a removal replaces: :func:`read_bytes`, but nothing for a link
+    that leads outside the root (the link itself is what is replaced)."""
+    if path not in guest().planned and _leaf_leads_outside(real):
+        return None
+    return read_bytes(path)
 
 
 def read_file(path: str) -> Optional[str]:
@@ -351,8 +389,13 @@ def atomic_write(real_path: str, data: bytes, mode: Optional[int] = None,
     """Write ``data`` to the real (already rooted) path ``real_path`` atomically and
     durably (:func:`ovmd.fsutil.atomic_write`): an existing file's mode, owner and
     SELinux context are kept unless ``mode``/``uid``/``gid`` say otherwise; a new file
-    gets ``mode`` (default 0644). Parent directories must exist."""
-    fsutil.atomic_write(real_path, data, mode, uid=uid, gid=gid, make_dirs=None)
+    (or one replacing a symbolic link) gets ``mode`` (default 0644). Parent directories
+    must exist, inside the root."""
+    try:
+        fsutil.atomic_write(real_path, data, mode, uid=uid, gid=gid, make_dirs=None,
+                            root=root())
+    except fsutil.OutsideRootError as err:
+        raise TemplateConfigError(str(err)) from None
 
 
 def ensure_dir(path: str, mode: int = 0o755, uid: Optional[int] = None,
@@ -362,7 +405,7 @@ def ensure_dir(path: str, mode: int = 0o755, uid: Optional[int] = None,
         if not exists(path):
             record("mkdir", path=path, mode=mode, applied=False)
         return
-    real = root_path(path)
+    real = confined(path, True, "create the directory")
     if os.path.isdir(real):
         return
     missing = []
@@ -388,8 +431,8 @@ def write_file(path: str, content, mode: Optional[int] = None, uid: Optional[int
     """
     data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
     view = guest()
-    old = read_bytes(path)
-    real = root_path(path)
+    real = confined(path, False, "write")
+    old = _current_bytes(path, real)
     same_meta = True
     if old is not None and not view.dry_run and path not in view.planned:
         st = os.stat(real)
@@ -408,9 +451,10 @@ def write_file(path: str, content, mode: Optional[int] = None, uid: Optional[int
 
 
 def remove_file(path: str, secret: bool = False) -> bool:
-    """Remove the guest file ``path`` if it exists; True if it did."""
-    old = read_bytes(path)
-    real = root_path(path)
+    """Remove the guest file ``path`` if it exists; True if it did. A symbolic link is
+    removed itself, never followed."""
+    real = confined(path, False, "remove")
+    old = _current_bytes(path, real)
     if old is None and not os.path.islink(real):
         return False
     view = guest()
@@ -435,7 +479,7 @@ def set_metadata(path: str, mode: Optional[int] = None, uid: Optional[int] = Non
     link planted in a user's directory cannot redirect the change. Recorded as op
     ``metadata`` in the journal.
     """
-    real = root_path(path)
+    real = confined(path, False, "change the mode of")
     try:
         st = os.lstat(real)
     except FileNotFoundError:
@@ -462,7 +506,7 @@ def set_metadata(path: str, mode: Optional[int] = None, uid: Optional[int] = Non
 
 def symlink(path: str, target: str) -> bool:
     """Make the guest path ``path`` a symlink to ``target`` (kept as given)."""
-    real = root_path(path)
+    real = confined(path, False, "create the link")
     if os.path.islink(real) and os.readlink(real) == target:
         return False
     if dry_run():
@@ -670,7 +714,7 @@ def service_control() -> ServiceControl:
 
 __all__ = [
     "TemplateConfigError", "CommandError", "GuestFiles", "guest", "new_guest", "root",
-    "root_path", "is_sandbox", "dry_run",
+    "root_path", "confined", "is_sandbox", "dry_run",
     "record", "run_cmd", "shell_cmd", "query_cmd", "system_cmd", "warn", "one_line",
     "log_warnings_to_stderr", "viewing", "read_bytes", "read_file",
     "exists", "atomic_write", "ensure_dir", "write_file", "remove_file", "set_metadata",

@@ -54,10 +54,12 @@ exit status:
   0  every module succeeded, with or without warnings (or the enumeration/dry run
      worked)
   1  at least one module failed (the others still ran); each failure is one line
-     "NAME failed: REASON" on stderr
+     "NAME failed: REASON" on stderr. Also: the system refused a write of the
+     runner's own (a full disk); the next run resumes after the completed modules
   2  bad usage or invalid params (a required key missing, a value outside its
-     choices or refused by the module's own validation, a check against the guest):
-     nothing was run; one line "MODULE: KEY: REASON" per problem on stderr
+     choices or refused by the module's own validation, a check against the guest),
+     or the runner's own files lead out of --root: nothing was run; one line
+     "MODULE: KEY: REASON" per problem on stderr
   3  the params were to come from ovmd, and ovmd is not reachable
   4  --initial-config: INITIAL_CONFIG is not yes (the guest is already configured):
      nothing was run. (With --console-input the dialog exits 0 instead.)
@@ -402,6 +404,14 @@ def _stopped(exc: Exception, args: Arguments) -> Optional[int]:
         if isinstance(exc, kind):
             sys.stderr.write("ovm-template-config: %s\n" % exc)
             return code
+    if isinstance(exc, OSError):
+        # the system refused a write of the runner's own (a full disk, a read-only root):
+        # the run stopped where it was; what completed is in the run state
+        where = " %s:" % exc.filename if exc.filename else ""
+        sys.stderr.write("ovm-template-config: the run stopped:%s %s; free the space (or "
+                         "fix the file system) and run again: it resumes after the modules "
+                         "that completed\n" % (where, exc.strerror or exc))
+        return EXIT_MODULE_FAILED
     return None
 
 

@@ -311,3 +311,58 @@ def with_ovmd_state(root: Path) -> Path:
     Path(paths.identity_file).write_text('{"configured": {"vm": "/vm/1234"}}\n')
     Path(paths.log_file + ".1.gz").write_bytes(b"\x1f\x8b old log")
     return root
+
+
+# --- a real tmpfs ----------------------------------------------------------------------------
+
+class Tmpfs:
+    """A real tmpfs mounted at ``path`` (``mount -t tmpfs``; needs root): a small disk that
+    fills up for real. Resize it with :meth:`resize`; always unmount with :meth:`unmount`
+    (``mounted_tmpfs`` does, even when the test fails)."""
+
+    def __init__(self, path: Path, size: str) -> None:
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        require_root("it mounts a tmpfs")
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s,mode=0755" % size,
+                        "ovmd-test-tmpfs", str(path)], check=True, capture_output=True)
+
+    def resize(self, size: str) -> None:
+        subprocess.run(["mount", "-o", "remount,size=%s" % size, str(self.path)], check=True,
+                       capture_output=True)
+
+    def free_bytes(self) -> int:
+        st = os.statvfs(str(self.path))
+        return st.f_bavail * st.f_frsize
+
+    def fill(self, leave: int = 0) -> Path:
+        """Take all free space but ``leave`` bytes (rounded to pages) with a ballast file."""
+        ballast = self.path / ".ballast"
+        with open(ballast, "ab") as handle:
+            while self.free_bytes() > leave:
+                try:
+                    handle.write(b"\0" * min(1 << 20, max(4096, self.free_bytes() - leave)))
+                    handle.flush()
+                except OSError:
+                    break
+        return ballast
+
+    def unmount(self) -> None:
+        if subprocess.run(["umount", str(self.path)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
+
+
+class mounted_tmpfs:
+    """``with mounted_tmpfs(path, "1m") as disk:`` -- a :class:`Tmpfs`, unmounted on exit."""
+
+    def __init__(self, path: Path, size: str) -> None:
+        self.path, self.size = path, size
+        self.disk: "Tmpfs | None" = None
+
+    def __enter__(self) -> Tmpfs:
+        self.disk = Tmpfs(self.path, self.size)
+        return self.disk
+
+    def __exit__(self, *exc_info) -> None:
+        if self.disk is not None:
+            self.disk.unmount()

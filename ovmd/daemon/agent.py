@@ -26,8 +26,8 @@ import signal
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from .. import __version__, sysconfig
-from ..cache import ParamCache
-from ..channel import MessageError, check_message
+from ..cache import CacheError, ParamCache
+from ..channel import MessageError, check_message, printable
 from ..control import ControlServer
 from ..firstboot.contract import TRIGGER_KEY
 from ..firstboot.flag import initial_config_enabled, initial_config_state, mark_configured
@@ -44,7 +44,7 @@ from .addresses import AddressReporter
 from .clone import CloneDetector
 from .hostlink import HostLink
 from .lifecycle import LifecycleTargets
-from .loop import EventLoop
+from .loop import EventLoop, guarded
 from .requests import ControlRequests
 from .runs import RunResult, RunSlot
 from .sealing import DaemonSeal
@@ -100,7 +100,7 @@ class Daemon:
         self.cache.load()
         self._watch_flag()
         self.control = ControlServer(self.paths.control_socket, self.requests.handle,
-                                     self.loop.selector)
+                                     self.loop.selector, self.paths.root)
         self.addresses.start()  # before connecting: it watches device/vif
         self.link.connect(drain_all=True)  # the messages waiting before READY=1
         self._feed(self.first_boot.started)
@@ -220,6 +220,9 @@ class Daemon:
             self.lifecycle.host_event(list(names))
 
     def _run_finished(self, result: RunResult) -> None:
+        # the run has just enumerated the modules: keys not known before may now go to
+        # disk (or must leave it), before a successful first boot wipes the secrets
+        guarded(self.cache.refresh)
         for conn in result.run.waiters:
             conn.respond(*result.answer)
         self.lifecycle.run_ended(result)
@@ -277,13 +280,19 @@ class DaemonFirstBootActions:
         self.daemon.clone.record_configured()
 
     def keep_results(self, params: Sequence[Tuple[str, str]]) -> None:
+        cache = self.daemon.cache
         if params:
-            self.daemon.cache.update(params)
+            try:
+                cache.update(params)
+            except CacheError as err:  # a full disk: the host still gets them
+                log.error("cannot store the params the run returned: %s", err)
         for key, value in params:
+            if cache.is_secret(key):  # flagged password by a module: never sent
+                continue
             try:
                 check_message(key, value)
             except MessageError as err:
-                log.warning("not sending %s back: %s", key, err)
+                log.warning("not sending %s back: %s", printable(key), err)
                 continue
             warning = self.daemon.link.send(key, value)
             if warning:

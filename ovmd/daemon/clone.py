@@ -162,7 +162,7 @@ class CloneDetector:
 
     def _save(self, record: Dict[str, Any]) -> None:
         try:
-            atomic_write_json(self.paths.identity_file, record)
+            atomic_write_json(self.paths.identity_file, record, root=self.paths.root)
         except OSError as err:
             log.error("cannot record the VM's identity in %s: %s", self.paths.identity_file,
                       err.strerror or err)

@@ -3,8 +3,7 @@
 In: on every change of ``to-guest/last-write`` (a watch), fetch the pending messages, store
 them durably in the :class:`~ovmd.cache.ParamCache`, then delete them from XenStore
 (docs/protocol.md); ``VMAPIEvent`` messages are recorded, not stored. Out: send to
-``from-guest``, or keep the message in an outbox while XenStore is unreachable. A lost
-connection is retried with a doubling backoff; the outbox is flushed on reconnect.
+``from-guest``, or keep the message in an outbox while XenStore is unreachable.
 
 Other daemon parts share the connection: :meth:`HostLink.add_watch` registers a watch
 (again on every connection) whose events are handed to its callback,
@@ -13,24 +12,40 @@ any host message is taken in, and :meth:`HostLink.on_connected` callbacks run af
 each successful (re)connect. :meth:`HostLink.hold_messages` stops the intake (a
 template being sealed takes no more params): the host's messages stay in XenStore until
 :meth:`HostLink.release_messages`.
+
+What goes wrong, and what happens:
+
+- the connection breaks (EOF, bad framing, no reply): reconnect with a doubling backoff
+  (0.1 s to 10 s); the outbox is flushed on reconnect;
+- XenStore refuses one request (``EACCES`` on ``to-guest``, say): logged once, and tried
+  again on the next event; the connection is fine, so it is kept;
+- one message is bad: the channel logs and skips it (:class:`~ovmd.channel.MessageChannel`);
+- the cache cannot be written (a full disk): nothing is deleted, so the messages stay in
+  XenStore; logged once per episode (a full disk as a full disk), retried with a doubling
+  backoff (0.5 s to 30 s) and logged again when storing works again.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from ..cache import CacheError, ParamCache
-from ..channel import EVENTS, Message, MessageChannel
+from ..channel import Message, MessageChannel, event_names, printable
 from .loop import EventLoop, guarded
 
 log = logging.getLogger(__name__)
 
 RECONNECT_FIRST = 0.1
 RECONNECT_MAX = 10.0
-#: A cache that cannot be written is retried after this many seconds.
-STORE_RETRY = 5.0
+#: A cache that cannot be written is retried after this many seconds, doubling up to the
+#: maximum.
+STORE_RETRY_FIRST = 0.5
+STORE_RETRY_MAX = 30.0
+#: Errors that say the file system is full.
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 #: Host events kept for ``ovmd --status``.
 EVENTS_KEPT = 50
 #: Send errors that resending cannot cure: the message is dropped with a warning.
@@ -59,8 +74,12 @@ class HostLink:
         self.outbox: Deque[Tuple[str, str]] = deque()
         self.events: Deque[Dict[str, Any]] = deque(maxlen=EVENTS_KEPT)
         self.backoff = RECONNECT_FIRST
+        self.store_backoff = STORE_RETRY_FIRST
+        #: when the cache stopped accepting writes (monotonic), None while it works
+        self.store_failing_since: Optional[float] = None
         self._dirty = False
         self._xs_fd: Optional[int] = None
+        self._refused: Optional[str] = None  # the XenStore refusal last logged
         self._watches: Dict[str, Tuple[str, Callable[[], None]]] = {}  # token -> path, callback
         self._connected: List[Callable[[], None]] = []
         self._before_intake: List[Callable[[Any], None]] = []
@@ -92,13 +111,16 @@ class HostLink:
             self.loop.add_reader(self._xs_fd, self._on_xenstore)
             for before in self._before_intake:
                 before(client)
-            self._drain()
+            guarded(self._drain)
             while drain_all and self._dirty and self.client is not None:
-                self._drain()
-            self._flush_outbox()
+                guarded(self._drain)
+            if self.channel is not None:
+                self._flush_outbox()
         except OSError as err:
-            self._disconnect()
+            self._disconnect(reconnect=False)
             self._schedule_reconnect("XenStore connection failed (%s)" % err)
+            return
+        if self.client is None:  # lost again while draining: a reconnect is scheduled
             return
         if self.backoff > RECONNECT_FIRST:
             log.info("connected to XenStore again")
@@ -170,36 +192,73 @@ class HostLink:
         return self._dirty
 
     def _on_xenstore(self, _mask: int) -> None:
+        assert self.client is not None
         try:
-            assert self.client is not None
-            if self._take_events(self.client.receive_events()):
-                self._drain()
+            events = self.client.receive_events()
         except OSError as err:
             log.warning("XenStore error: %s", err)
             self._disconnect()
+            return
+        if self._take_events(events):
+            self._drain()
 
     def _drain(self) -> None:
         """Fetch one batch, store it durably, then delete it from XenStore."""
-        assert self.client is not None and self.channel is not None
-        if self.holding:
+        from ..xenstore import ConnectionClosedError, XenStoreError
+
+        if self.client is None or self.channel is None:
+            return
+        if self.holding:  # (sealing) the messages stay in XenStore
             self._dirty = False
             return
+        if self.store_failing_since is not None and "retry-store" in self.loop.timers:
+            self._dirty = False  # the retry timer drains; until then the messages wait
+            return
+        self._dirty = False  # also if something below fails unexpectedly: no busy loop
         try:
             messages = self.channel.fetch()
             if messages:
                 self._store(messages)
                 self.channel.acknowledge(messages)
             self._dirty = self._take_events() or bool(messages) or self.channel.has_more
+            self._refused = None
         except CacheError as err:
-            # not stored, so not deleted: the messages stay in XenStore; try again later
-            log.error("%s; retrying in %d s", err, STORE_RETRY)
-            self._dirty = False
-            if self.channel is not None:
-                self.channel.reset()
-            self.loop.set_timer("retry-store", STORE_RETRY, self._mark_dirty)
+            self._store_failed(err)
+        except ConnectionClosedError as err:
+            log.warning("XenStore error: %s", err)
+            self._disconnect()
+        except XenStoreError as err:
+            # a refusal of one request (EACCES on to-guest, say), not a broken connection:
+            # said once, tried again on the next event
+            if self._refused != str(err):
+                log.warning("XenStore refused a request for the host messages: %s; trying "
+                            "again on the next change", err)
+                self._refused = str(err)
         except OSError as err:
             log.warning("XenStore error: %s", err)
             self._disconnect()
+
+    def _store_failed(self, err: CacheError) -> None:
+        """Not stored, so not deleted: the messages stay in XenStore; try again later."""
+        if self.store_failing_since is None:
+            self.store_failing_since = time.monotonic()
+            if err.errno in _FULL:
+                log.error("the disk is full: %s; the host messages stay in XenStore until "
+                          "they can be stored (retrying, backing off up to %d s)",
+                          err, STORE_RETRY_MAX)
+            else:
+                log.error("%s; the host messages stay in XenStore until they can be stored "
+                          "(retrying, backing off up to %d s)", err, STORE_RETRY_MAX)
+        else:
+            log.debug("still cannot store host messages: %s", err)
+        self._dirty = False
+        if self.channel is not None:
+            self.channel.reset()
+        self.loop.set_timer("retry-store", self.store_backoff, self._retry_store)
+        self.store_backoff = min(self.store_backoff * 2, STORE_RETRY_MAX)
+
+    def _retry_store(self) -> None:
+        self._dirty = True
 
     def _take_events(self, events: Optional[List[Any]] = None) -> bool:
         """Hand the queued events of other watches to their callbacks; True if any were
@@ -216,36 +275,32 @@ class HostLink:
                 guarded(watch[1])
         return ours
 
-    def _mark_dirty(self) -> None:
-        self._dirty = True
-
     def _store(self, messages: List[Message]) -> None:
-        params = []
-        events = []
-        for message in messages:
-            if message.is_event:
-                events.append(self._record_event(message))
-            else:
-                params.append((message.key, message.value))
+        params = [(m.key, m.value) for m in messages if not m.is_event]
         self.cache.update(params)  # durable before the caller deletes the nodes
+        if self.store_failing_since is not None:
+            log.info("storing host messages again, after %.0f s", time.monotonic()
+                     - self.store_failing_since)
+            self.store_failing_since = None
+            self.store_backoff = STORE_RETRY_FIRST
+        # after storing: a batch retried records its events once
+        events = [self._record_event(m) for m in messages if m.is_event]
         keys = [k for k, _ in params]
         if keys:
             log.info("stored %d parameter(s) from the host%s", len(keys),
-                     ": " + ", ".join(keys) if len(keys) <= 8 else "")
-        self.on_stored(keys)
+                     ": " + ", ".join(printable(k) for k in keys) if len(keys) <= 8 else "")
+        guarded(self.on_stored, keys)
         for names in events:  # after the params: an event acts on what came before it
             if self.on_event is not None:
-                self.on_event(names)
+                guarded(self.on_event, names)
 
     def _record_event(self, message: Message) -> List[str]:
-        names: List[str] = []
         value = message.value.strip()
-        bits = int(value, 0) if value.isdigit() or value.startswith("0x") else None
-        if bits is not None:
-            names = [name for name, bit in EVENTS.items() if bits & bit]
+        names = event_names(value)
         entry = {"time": time.time(), "event": value[:64], "names": names}
         self.events.append(entry)
-        log.info("host event %s%s", value[:64], " (%s)" % ", ".join(names) if names else "")
+        log.info("host event %s%s", printable(value, 64),
+                 " (%s)" % ", ".join(names) if names else "")
         return names
 
     # --- outbox -------------------------------------------------------------------------
@@ -258,7 +313,7 @@ class HostLink:
             self.channel.send(key, value)
         except OSError as err:
             if getattr(err, "name", None) in _REFUSED:
-                return "could not send %s to the host: %s" % (key, err)
+                return "could not send %s to the host: %s" % (printable(key), err)
             self.outbox.append((key, value))
             self._disconnect()
             return "XenStore connection lost: queued for sending"
@@ -271,7 +326,7 @@ class HostLink:
                 self.channel.send(key, value)
             except OSError as err:
                 if getattr(err, "name", None) in _FORBIDDEN:
-                    log.warning("could not send %s to the host: %s", key, err)
+                    log.warning("could not send %s to the host: %s", printable(key), err)
                     continue
                 self.outbox.appendleft((key, value))
                 raise

@@ -14,7 +14,7 @@ import logging
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..cache import ParamCache
-from ..channel import EVENT_KEY, EVENTS, MessageError, check_message
+from ..channel import EVENT_KEY, EVENTS, MAX_EVENT, MessageError, check_message, parse_number
 from ..control import EXIT_FAILURE, EXIT_OK, REQUEST_NAMES, REQUESTS, ControlConnection
 from ..firstboot.machine import FirstBootMachine
 from ..status import BootStatus, exit_code, status_text
@@ -62,8 +62,8 @@ class ControlRequests:
             return
         try:
             self.handlers[request.name](conn, *rest)
-        except OSError as err:
-            log.exception("control request %s failed", request.name)
+        except OSError as err:  # the environment (a full disk), not a bug: no traceback
+            log.error("control request %s failed: %s", request.name, err)
             conn.respond(EXIT_FAILURE, err=one_line("ovmd: %s failed: %s" % (request.name, err)))
         except Exception as err:  # noqa: BLE001 - a bug in a handler never stops the daemon
             log.exception("internal error in control request %s (the daemon keeps running)",
@@ -138,14 +138,13 @@ class ControlRequests:
 
     def _event(self, conn: ControlConnection, event: str) -> None:
         name = event.strip().lower()
-        if name in EVENTS:
-            value = str(EVENTS[name])
-        elif name.isdigit() or (name.startswith("0x") and len(name) > 2):
-            value = str(int(name, 0))
-        else:
-            conn.respond(EXIT_FAILURE, err=("ovmd: unknown event %r (one of %s, or a number)\n"
-                                            % (event, ", ".join(EVENTS))).encode())
+        number = EVENTS.get(name, parse_number(name))
+        if number is None or number > MAX_EVENT:
+            conn.respond(EXIT_FAILURE, err=("ovmd: unknown event %r (one of %s, or a number "
+                                            "0..%d)\n" % (event, ", ".join(EVENTS), MAX_EVENT)
+                                            ).encode("utf-8", "backslashreplace"))
             return
+        value = str(number)
         warning = self.link.send(EVENT_KEY, value)
         conn.respond(EXIT_FAILURE if warning and "queued" not in warning else EXIT_OK,
                      err=(("ovmd: %s\n" % warning).encode() if warning else b""))

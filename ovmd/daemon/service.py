@@ -84,15 +84,17 @@ class PidFile:
     (``__enter__`` writes the pid after the fork; the descriptor must be preserved).
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, root: Optional[str] = None) -> None:
         self.path = path
+        #: the directory must resolve inside this root (the default pid file's)
+        self.root = root
         self.fd: Optional[int] = None
 
     def acquire(self) -> "PidFile":
-        from ..fsutil import ensure_private_dir
+        from ..fsutil import ensure_private_dir, open_own_file
 
-        ensure_private_dir(os.path.dirname(self.path))
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        ensure_private_dir(os.path.dirname(self.path), self.root)
+        fd = open_own_file(self.path, os.O_RDWR, 0o644)  # a link there: replaced
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:

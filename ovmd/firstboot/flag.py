@@ -8,7 +8,6 @@ other lines. The daemon and the runner both read and write the flag through this
 """
 from __future__ import annotations
 
-import os
 import re
 from typing import List, Optional
 
@@ -36,7 +35,10 @@ def initial_config_value(paths: Paths) -> Optional[str]:
     """INITIAL_CONFIG (lower case), the OL7+ file winning; None when neither sets it."""
     value = None
     for path in sysconfig_files(paths):
-        text = read_text(path)
+        try:
+            text = read_text(path)
+        except OSError:  # a directory there, say: it sets nothing
+            text = None
         found = _value(text) if text is not None else None
         if found is not None:
             value = found
@@ -75,9 +77,9 @@ def set_initial_config(paths: Paths, enabled: bool) -> List[str]:
                 replaced = True
         if not replaced:
             lines.append(wanted)
-        mode = os.stat(path).st_mode & 0o7777 if text is not None else 0o644
-        atomic_write(path, ("\n".join(lines) + "\n").encode("utf-8"), mode,
-                     make_dirs=0o755)
+        # mode None: the file's own (never a symbolic link's), 0644 for a new one
+        atomic_write(path, ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape"),
+                     None, make_dirs=0o755, root=paths.root)
         written.append(path)
     return written
 

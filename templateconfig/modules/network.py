@@ -3,7 +3,11 @@
 Interfaces ``N = 0, 1, ...`` are named by ``device.N`` or found by ``hwaddr.N`` (the MAC
 address; the module waits a bounded time for a NIC that has not appeared yet). Each is
 ``dhcp`` or ``static`` (``none`` behaves as ``static``) with an IPv4 address, netmask
-(dotted or prefix length), gateway, MTU, DNS servers and search domains.
+(dotted or prefix length), gateway, MTU, DNS servers and search domains. IPv6 is
+``ipv6-bootproto.N`` (``auto``, ``dhcp``, ``static`` with ``ipv6addr.N`` and
+``ipv6gateway.N``, or ``disabled``); without it the template's IPv6 settings for the
+device stay as they are, also in a file the module writes whole (what each stack writes:
+docs/keys.md).
 
 The files written depend on the guest's network stack, chosen by the platform
 (ifcfg, NetworkManager keyfile, ifupdown, netplan: ``templateconfig.platform.network``),
@@ -21,12 +25,13 @@ a NIC named by its hardware address.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Collection, Dict, List, Optional, Sequence, Tuple
 
 from templateconfig import common
 from templateconfig.modules.support import validators
@@ -51,9 +56,13 @@ NETMASK = P + "netmask.{n}"
 GATEWAY = P + "gateway.{n}"
 DNS_SERVERS = P + "dns-servers.{n}"
 DNS_SEARCH = P + "dns-search-domains.{n}"
+IPV6_BOOTPROTO = P + "ipv6-bootproto.{n}"
+IPV6ADDR = P + "ipv6addr.{n}"
+IPV6GATEWAY = P + "ipv6gateway.{n}"
 INTERFACE_KEYS = (DEVICE, HWADDR, MTU, ONBOOT, BOOTPROTO, IPADDR, NETMASK, GATEWAY,
-                  DNS_SERVERS, DNS_SEARCH)
+                  DNS_SERVERS, DNS_SEARCH, IPV6_BOOTPROTO, IPV6ADDR, IPV6GATEWAY)
 STATIC_ONLY = (IPADDR, NETMASK, GATEWAY, DNS_SERVERS)
+IPV6_METHODS = ("auto", "dhcp", "static", "disabled")
 
 WAIT_ENV = "OVM_TEMPLATE_CONFIG_NIC_WAIT"
 DEFAULT_WAIT = 10.0
@@ -85,6 +94,70 @@ def check_hosts_line(value: str) -> None:
         validators.hostname(name)
 
 
+def _ipv6_host(text: str, ipv4_hint: str) -> ipaddress.IPv6Address:
+    """``text`` as an IPv6 address a host or router may have (no zone), or ValueError."""
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        pass
+    else:
+        raise ValueError("an IPv4 address: " + ipv4_hint)
+    try:
+        address = ipaddress.IPv6Address(text)
+    except ValueError:
+        raise ValueError("not an IPv6 address") from None
+    if address.ipv4_mapped is not None:
+        raise ValueError("an IPv4-mapped address: " + ipv4_hint)
+    for kind, bad in (("a multicast address", address.is_multicast),
+                      ("the unspecified address (::)", address.is_unspecified),
+                      ("the loopback address (::1)", address.is_loopback)):
+        if bad:
+            raise ValueError("%s, not one that a host or router has" % kind)
+    return address
+
+
+def check_ipv6_address(value: str) -> None:
+    """One IPv6 address with its prefix length (``2001:db8::10/64``), prefix 1-128."""
+    text, slash, prefix = value.partition("/")
+    if "%" in text:
+        raise ValueError("an interface address takes no zone (%...)")
+    if not slash:
+        raise ValueError("expected an IPv6 address with its prefix length, e.g. 2001:db8::10/64")
+    _ipv6_host(text, "IPv4 goes in ipaddr.N and netmask.N")
+    if not (prefix.isascii() and prefix.isdigit()) or not 1 <= int(prefix) <= 128:
+        raise ValueError("the prefix length must be 1-128")
+
+
+def ipv6_address_list(value: str) -> List[str]:
+    """The validated addresses of an ``ipv6addr.N`` value, compressed (``2001:db8::10/64``)."""
+    out = []
+    for item in validators.split_list(value):
+        text, _, prefix = item.partition("/")
+        out.append("%s/%d" % (ipaddress.IPv6Address(text).compressed, int(prefix)))
+    return out
+
+
+def check_ipv6_addresses(value: str) -> None:
+    """``address/prefix`` items, comma-separated, each once."""
+    validators.comma_list(check_ipv6_address)(value)
+    addresses = [item.split("/")[0] for item in ipv6_address_list(value)]
+    for position, address in enumerate(addresses, 1):
+        if address in addresses[:position - 1]:
+            raise ValueError("item %d: the address is listed twice" % position)
+
+
+def check_ipv6_gateway(value: str) -> None:
+    """An IPv6 router address; a link-local one may name its zone (``fe80::1%eth0``)."""
+    text, percent, zone = value.strip().partition("%")
+    if "/" in text:
+        raise ValueError("a gateway is an address without a prefix length")
+    address = _ipv6_host(text, "the IPv4 gateway is gateway.N")
+    if percent and not address.is_link_local:
+        raise ValueError("only a link-local gateway (fe80::/10) takes a zone (%device)")
+    if percent and not zone:
+        raise ValueError("an empty zone after %")
+
+
 class ChoiceKey(Key):
     """A key that offers ``choices`` but also accepts ``aliases`` (any case)."""
 
@@ -99,6 +172,7 @@ class ChoiceKey(Key):
 
 
 _STATIC = (BOOTPROTO, ["static", "none"])
+_IPV6_STATIC = (IPV6_BOOTPROTO, ["static"])
 
 SPEC = ModuleSpec(
     "network", {"configure": 50, "cleanup": 50}, "Configure the host name and network interfaces.",
@@ -125,6 +199,12 @@ SPEC = ModuleSpec(
             validate=validators.comma_list(validators.ip_address)),
         Key(DNS_SEARCH, "DNS search domains of interface {n}, comma-separated.", hidden=True,
             validate=validators.comma_list(validators.hostname)),
+        ChoiceKey(IPV6_BOOTPROTO, "IPv6 of interface {n}: auto, dhcp, static or disabled "
+                  "(unset: as the template has it).", depends=DEVICE, choices=IPV6_METHODS),
+        Key(IPV6ADDR, "IPv6 addresses of interface {n} with prefix lengths, comma-separated "
+            "(e.g. 2001:db8::10/64).", requires=_IPV6_STATIC, validate=check_ipv6_addresses),
+        Key(IPV6GATEWAY, "IPv6 default gateway of interface {n}.", requires=_IPV6_STATIC,
+            validate=check_ipv6_gateway),
     ])
 
 
@@ -300,20 +380,63 @@ def _parse_interfaces(params: Dict[str, str]) -> Tuple[List[Interface], List[str
                 log.warning("network: %s ignored: %s is dhcp", ", ".join(ignored),
                             _key(BOOTPROTO, n))
         iface.search = validators.split_list(get(DNS_SEARCH) or "")
+        _parse_ipv6(iface, get, problems)
         interfaces.append(iface)
-    _check_duplicates(interfaces, problems)
+    _check_interfaces(interfaces, problems)
     return interfaces, problems
 
 
-def _check_duplicates(interfaces: List[Interface], problems: List[str]) -> None:
+def _parse_ipv6(iface: Interface, get: Callable[[str], Optional[str]],
+                problems: List[str]) -> None:
+    """The IPv6 settings of ``iface``; none at all leaves the template's IPv6 as it is."""
+    n = iface.index
+    method = (get(IPV6_BOOTPROTO) or "").strip().lower() or None
+    addresses, gateway = get(IPV6ADDR), get(IPV6GATEWAY)
+    if method == "static" and not addresses:
+        problems.append("%s: missing: required when %s is 'static'"
+                        % (_key(IPV6ADDR, n), _key(IPV6_BOOTPROTO, n)))
+    for pattern, value in ((IPV6ADDR, addresses), (IPV6GATEWAY, gateway)):
+        if value and method != "static":
+            problems.append("%s: only for a static IPv6 configuration, but %s is %s: set it "
+                            "to static, or leave %s out"
+                            % (_key(pattern, n), _key(IPV6_BOOTPROTO, n),
+                               repr(method) if method else "not set", _key(pattern, n)))
+    if method == "disabled":
+        ipv6_dns = [s for s in iface.dns if ":" in s]
+        if ipv6_dns:
+            problems.append("%s: IPv6 servers (%s) but %s is 'disabled': give IPv4 servers "
+                            "only, or enable IPv6 on the interface"
+                            % (_key(DNS_SERVERS, n), ", ".join(ipv6_dns),
+                               _key(IPV6_BOOTPROTO, n)))
+    iface.ipv6_method = method
+    if method == "static":
+        iface.ipv6_addresses = ipv6_address_list(addresses or "")
+        if gateway:
+            text, _, zone = gateway.strip().partition("%")
+            iface.ipv6_gateway = ipaddress.IPv6Address(text).compressed
+            iface.ipv6_gateway_zone = zone or None
+
+
+def _check_interfaces(interfaces: List[Interface], problems: List[str],
+                      named: Optional[Collection[int]] = None) -> None:
+    """What only holds across interfaces, or once devices are named: each device once,
+    and a link-local gateway's zone is its own interface's device. ``named``: only the
+    problems of these interfaces (just named by their hardware address)."""
     seen: Dict[str, int] = {}
     for iface in interfaces:
         if not iface.device:
             continue
-        if iface.device in seen:
+        mine = named is None or iface.index in named
+        if iface.device in seen and (mine or seen[iface.device] in (named or ())):
             problems.append("%s: value %r is also interface %d's device"
                             % (_key(DEVICE, iface.index), iface.device, seen[iface.device]))
         seen.setdefault(iface.device, iface.index)
+        zone = iface.ipv6_gateway_zone
+        if mine and zone is not None and zone != iface.device:
+            problems.append("%s: value '%s%%%s': the zone is not interface %d's device %s: "
+                            "write %s%%%s or leave the zone out"
+                            % (_key(IPV6GATEWAY, iface.index), iface.ipv6_gateway, zone,
+                               iface.index, iface.device, iface.ipv6_gateway, iface.device))
 
 
 def check_devices(interfaces: List[Interface]) -> List[str]:
@@ -351,7 +474,8 @@ def resolve_devices(interfaces: List[Interface]) -> Dict[str, str]:
             continue
         iface.device = name
         found[_key(DEVICE, iface.index)] = name
-    _check_duplicates(interfaces, problems)
+    _check_interfaces(interfaces, problems, named=[i.index for i in interfaces
+                                                   if _key(DEVICE, i.index) in found])
     if problems:
         raise ValidationError(problems)
     return found

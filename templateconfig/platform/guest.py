@@ -39,6 +39,8 @@ class FileChanges(Protocol):
 
     def remember_service(self, name: str, enabled: Optional[bool]) -> None: ...
 
+    def original_text(self, path: str) -> Optional[str]: ...
+
 
 class GuestPlatform(Platform):
     """The operations of the standard modules; defaults fit systemd-era guests."""

@@ -17,6 +17,12 @@ def _markers(name: str):
     return ("# BEGIN ovm-template-config %s" % name, "# END ovm-template-config %s" % name)
 
 
+def has_managed(text: str, name: str) -> bool:
+    """Whether ``text`` holds the block ``name``."""
+    begin = _markers(name)[0]
+    return any(line.strip() == begin for line in text.splitlines())
+
+
 def strip_managed(text: str, name: str) -> str:
     """``text`` without the block ``name`` and with the lines we disabled restored."""
     begin, end = _markers(name)

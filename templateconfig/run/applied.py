@@ -1,7 +1,8 @@
 """What earlier successful runs applied: so that a reconfigure needs only the keys that
 changed (they *count as given*), and so that a ``--changed-only`` run runs only the
 modules whose params changed. Two records under ``/var/lib/ovm-template-config``
-(0600, replaced atomically; formats in docs/formats.md), never a value of a secret:
+(0600, replaced atomically inside the root, :mod:`templateconfig.run.statefiles`; formats
+in docs/formats.md), never a value of a secret:
 
 ``applied-keys.json``: key *names* per target
     After a successful run (every module ok, warnings allowed; not a dry run) the names
@@ -35,7 +36,7 @@ import json
 import logging
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set
 
-from ovmd.fsutil import atomic_write_json
+from ovmd.fsutil import atomic_write_json, read_bytes
 from ovmd.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -56,10 +57,10 @@ def applied_params_path(paths: Paths) -> str:
 def _load_targets(path: str) -> Dict[str, Any]:
     """The ``targets`` object of one of the records ({} if missing or unusable)."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except FileNotFoundError:
-        return {}
+        text = read_bytes(path, follow_links=False)  # ours: never through a link
+        if text is None:
+            return {}
+        data = json.loads(text)
     except (OSError, ValueError) as exc:
         log.warning("ignoring the record of applied params in %s: %s", path, exc)
         return {}
@@ -68,9 +69,9 @@ def _load_targets(path: str) -> Dict[str, Any]:
     return targets if isinstance(targets, dict) else {}
 
 
-def _save_targets(path: str, targets: Dict[str, Any]) -> None:
+def _save_targets(paths: Paths, path: str, targets: Dict[str, Any]) -> None:
     atomic_write_json(path, {"version": _VERSION, "targets": targets}, 0o600,
-                      make_dirs=0o755)
+                      root=paths.root)
 
 
 # --- the names: what counts as given -------------------------------------------------------
@@ -93,7 +94,7 @@ def remember(paths: Paths, target: str, keys: Iterable[str]) -> None:
     merged = known | set(keys)
     if merged != known:
         targets[target] = sorted(merged)
-        _save_targets(applied_keys_path(paths), targets)
+        _save_targets(paths, applied_keys_path(paths), targets)
 
 
 def forget(paths: Paths, target: str) -> None:
@@ -101,7 +102,7 @@ def forget(paths: Paths, target: str) -> None:
     for path in (applied_keys_path(paths), applied_params_path(paths)):
         targets = _load_targets(path)
         if targets.pop(target, None) is not None:
-            _save_targets(path, targets)
+            _save_targets(paths, path, targets)
 
 
 # --- the digests: what changed since each module last succeeded ----------------------------
@@ -136,6 +137,7 @@ class AppliedParams:
     ``applied-params.json``. ``is_secret(key)`` says which keys are secrets."""
 
     def __init__(self, paths: Paths, target: str, is_secret: Callable[[str], bool]) -> None:
+        self.paths = paths
         self.path = applied_params_path(paths)
         self.target = target
         self.is_secret = is_secret
@@ -166,4 +168,4 @@ class AppliedParams:
                 record[key] = None if self.is_secret(key) else _digest(value)
 
     def save(self) -> None:
-        _save_targets(self.path, self.targets)
+        _save_targets(self.paths, self.path, self.targets)

@@ -1,8 +1,10 @@
 """The enumerate cache: the descriptor lists of module scripts that have not changed since
 they were enumerated, so that a steady-state run forks once per module instead of twice.
 
-``Paths.report_dir/enumerate-cache.json`` (root-only, replaced atomically; format in
-docs/formats.md). ``OVM_TEMPLATE_CONFIG_NO_ENUMERATE_CACHE=1`` disables it.
+``Paths.enumerate_cache_file`` (root-only, replaced atomically inside the root; format
+in docs/formats.md). ``OVM_TEMPLATE_CONFIG_NO_ENUMERATE_CACHE=1`` disables it. The
+daemon reads it too (:mod:`ovmd.secretkeys`, which owns the format's version and the
+scripts' identity).
 """
 from __future__ import annotations
 
@@ -11,18 +13,12 @@ import logging
 import os
 from typing import Any, Dict, List, Optional
 
-from ovmd.fsutil import atomic_write_json
+from ovmd.fsutil import atomic_write_json, read_bytes
 from ovmd.paths import Paths
+from ovmd.secretkeys import CACHE_VERSION, script_identity
 from templateconfig.run.contract import NO_ENUMERATE_CACHE_ENV
 
 log = logging.getLogger(__name__)
-
-_CACHE_VERSION = 1
-
-
-def enumerate_cache_path(paths: Paths) -> str:
-    return paths.enumerate_cache_file
-
 
 def framework_fingerprint() -> List[Any]:
     """What the descriptors of a module may depend on besides its script: the Python
@@ -45,15 +41,6 @@ def framework_fingerprint() -> List[Any]:
     return [templateconfig.__version__, sys.version, files]
 
 
-def script_identity(path: str) -> Optional[List[int]]:
-    """``[st_mtime_ns, st_size, st_ino, st_dev]`` of the script (through symlinks)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return [st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev]
-
-
 class EnumerateCache:
     """Descriptor lists of module scripts, keyed by (target, script path) and valid while
     the script's identity (mtime, size, inode) and the framework fingerprint are unchanged.
@@ -66,7 +53,7 @@ class EnumerateCache:
 
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
-        self.path = enumerate_cache_path(paths)
+        self.path = paths.enumerate_cache_file
         self.enabled = os.environ.get(NO_ENUMERATE_CACHE_ENV, "") in ("", "0")
         self._entries: Dict[str, Dict[str, Any]] = {}
         self._fingerprint: Optional[List[Any]] = None
@@ -78,15 +65,15 @@ class EnumerateCache:
 
     def _load(self) -> None:
         try:
-            with open(self.path, encoding="utf-8") as handle:
-                data = json.load(handle)
-            if data.get("version") != _CACHE_VERSION or data.get("framework") != self.fingerprint:
+            text = read_bytes(self.path, follow_links=False)  # ours: never through a link
+            if text is None:
+                return
+            data = json.loads(text)
+            if data.get("version") != CACHE_VERSION or data.get("framework") != self.fingerprint:
                 return
             entries = data.get("entries")
             if isinstance(entries, dict):
                 self._entries = entries
-        except FileNotFoundError:
-            return
         except (OSError, ValueError, AttributeError) as exc:
             log.info("ignoring the enumerate cache %s: %s", self.path, exc)
 
@@ -130,8 +117,9 @@ class EnumerateCache:
             path = self.paths.under(key.split(" ", 1)[-1])
             if isinstance(entry, dict) and script_identity(path) == entry.get("script"):
                 live[key] = entry
-        atomic_write_json(self.path, {"version": _CACHE_VERSION, "framework": self.fingerprint,
-                                      "entries": live}, 0o600, make_dirs=0o755, durable=False)
+        atomic_write_json(self.path, {"version": CACHE_VERSION, "framework": self.fingerprint,
+                                      "entries": live}, 0o600, durable=False,
+                          root=self.paths.root)
         self._dirty = False
 
 

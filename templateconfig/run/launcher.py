@@ -30,6 +30,9 @@ from templateconfig.run.contract import NO_FORK_ENV
 from templateconfig.run.preload import preload
 from templateconfig.run.scripts import is_python_script
 
+#: Signals held back while forking (see :meth:`Launcher._start`).
+_DEFERRED_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
 #: How long to keep reading a module's pipes after it exited (a daemon it started may
 #: hold them open).
 _DRAIN_SECONDS = 0.5
@@ -289,10 +292,19 @@ class Launcher:
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: never returns
-            child_main(forked, script, argv, env, (in_r, out_w, err_w), marker, prepared,
-                       go_r)
+        # A termination signal arriving while os.fork() runs its at-fork hooks would have
+        # its KeyboardInterrupt swallowed there: keep it pending until the fork is over.
+        # The child resets its signal mask and dispositions itself.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED_SIGNALS)
+        pid = -1
+        try:
+            pid = os.fork()
+            if pid == 0:  # the child: never returns
+                child_main(forked, script, argv, env, (in_r, out_w, err_w), marker, prepared,
+                           go_r)
+        finally:
+            if pid != 0:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         for fd in (in_r, out_w, err_w, go_r):
             if fd is not None:
                 os.close(fd)

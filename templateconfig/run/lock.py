@@ -13,7 +13,9 @@ Waiting is a blocking ``flock(LOCK_EX)`` interrupted by a real-time timer (SIGAL
 ``setitimer``), not a polling loop: the waiter wakes the moment the holder exits (the
 kernel releases a ``flock`` with the holder's last descriptor, also when it is killed).
 The timer needs the main thread; elsewhere the wait is unbounded. The holder's pid is
-written into the file, for the message a waiter prints. Module processes never inherit
+written into the file, for the message a waiter prints. The file is 0600 in a 0700
+directory inside the root (modes put back if someone widened them; a symbolic link
+where the file belongs is replaced, never followed). Module processes never inherit
 the descriptor (``O_CLOEXEC``, and the runner closes every inherited descriptor in its
 children), so a daemon a module starts cannot keep the lock held after the run.
 """
@@ -62,6 +64,7 @@ class RunLock:
     def __init__(self, paths: Paths, timeout: Optional[float] = DEFAULT_LOCK_TIMEOUT,
                  on_wait: Optional[Callable[[Optional[int]], None]] = None) -> None:
         self.path = lock_path(paths)
+        self.root = paths.root
         self.timeout = timeout
         self.on_wait = on_wait
         self._fd: Optional[int] = None
@@ -75,15 +78,16 @@ class RunLock:
         if self._depth:
             self._depth += 1
             return
-        directory = os.path.dirname(self.path)
+        from ovmd.fsutil import ensure_private_dir, open_own_file
+
         try:
-            if not os.path.isdir(directory):
-                os.makedirs(directory, mode=0o700, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
-                         0o600)
+            # the directory 0700 and inside the root, the file 0600 and never a link
+            ensure_private_dir(os.path.dirname(self.path), self.root)
+            fd = open_own_file(self.path, os.O_RDWR, 0o600)
         except OSError as exc:
-            raise LockError("cannot open the run lock %s: %s (run as root)"
-                            % (self.path, exc.strerror or exc)) from None
+            hint = " (run as root)" if exc.errno in (errno.EACCES, errno.EPERM) else ""
+            raise LockError("cannot open the run lock %s: %s%s"
+                            % (self.path, exc.strerror or exc, hint)) from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -1,11 +1,11 @@
 """The run report: the JSON record of the last (or current) run, ``Paths.report_file``.
 
-Rewritten atomically (mode 0600) at every module transition, every text a module or the
-params produced (errors, warnings, stderr, problems, actions) redacted; ``ovmd --status``
-reads it (:func:`ovmd.runreport.read_report`, which also tells from the runner's pid
-written in it whether a ``running`` run's runner was killed). Format in
-docs/formats.md; the status values are :class:`ovmd.runreport.RunStatus` and
-:class:`ovmd.runreport.ModuleStatus`.
+Rewritten atomically (mode 0600, inside the root: :mod:`templateconfig.run.statefiles`)
+at every module transition, every text a module or the params produced (errors,
+warnings, stderr, problems, actions) redacted; ``ovmd --status`` reads it
+(:func:`ovmd.runreport.read_report`, which also tells from the runner's pid written in
+it whether a ``running`` run's runner was killed). Format in docs/formats.md; the status
+values are :class:`ovmd.runreport.RunStatus` and :class:`ovmd.runreport.ModuleStatus`.
 """
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ class RunReport:
                  secrets: Iterable[str] = (), write: bool = True) -> None:
         self.paths = paths
         self.path = paths.report_file
+        self.root = paths.root
         self._written = False
         self.target = target
         self.secrets = secrets
@@ -111,5 +112,5 @@ class RunReport:
             if not self._written:  # ovmd --status keeps the last configure run's report
                 keep_configure_report(self.paths, self.target)
                 self._written = True
-            atomic_write_json(self.path, self.to_dict(), 0o600, make_dirs=0o755,
-                              durable=False)
+            atomic_write_json(self.path, self.to_dict(), 0o600, durable=False,
+                              root=self.root)

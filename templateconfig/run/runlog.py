@@ -1,7 +1,9 @@
 """The run log: ``Paths.log_file`` (``/var/log/ovm-template-config.log``), one line per
 event of a run.
 
-The file is root-only (0600, tightened if it already exists); a
+The file is root-only (0600, tightened if it already exists); a symbolic link where it
+belongs is replaced by a regular file, never followed, and under ``--root DIR`` its
+directory must resolve inside DIR (:func:`ovmd.fsutil.check_inside_root`). A
 :class:`~ovmd.secrets.RedactingFilter` on the handler removes secret values from every
 record, so no call site has to.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 
+from ovmd.fsutil import check_inside_root, open_own_file
 from ovmd.paths import Paths
 from ovmd.secrets import RedactingFilter
 
@@ -19,11 +22,13 @@ LOGGER = "templateconfig"
 
 def open_run_log(paths: Paths, redactor: RedactingFilter) -> logging.StreamHandler:
     """Attach a handler writing ``templateconfig`` records to ``Paths.log_file``; records
-    pass through ``redactor``. Detach with :func:`close_run_log`."""
+    pass through ``redactor``. Detach with :func:`close_run_log`. Raises ``OSError``
+    (:class:`~ovmd.fsutil.OutsideRootError` for a link leading out of the root)."""
     path = paths.log_file
+    check_inside_root(paths.root, path, action="append to")
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    os.fchmod(fd, 0o600)
+    link = os.readlink(path) if os.path.islink(path) else None
+    fd = open_own_file(path, os.O_WRONLY | os.O_APPEND, 0o600)
     stream = os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace")
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter(
@@ -34,6 +39,9 @@ def open_run_log(paths: Paths, redactor: RedactingFilter) -> logging.StreamHandl
     logger.addHandler(handler)
     if logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)
+    if link is not None:
+        logger.warning("the run log %s was a symbolic link (to %s), not followed: replaced "
+                       "by a regular file", path, link)
     return handler
 
 

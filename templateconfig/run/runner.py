@@ -34,6 +34,7 @@ from typing import (
 )
 
 from ovmd.paths import ROOT_ENV, Paths
+from ovmd.secretkeys import script_identity
 from templateconfig.run.contract import (
     ACTIONS_ENV,
     CHANGED_ONLY_ENV,
@@ -42,7 +43,7 @@ from templateconfig.run.contract import (
     NO_FORK_ENV,
     STAGING_ENV,
 )
-from templateconfig.run.enumcache import EnumerateCache, script_identity
+from templateconfig.run.enumcache import EnumerateCache
 from templateconfig.run.launcher import Launcher
 from templateconfig.run.scripts import Module
 
@@ -59,6 +60,11 @@ Enumeration = List[Tuple[int, str, List[dict]]]
 
 class RunnerError(Exception):
     """The run cannot start (unknown target or module); the message says why."""
+
+
+class StateFilesError(RunnerError):
+    """The runner's own files cannot be used (a symbolic link on the way leads out of the
+    root, say); nothing was run."""
 
 
 class ValidationError(RunnerError):
@@ -155,7 +161,9 @@ class Runner:
         self.runner_dir = RunnerDir(paths)
         #: the modules' prepare work (:meth:`start_early`), None before or without it
         self.preparation: Optional[Preparation] = None
-        self.problems: List[str] = []  # registry entries skipped
+        #: one-line warnings for the run log and stderr: registry entries skipped, state
+        #: files put right
+        self.problems: List[str] = []
         self.enumerate_errors: Dict[str, str] = {}
         self._modules: Optional[List[Module]] = None
         self._specs: Optional[Dict[str, ModuleSpec]] = None
@@ -374,6 +382,7 @@ class Runner:
             if self.dry_run:
                 return self._execute(params, on_module)
             with self.run_lock():
+                self._claim_state_files()
                 try:
                     self.enumerate_cache().save()
                 except OSError as exc:
@@ -381,6 +390,19 @@ class Runner:
                 return self._execute(params, on_module)
         finally:
             self.close()
+
+    def _claim_state_files(self) -> None:
+        """The runner's files inside the root, with their modes (before anything is
+        written: :mod:`templateconfig.run.statefiles`); what was put right is a problem."""
+        from templateconfig.run.statefiles import claim_state_files
+
+        try:
+            self.problems.extend(claim_state_files(self.paths))
+        except OSError as exc:
+            text = str(exc) if exc.filename is None else "%s: %s" % (exc.filename,
+                                                                     exc.strerror)
+            raise StateFilesError("cannot use the runner's files, nothing was run: %s"
+                                  % text) from None
 
     def _refused(self, refusal: ValidationError, params: Mapping[str, Any]) -> None:
         """The report and the log of a run the validation refused: every module
@@ -399,6 +421,7 @@ class Runner:
                            [(m.priority, m.name) for m in self.modules()], secrets)
         try:
             with self.run_lock():
+                self._claim_state_files()
                 report.refuse(refusal.problems)
                 handler = open_run_log(self.paths, redactor)
                 try:
@@ -407,7 +430,7 @@ class Runner:
                     log.warning("%s: %s", self.target, refusal)
                 finally:
                     close_run_log(handler)
-        except (LockError, OSError) as exc:
+        except (LockError, StateFilesError, OSError) as exc:
             log.info("cannot record the refused run: %s", exc)
         refusal.report = report.to_dict()
 

@@ -112,8 +112,8 @@ class RunnerDir:
             remove_stale(self.paths)
             fresh = self.path + ".new"
             try:
-                ensure_private_dir(self.paths.run_dir)
-                ensure_private_dir(self.paths.runners_dir)
+                ensure_private_dir(self.paths.run_dir, self.paths.root)  # inside the root
+                ensure_private_dir(self.paths.runners_dir, self.paths.root)
                 shutil.rmtree(fresh, ignore_errors=True)
                 os.mkdir(fresh, 0o700)
                 with open(os.path.join(fresh, "runner"), "w") as handle:
@@ -143,8 +143,8 @@ class RunnerDir:
         if not self._open():
             raise OSError("no runner directory in %s" % self.paths.runners_dir)
         directory = os.path.join(self.path, "staging", module)
-        ensure_private_dir(os.path.dirname(directory))
-        ensure_private_dir(directory)
+        ensure_private_dir(os.path.dirname(directory), self.paths.root)
+        ensure_private_dir(directory, self.paths.root)
         return directory
 
     def close(self) -> None:

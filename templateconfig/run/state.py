@@ -17,7 +17,7 @@ import logging
 import os
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
-from ovmd.fsutil import atomic_write
+from ovmd.fsutil import atomic_write, read_bytes
 from ovmd.paths import Paths
 from templateconfig.run.scripts import Module
 
@@ -82,6 +82,7 @@ class RunState:
     def __init__(self, paths: Paths, target: str, params: Mapping[str, Any],
                  secret_keys: Iterable[str], enabled: bool = True) -> None:
         self.path = paths.run_state_file
+        self.root = paths.root
         self.target = target
         self.enabled = enabled
         self._params = params
@@ -99,8 +100,10 @@ class RunState:
         if not self.enabled:
             return []
         try:
-            with open(self.path, encoding="utf-8") as handle:
-                lines = handle.read().splitlines()
+            data = read_bytes(self.path, follow_links=False)  # ours: never through a link
+            if data is None:
+                return []
+            lines = data.decode("utf-8").splitlines()
             state = json.loads(lines[0]) if lines else {}
             completed = []
             for line in lines[1:]:
@@ -167,7 +170,7 @@ class RunState:
         lines = [header] + self.completed
         atomic_write(self.path, "".join(json.dumps(line, sort_keys=True) + "\n"
                                         for line in lines).encode("utf-8"),
-                     0o600, make_dirs=0o755)
+                     0o600, root=self.root)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
 
     def close(self) -> None:

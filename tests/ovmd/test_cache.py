@@ -6,6 +6,7 @@ File formats are in docs/formats.md: ``params.json`` (a JSON object), the journa
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -66,6 +67,20 @@ def line(entry):
     return json.dumps(entry) + "\n"
 
 
+def read_bytes(path):
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return b""
+
+
+def masked(redactor, value):
+    entry = logging.LogRecord("t", logging.INFO, __file__, 1, "pw %s", (value,), None)
+    redactor.filter(entry)
+    return value not in entry.getMessage()
+
+
 # --- loading: snapshot first, then the journal in order, then the /run secrets ------------
 
 @pytest.mark.parametrize("snapshot, journal, expected", [
@@ -84,13 +99,14 @@ def line(entry):
     # a torn last line (a crash mid-append) was never acknowledged: ignored
     ('{"a": "1"}', line({"set": {"b": "2"}}) + '{"set": {"c": "3', {"a": "1", "b": "2"}),
     ('{"a": "1"}', line({"set": {"b": "2"}}) + '{"set": {"c": "3\n\n', {"a": "1", "b": "2"}),
-    # a corrupt line in the middle is skipped, the lines after it still count
+    # a corrupt line is set aside, the lines after it still count
     (None, line({"set": {"a": "1"}}) + "garbage\n" + line({"set": {"b": "2"}}),
      {"a": "1", "b": "2"}),
+    (None, line({"set": {"a": "1"}}) + "garbage\n", {"a": "1"}),
     (None, "\n\n" + line({"set": {"a": "1"}}) + "\n", {"a": "1"}),          # blank lines
-    ("not json", line({"set": {"a": "1"}}), {"a": "1"}),                   # bad snapshot: empty
+    ("not json", line({"set": {"a": "1"}}), {"a": "1"}),                   # bad snapshot: aside
     ('["a", "1"]', None, {}),                                             # not an object
-    ('{"n": 5, "t": true}', None, {"n": "5", "t": "True"}),                # values as strings
+    ('{"n": 5, "t": true, "s": "ok"}', None, {"s": "ok"}),                 # strings only
 ])
 def test_load_replays_the_journal_over_the_snapshot(paths, snapshot, journal, expected):
     write_state(paths, snapshot, journal)
@@ -99,15 +115,25 @@ def test_load_replays_the_journal_over_the_snapshot(paths, snapshot, journal, ex
 
 @pytest.mark.parametrize("journal, level, message", [
     (line({"set": {"a": "1"}}) + '{"set": {', logging.INFO, "incomplete last line"),
-    (line({"set": {"a": "1"}}) + "garbage\n", logging.INFO, "incomplete last line"),
-    ("garbage\n" + line({"set": {"a": "1"}}), logging.WARNING, "corrupt line"),
+    (line({"set": {"a": "1"}}) + "garbage\n", logging.ERROR, "not journal entries"),
+    ("garbage\n" + line({"set": {"a": "1"}}), logging.ERROR, "not journal entries"),
 ])
-def test_a_torn_tail_is_expected_a_corrupt_middle_is_a_warning(paths, caplog, journal,
-                                                               level, message):
+def test_a_torn_tail_is_expected_a_corrupt_line_is_an_error(paths, caplog, journal, level,
+                                                            message):
     write_state(paths, journal=journal)
     with caplog.at_level(logging.INFO, logger="ovmd.cache"):
         ParamCache(paths).load()
     assert [(r.levelno, message in r.getMessage()) for r in caplog.records] == [(level, True)]
+
+
+def test_a_torn_tail_is_cut_off_so_the_next_line_stands_alone(paths):
+    """A crash left half a line; the next batch must not be glued to it (and lost)."""
+    write_state(paths, journal=line({"set": {"a": "1"}}) + '{"set": {"b": "tor')
+    cache = ParamCache(paths).load()
+    assert os.path.getsize(journal_path(paths)) == len(line({"set": {"a": "1"}}))
+    cache.update([("c", "3")])
+    cache.close()
+    assert ParamCache(paths).load().as_dict() == {"a": "1", "c": "3"}
 
 
 def test_secrets_come_back_from_run_and_a_secret_on_disk_is_moved_out(paths):
@@ -118,11 +144,14 @@ def test_secrets_come_back_from_run_and_a_secret_on_disk_is_moved_out(paths):
     assert cache.as_dict() == {HOSTNAME: "vm1", "com.example.db-password": "x1",
                                ROOT_PASSWORD: PASSWORD}
     assert sorted(cache.secret_values()) == sorted([PASSWORD, "x1"])
-    cache.clear()  # compacts: the secret that was on disk is not written back
+    # the secret that was on disk is scrubbed from it at once, and kept in /run
+    assert b"x1" not in read_bytes(paths.cache_file) + read_bytes(journal_path(paths))
+    assert read_json(paths.secret_cache_file) == {ROOT_PASSWORD: PASSWORD,
+                                                  "com.example.db-password": "x1"}
+    assert masked(redactor, PASSWORD)  # loaded secrets are registered for redaction
+    cache.clear()
     assert read_json(paths.cache_file) == {}
-    entry = logging.LogRecord("t", logging.INFO, __file__, 1, "pw %s", (PASSWORD,), None)
-    redactor.filter(entry)
-    assert PASSWORD not in entry.getMessage()  # loaded secrets are registered for redaction
+    assert not masked(redactor, PASSWORD)  # ...and forgotten once wiped
 
 
 # --- storing ----------------------------------------------------------------------------
@@ -246,7 +275,7 @@ def test_deleting_the_last_secret_removes_the_run_file(paths):
     assert not os.path.exists(paths.secret_cache_file)
 
 
-def test_wipe_secrets_forgets_them_everywhere_but_keeps_redacting(paths):
+def test_wipe_secrets_forgets_them_everywhere_and_in_the_redactor(paths):
     redactor = RedactingFilter()
     cache = ParamCache(paths, redactor).load()
     cache.update([(ROOT_PASSWORD, PASSWORD), ("com.oracle.linux.user.password.0", "pw-0"),
@@ -256,9 +285,7 @@ def test_wipe_secrets_forgets_them_everywhere_but_keeps_redacting(paths):
     assert cache.as_dict() == {HOSTNAME: "vm1"}
     assert ParamCache(paths).load().as_dict() == {HOSTNAME: "vm1"}
     assert cache.wipe_secrets() == []
-    entry = logging.LogRecord("t", logging.INFO, __file__, 1, "pw %s", (PASSWORD,), None)
-    redactor.filter(entry)
-    assert PASSWORD not in entry.getMessage()
+    assert not masked(redactor, PASSWORD)  # nowhere any more: nothing to mask
 
 
 def test_clear_empties_snapshot_journal_and_secrets(paths):
@@ -273,9 +300,210 @@ def test_clear_empties_snapshot_journal_and_secrets(paths):
 
 def test_a_journal_that_cannot_be_written_raises_cache_error(paths):
     cache = ParamCache(paths).load()
-    os.makedirs(paths.state_dir, mode=0o700)
-    # the journal is opened at the first update: there, every write fails with ENOSPC
-    os.symlink("/dev/full", journal_path(paths))
+    os.makedirs(journal_path(paths))  # a directory where the journal belongs
     with pytest.raises(CacheError) as info:
         cache.update([(HOSTNAME, "vm1")])
     assert journal_path(paths) in str(info.value)
+    assert HOSTNAME not in cache  # never served as if it were stored
+
+
+# --- content that is not what the cache writes: set aside, never a failed start --------------
+
+def aside_files(path):
+    directory, name = os.path.split(path)
+    return sorted(os.path.join(directory, n) for n in os.listdir(directory)
+                  if n.startswith(name + ".corrupt-"))
+
+
+GOOD = line({"set": {"a": "1"}})
+BAD_JOURNAL_LINES = [
+    b"\xff\xfe not UTF-8\n",
+    b'{"set": {"k": "caf\xe9"}}\n',       # Latin-1, not UTF-8
+    b"[1]\n",
+    b'{"set": [1, 2]}\n',
+    b'{"set": {"k": 1}}\n',
+    b'{"set": {"k": null}}\n',
+    b'{"del": "a"}\n',
+    b'{"del": [1]}\n',
+    b'{"clear": "yes"}\n',
+    b"{}\n",
+    b'{"other": 1}\n',
+    b"null\n",
+    b'"just a string"\n',
+    b"\0\0\0\0\n",                          # a block of zeros (a crash on some file systems)
+]
+
+
+@pytest.mark.parametrize("bad", BAD_JOURNAL_LINES)
+def test_a_journal_line_that_is_not_an_entry_is_set_aside(paths, caplog, bad):
+    write_state(paths, snapshot='{"s": "0"}')
+    with open(journal_path(paths), "wb") as handle:
+        handle.write(GOOD.encode() + bad + line({"set": {"b": "2"}}).encode())
+    with caplog.at_level(logging.ERROR, logger="ovmd.cache"):
+        cache = ParamCache(paths).load()
+    assert cache.as_dict() == {"s": "0", "a": "1", "b": "2"}  # everything readable
+    [aside] = aside_files(journal_path(paths))
+    assert read_bytes(aside) == bad and mode(aside) == 0o600
+    [error] = [r.getMessage() for r in caplog.records]
+    assert journal_path(paths) in error and aside in error and "kept 3 parameter(s)" in error
+    # the cache was rewritten with what was readable: the next start is clean
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ovmd.cache"):
+        assert ParamCache(paths).load().as_dict() == {"s": "0", "a": "1", "b": "2"}
+    assert caplog.records == [] and len(aside_files(journal_path(paths))) == 1
+
+
+@pytest.mark.parametrize("name, content, kept", [
+    ("cache_file", b"garbage", {"j": "1"}),
+    ("cache_file", b"\xff{}", {"j": "1"}),
+    ("cache_file", b'["a", "1"]', {"j": "1"}),
+    ("cache_file", b'{"a": "1", "n": 5, "o": {"x": "y"}}', {"a": "1", "j": "1"}),
+    ("cache_file", b'{"a": "1"', {"j": "1"}),                # cut short
+    ("cache_file", None, {"j": "1"}),                        # a directory
+    ("secret_cache_file", b"garbage", {"j": "1"}),
+    ("secret_cache_file", b'{"' + ROOT_PASSWORD.encode() + b'": "pw-0", "x": 1}',
+     {"j": "1", ROOT_PASSWORD: "pw-0"}),
+    ("secret_cache_file", None, {"j": "1"}),
+])
+def test_an_unreadable_file_is_set_aside_and_the_rest_kept(paths, caplog, name, content, kept):
+    target = getattr(paths, name)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if content is None:
+        os.makedirs(os.path.join(target, "sub"))
+    else:
+        with open(target, "wb") as handle:
+            handle.write(content)
+    write_state(paths, journal=line({"set": {"j": "1"}}))
+    with caplog.at_level(logging.ERROR, logger="ovmd.cache"):
+        cache = ParamCache(paths).load()
+    assert cache.as_dict() == kept
+    [aside] = aside_files(target)
+    if content is None:
+        assert os.path.isdir(aside) and mode(aside) == 0o700
+    else:
+        assert read_bytes(aside) == content and mode(aside) == 0o600
+    [error] = [r.getMessage() for r in caplog.records]
+    assert target in error and aside in error and "kept %d parameter(s)" % len(kept) in error
+    cache.close()
+    assert ParamCache(paths).load().as_dict() == kept  # and so it stays
+
+
+def test_a_secret_file_set_aside_is_wiped_with_the_secrets(paths):
+    write_state(paths, secrets="garbage with a secret in it")
+    cache = ParamCache(paths).load()
+    [aside] = aside_files(paths.secret_cache_file)
+    cache.wipe_secrets()
+    assert aside_files(paths.secret_cache_file) == [] and not os.path.exists(aside)
+
+
+# --- symbolic links and modes: the files are the cache's own --------------------------------
+
+@pytest.mark.parametrize("name", ["cache_file", "journal", "secret_cache_file"])
+def test_a_symlink_where_a_cache_file_belongs_is_replaced_not_followed(tmp_path, name):
+    paths = Paths(str(tmp_path / "root"))
+    outside = tmp_path / "outside"
+    outside.write_text('{"x": "from outside"}\n')
+    path = journal_path(paths) if name == "journal" else getattr(paths, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.symlink(str(outside), path)
+    cache = ParamCache(paths).load()
+    assert "x" not in cache  # nothing read from outside
+    cache.update([(HOSTNAME, "vm1"), (ROOT_PASSWORD, PASSWORD)])
+    cache.clear()  # writes every file
+    cache.update([(HOSTNAME, "vm2"), (ROOT_PASSWORD, PASSWORD)])
+    assert outside.read_text() == '{"x": "from outside"}\n'  # never written through
+    assert not os.path.islink(path) and mode(path) == 0o600
+    cache.close()
+    assert ParamCache(paths).load().as_dict() == {HOSTNAME: "vm2", ROOT_PASSWORD: PASSWORD}
+
+
+@pytest.mark.parametrize("directory", ["var/lib/ovmd", "var/lib", "run/ovmd"])
+def test_a_state_directory_linked_outside_the_root_is_refused(tmp_path, caplog, directory):
+    paths = Paths(str(tmp_path / "root"))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    link = tmp_path / "root" / directory
+    link.parent.mkdir(parents=True)
+    os.symlink(str(outside), str(link))
+    with caplog.at_level(logging.ERROR, logger="ovmd.cache"):
+        cache = ParamCache(paths).load()
+    assert "refusing" in caplog.text and str(link) in caplog.text
+    with pytest.raises(CacheError) as info:
+        cache.update([(HOSTNAME, "vm1"), (ROOT_PASSWORD, PASSWORD)])
+    assert "outside the root" in str(info.value)
+    assert list(outside.rglob("*")) == []  # nothing written outside the root
+    assert HOSTNAME not in cache
+
+
+def test_a_state_directory_linked_inside_the_root_is_followed(tmp_path):
+    paths = Paths(str(tmp_path / "root"))
+    (tmp_path / "root/srv/ovmd").mkdir(parents=True)
+    (tmp_path / "root/var/lib").mkdir(parents=True)
+    os.symlink("../../srv/ovmd", str(tmp_path / "root/var/lib/ovmd"))
+    ParamCache(paths).load().update([(HOSTNAME, "vm1")])
+    assert ParamCache(paths).load().as_dict() == {HOSTNAME: "vm1"}
+    assert os.listdir(str(tmp_path / "root/srv/ovmd")) == ["params.json.journal"]
+
+
+@pytest.mark.parametrize("name, left, documented", [
+    ("cache_file", 0o666, 0o600),
+    ("journal", 0o644, 0o600),
+    ("secret_cache_file", 0o666, 0o600),
+    ("state_dir", 0o777, 0o700),
+])
+def test_state_files_left_open_by_someone_get_their_modes_back(paths, name, left, documented):
+    write_state(paths, snapshot='{"a": "1"}', journal=line({"set": {"b": "2"}}),
+                secrets=json.dumps({ROOT_PASSWORD: PASSWORD}))
+    path = journal_path(paths) if name == "journal" else getattr(paths, name)
+    os.chmod(path, left)
+    cache = ParamCache(paths).load()
+    cache.update([(HOSTNAME, "vm1")])  # opens the journal, creates the directories
+    assert mode(path) == documented
+
+
+# --- a full disk: nothing half-stored, nothing served that is not stored ---------------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """The state directory on a real 256 KiB tmpfs (unmounted afterwards, whatever)."""
+    from testlib import mounted_tmpfs
+
+    paths = Paths(str(tmp_path / "root"))
+    with mounted_tmpfs(tmp_path / "root/var/lib/ovmd", "256k") as disk:
+        yield paths, disk
+
+
+def test_a_write_that_fails_for_space_is_rolled_back(small_disk):
+    paths, disk = small_disk
+    cache = ParamCache(paths).load()
+    cache.update([("before", "1")])
+    good = os.path.getsize(journal_path(paths))
+    ballast = disk.fill(leave=4096)       # a page left: part of a 12 000-byte line fits
+    with pytest.raises(CacheError) as info:
+        cache.update([("big", "x" * 12000)])
+    assert info.value.errno == errno.ENOSPC and "No space left" in str(info.value)
+    assert "big" not in cache and cache.get("before") == "1"
+    assert os.path.getsize(journal_path(paths)) == good  # the half line was cut off
+    ballast.unlink()                      # space returns
+    cache.update([("after", "2")])
+    cache.close()
+    assert ParamCache(paths).load().as_dict() == {"before": "1", "after": "2"}
+
+
+def test_folding_the_journal_waits_for_space_and_warns_once(small_disk, monkeypatch, caplog):
+    paths, disk = small_disk
+    monkeypatch.setattr(cache_module, "COMPACT_LINES", 2)
+    cache = ParamCache(paths).load()
+    cache.update([("k0", "x" * 20000)])
+    ballast = disk.fill(leave=8192)  # lines still fit; a whole new snapshot does not
+    with caplog.at_level(logging.WARNING, logger="ovmd.cache"):
+        for index in range(1, 4):
+            cache.update([("k%d" % index, "y")])  # durable although folding fails
+    assert [r.getMessage() for r in caplog.records if "fold" in r.getMessage()] \
+        and len(caplog.records) == 1
+    ballast.unlink()
+    cache.update([("k4", "z")])
+    assert read_json(paths.cache_file)["k3"] == "y"  # folded once space returned
+    cache.close()
+    assert ParamCache(paths).load().as_dict() == dict(
+        [("k0", "x" * 20000)] + [("k%d" % i, "y") for i in range(1, 4)] + [("k4", "z")])

@@ -141,14 +141,47 @@ def test_the_request_size_limit(serve, size, answer):
     assert len(server.requests) == (1 if answer[0] == 0 else 0)
 
 
-@pytest.mark.xfail(strict=True, reason="known bug, reported: a client still sending when "
-                   "the daemon refuses an oversized request gets EPIPE and reports a "
-                   "permission refusal (exit 4) instead of 'request too large' (exit 1)")
-def test_a_much_larger_request_is_reported_as_too_large(serve):
+@pytest.mark.parametrize("args, length", [
+    (("set", "k", "x" * (2 << 20)), 6 + (2 << 20)),       # a 2 MiB value
+    (("set", "k" * ((1 << 20) - 5), "x"), (1 << 20) + 1),  # one byte over, in the key
+    (("x" * ((1 << 20) + 1),), (1 << 20) + 1),
+])
+def test_a_request_over_the_limit_names_the_limit_and_sends_nothing(serve, args, length):
     server = serve()
     with pytest.raises(ControlError) as info:
-        ControlClient(server.server.path, timeout=30).call("set", "k", "x" * (2 << 20))
+        ControlClient(server.server.path, timeout=30).call(*args)
     assert info.value.code == control.EXIT_FAILURE
+    assert str(info.value) == ("ovmd: the request is %d bytes long; the daemon takes at most "
+                               "1048576 bytes per request" % length)
+    assert server.requests == []
+
+
+@pytest.mark.parametrize("args, timeout", [
+    (("get", "k"), control.QUICK_TIMEOUT),
+    (("-g", "k"), control.QUICK_TIMEOUT),
+    (("list",), control.QUICK_TIMEOUT),
+    (("status",), control.QUICK_TIMEOUT),
+    (("status", "json"), control.QUICK_TIMEOUT),
+    (("status", "wait"), control.WAIT_TIMEOUT),
+    (("status", "json", "wait"), control.WAIT_TIMEOUT),
+    (("script", "cleanup"), control.RUN_TIMEOUT),
+    (("unknown",), control.QUICK_TIMEOUT),
+    ((), control.QUICK_TIMEOUT),
+])
+def test_every_request_has_a_timeout(args, timeout):
+    assert control.request_timeout(args) == timeout
+    assert timeout > 0
+
+
+def test_a_daemon_that_never_answers_is_a_timeout_not_a_hang(serve):
+    held = []
+    server = serve(lambda conn, args: held.append(conn))  # never answered
+    with pytest.raises(ControlError) as info:
+        ControlClient(server.server.path, timeout=0.2).call("get", "k")
+    assert info.value.code == control.EXIT_FAILURE
+    assert str(info.value) == ("ovmd: the daemon did not answer within 0.2 s (it may be "
+                               "busy or stuck; see its log)")
+    assert server.requests == [["get", "k"]]
 
 
 # --- answers: what the client returns ------------------------------------------------------
@@ -233,11 +266,15 @@ def test_malformed_answers_are_a_failure(wire):
     assert "malformed answer" in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="known gap, reported: an answer cut short (the "
-                   "daemon died mid-send) is returned as if complete")
-def test_a_truncated_answer_is_a_failure():
-    with pytest.raises(ControlError):
-        decode_response(b"0 10\nabc")
+@pytest.mark.parametrize("wire, got, wanted", [
+    (b"0 10\nabc", 3, 10),  # the daemon died mid-send
+    (b"0 1\n", 0, 1),
+])
+def test_a_truncated_answer_is_a_failure(wire, got, wanted):
+    with pytest.raises(ControlError) as info:
+        decode_response(wire)
+    assert info.value.code == control.EXIT_FAILURE
+    assert "cut short (%d of %d bytes" % (got, wanted) in str(info.value)
 
 
 # --- exit codes ----------------------------------------------------------------------------

@@ -154,8 +154,9 @@ class TestSeal:
         os.symlink(str(outside), str(root / "var/lib/ovmd"))
         proc = ovmd_seal(root)
         assert proc.returncode == 1
-        assert "not removing %s/var/lib/ovmd/params.json: its directory is %s, outside the " \
-               "root %s" % (root, outside, root) in proc.stderr
+        assert proc.stderr == "ovmd: refusing to remove %s/var/lib/ovmd/params.json: %s/var/" \
+            "lib/ovmd is a symbolic link to %s, outside the root %s; remove the link or " \
+            "make it point inside the root\n" % (root, root, outside, root)
         assert (outside / "params.json").read_text() == "{}"
 
     def test_a_daemon_that_holds_the_root_but_does_not_answer_is_not_bypassed(self, guest):

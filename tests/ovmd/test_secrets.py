@@ -15,14 +15,6 @@ from templateconfig.descriptors import password_keys
 
 ORACLE = "com.oracle.linux."
 
-known_gap = pytest.mark.xfail(strict=True, reason="known gap, reported: the key-name match "
-                              "is case-sensitive, so an upper-case password key is stored "
-                              "durably unless its module flags it")
-over_match = pytest.mark.xfail(strict=True, reason="known over-match, reported: "
-                               "'private-key' matches the key *type* too, so its value "
-                               "(rsa, dsa...) is redacted from every log line")
-
-
 @pytest.mark.parametrize("key, secret", [
     # Oracle's password keys
     (ORACLE + "root-password", True),
@@ -42,7 +34,11 @@ over_match = pytest.mark.xfail(strict=True, reason="known over-match, reported: 
     (ORACLE + "ssh.authorized-keys.0", False),
     (ORACLE + "ssh.known-hosts.0", False),
     (ORACLE + "ssh.user.0", False),
-    pytest.param(ORACLE + "ssh.private-key-type.0", False, marks=over_match),
+    # the type of a private key (rsa, dsa...) is not a secret, nor any "-type" key
+    (ORACLE + "ssh.private-key-type.0", False),
+    (ORACLE + "ssh.private-key-type.12", False),
+    ("com.mycompany.private_key_type", False),
+    ("com.mycompany.password-type", False),
     # host-key names are matched whole: other shapes are not host private keys
     (ORACLE + "ssh.host-rsa-key.0", False),
     (ORACLE + "ssh.host-foo-key", False),
@@ -68,8 +64,13 @@ over_match = pytest.mark.xfail(strict=True, reason="known over-match, reported: 
     ("com.mycompany.public-key", False),
     # a "-pub" suffix always names a public value
     ("com.mycompany.password-pub", False),
-    pytest.param("com.mycompany.DB_PASSWORD", True, marks=known_gap),
-    pytest.param("com.mycompany.Password", True, marks=known_gap),
+    # whatever the case
+    ("com.mycompany.DB_PASSWORD", True),
+    ("com.mycompany.Password", True),
+    ("com.mycompany.Private-Key", True),
+    ("com.mycompany.SECRET", True),
+    (ORACLE + "SSH.HOST-RSA-KEY", True),
+    ("com.mycompany.password-PUB", False),
 ])
 def test_which_keys_are_secrets(key, secret):
     assert is_secret_key(key) is secret
@@ -100,8 +101,21 @@ KEY_TEXT = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----
     ("hunter22 and hunter22", ["hunter22"], REDACTED + " and " + REDACTED),
     ("nothing to hide", ["hunter22"], "nothing to hide"),
     ("an empty secret changes nothing", [""], "an empty secret changes nothing"),
+    # a whole value is masked wherever it stands alone: after "=", in quotes, at the end
+    ("pw=hunter22, then 'hunter22'", ["hunter22"], "pw=%s, then '%s'" % (REDACTED, REDACTED)),
+    ("it was hunter22.", ["hunter22"], "it was %s." % REDACTED),
     # the longest secret first: a secret containing another is redacted whole
-    ("abcdef", ["abc", "abcdef"], REDACTED),
+    ("xhunter22-longer", ["hunter22", "xhunter22-longer"], REDACTED),
+    # never inside a longer word, key name or path: masking there would point at it
+    ("com.hunter22.linux", ["hunter22"], "com.hunter22.linux"),
+    ("com.oracle.linux.root-password", ["password"], "com.oracle.linux.root-password"),
+    ("/home/hunter22/x hunter22x xhunter22", ["hunter22"],
+     "/home/hunter22/x hunter22x xhunter22"),
+    # short values are never masked: a dictionary word is as often just a word
+    ("stored com.oracle.linux.root-password (root)", ["oracle", "linux", "root"],
+     "stored com.oracle.linux.root-password (root)"),
+    ("running first-boot configuration", ["first"], "running first-boot configuration"),
+    ("abc", ["abc"], "abc"),
     # a line of a multi-line secret is redacted on its own...
     ("error near b3BlbnNzaC1rZXktdjEAAAAA here", [KEY_TEXT],
      "error near %s here" % REDACTED),

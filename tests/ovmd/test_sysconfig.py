@@ -58,6 +58,14 @@ def test_another_value_is_an_error_naming_the_file_the_setting_and_the_value(tmp
         % paths.sysconfig_ovmd
 
 
+def test_an_unreadable_file_is_an_error_naming_it(tmp_path):
+    paths = Paths(str(tmp_path))
+    (tmp_path / "etc/sysconfig/ovmd").mkdir(parents=True)  # a directory where it belongs
+    with pytest.raises(SettingError) as caught:
+        flag(paths, "REPORT_ADDRESSES", True)
+    assert str(caught.value) == "cannot read %s: Is a directory" % paths.sysconfig_ovmd
+
+
 @pytest.mark.parametrize("text, value", [
     ("INITIAL_CONFIG=yes\n", DEFAULT_QUIET_PERIOD),
     ("QUIET_PERIOD=\n", DEFAULT_QUIET_PERIOD),           # set to nothing
@@ -91,4 +99,3 @@ def test_the_shipped_quiet_period_is_the_default_at_most_a_tenth_of_a_second():
                            "ovmd")
     with open(shipped) as handle:
         assert "QUIET_PERIOD=%g\n" % DEFAULT_QUIET_PERIOD in handle.read()
-

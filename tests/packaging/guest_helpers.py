@@ -10,7 +10,8 @@ socket instead of polling. Commands run inside with ``nsenter -t LEADER -a``.
 Layout of one run (SUFFIX = pid + random, so parallel runs never collide):
 
     netns ovmg-SUFFIX (the guest's)         netns ovmp-SUFFIX (the peer: "the LAN")
-      eth0  <-- veth -->  peer0  192.0.2.1/24, 192.0.2.2/24 (gateway, NTP addresses)
+      eth0  <-- veth -->  peer0  192.0.2.1/24, 192.0.2.2/24 (gateway, NTP addresses),
+                                 2001:db8::1/64 (the IPv6 gateway)
       eth1  <-- veth -->  peer1  198.51.100.1/24
     dnsmasq --port=0 (DHCP only, leases name 192.0.2.63 and lan.example) on peer0 and
     peer1; a DNS-only dnsmasq on 192.0.2.53/.54/.63
@@ -32,7 +33,7 @@ from typing import Dict, List, Optional
 from packaging_helpers import run
 
 PEER_ADDRESSES = {"peer0": ["192.0.2.1/24", "192.0.2.2/24", "192.0.2.53/24", "192.0.2.54/24",
-                            "192.0.2.63/24"],
+                            "192.0.2.63/24", "2001:db8::1/64"],
                   "peer1": ["198.51.100.1/24"]}
 #: The LAN's DNS servers (.63 the template's and every DHCP lease's, .53/.54 the ones
 #: the host requests): a dnsmasq with no upstream, so every query is answered at once
@@ -72,7 +73,9 @@ class GuestNetwork:
                  "peer", "name", guest_if, "netns", self.guest_ns])
         for peer_if, addresses in PEER_ADDRESSES.items():
             for address in addresses:
-                run(["ip", "-n", self.peer_ns, "addr", "add", address, "dev", peer_if])
+                # (an IPv6 address without duplicate address detection: usable at once)
+                run(["ip", "-n", self.peer_ns, "addr", "add", address, "dev", peer_if]
+                    + (["nodad"] if ":" in address else []))
             run(["ip", "-n", self.peer_ns, "link", "set", peer_if, "up"])
         run(["ip", "-n", self.peer_ns, "link", "set", "lo", "up"])
         log = self.workdir / "dnsmasq.log"

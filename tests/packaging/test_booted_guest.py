@@ -37,6 +37,8 @@ DOMID = 7
 N = "com.oracle.linux."
 HOSTNAME = "guest1.example.com"
 STATIC_ADDRESS = "192.0.2.10"
+#: eth0's static IPv6 address and gateway (the peer's, see guest_helpers).
+IPV6_ADDRESS, IPV6_GATEWAY = "2001:db8::10/64", "2001:db8::1"
 NTP_SERVERS = ["192.0.2.1", "192.0.2.2"]
 DNS_SERVERS = ["192.0.2.53", "192.0.2.54"]
 SEARCH_DOMAIN = "example.com"
@@ -91,6 +93,8 @@ def messages(public_key: str):
         (P + "ipaddr.0", STATIC_ADDRESS), (P + "netmask.0", "255.255.255.0"),
         (P + "gateway.0", "192.0.2.1"), (P + "dns-servers.0", ",".join(DNS_SERVERS)),
         (P + "dns-search-domains.0", SEARCH_DOMAIN),
+        (P + "ipv6-bootproto.0", "static"), (P + "ipv6addr.0", IPV6_ADDRESS),
+        (P + "ipv6gateway.0", IPV6_GATEWAY),
         (P + "device.1", "eth1"), (P + "onboot.1", "yes"), (P + "bootproto.1", "dhcp"),
         (N + "datetime.timezone", "America/New_York"), (N + "datetime.utc", "True"),
         (N + "datetime.ntp", "True"), (N + "datetime.ntp-servers", ",".join(NTP_SERVERS)),
@@ -129,6 +133,15 @@ def addresses(guest: BootedGuest) -> Dict[str, list]:
         if fields[1] != "lo":
             found.setdefault(fields[1], []).append(fields[3])
     return found
+
+
+def ipv6(guest: BootedGuest) -> Dict[str, list]:
+    """eth0's global IPv6 addresses (with their flags) and the IPv6 default routes."""
+    out = guest.exec("ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "global")
+    found = [" ".join(line.split()[3:]).split(" \\")[0] for line in out.stdout.splitlines()]
+    routes = guest.exec("ip", "-6", "route", "show", "default")
+    return {"addresses": found, "default": [" ".join(line.split()[:5])
+                                            for line in routes.stdout.splitlines()]}
 
 
 def shown(proc: subprocess.CompletedProcess) -> str:
@@ -258,6 +271,7 @@ def booted(tmp_path_factory, debs) -> Observations:
         seen["resolv_conf"] = clone.exec("cat", "/etc/resolv.conf")
         seen["getent_localhost"] = clone.exec("getent", "hosts", "localhost")
         seen["addresses"] = addresses(clone)
+        seen["ipv6"] = ipv6(clone)
         seen["initial_config"] = (root / "etc/sysconfig/ovm-template-initial-config").read_text()
         seen["report"] = clone.exec("cat", "/var/lib/ovm-template-config/last-run.json")
         # A container has no hardware clock, as a Xen PV guest: hwclock fails here.
@@ -279,6 +293,7 @@ def booted(tmp_path_factory, debs) -> Observations:
         seen["hostname2"] = again.exec("hostname")
         seen["scanned_keys2"] = scanned_keys(network)
         seen["addresses2"] = addresses(again)
+        seen["ipv62"] = ipv6(again)
         # the shutdown target ran at the power-off: its report is the last run's, the
         # configure run's was set aside for ovmd --status
         seen["report2"] = again.exec("cat",
@@ -490,6 +505,16 @@ def test_addresses_as_requested(booted):
         explain(booted, "eth1 has no DHCP lease from the peer: %s" % found)
 
 
+def test_static_ipv6_address_and_gateway(booted):
+    """ifupdown's inet6 stanza: the address is configured (duplicate address detection
+    passed: no tentative or dadfailed flag) and the default route goes via the gateway."""
+    found = booted["ipv6"]
+    assert found["addresses"] == ["%s scope global" % IPV6_ADDRESS], \
+        explain(booted, "ip -6 addr show dev eth0 scope global: %s" % found)
+    assert found["default"] == ["default via %s dev eth0" % IPV6_GATEWAY], \
+        explain(booted, "ip -6 route show default: %s" % found)
+
+
 # --- the second boot ------------------------------------------------------------------------
 
 def test_second_boot_running(booted):
@@ -514,6 +539,8 @@ def test_second_boot_keeps_host_keys_addresses_and_name(booted):
         "host keys changed: %s -> %s" % (booted["scanned_keys"], booted["scanned_keys2"])
     assert booted["addresses2"] == booted["addresses"], \
         "addresses changed: %s -> %s" % (booted["addresses"], booted["addresses2"])
+    assert booted["ipv62"] == booted["ipv6"], \
+        "IPv6 changed: %s -> %s" % (booted["ipv6"], booted["ipv62"])
     assert booted["hostname2"].stdout == booted["hostname"].stdout
 
 

@@ -268,3 +268,93 @@ class TestServiceControl:
         (root / "var/lock/subsys").mkdir(parents=True)
         (root / "var/lock/subsys/network").write_text("")
         assert common.ServiceControl(kind).is_active("network") is None
+
+
+class TestRootConfinement:
+    """Every file operation stays inside the root: a link on the way that leads outside is
+    refused with an error naming it; a link at a file written whole is replaced."""
+
+    @pytest.fixture
+    def outside(self, tmp_path):
+        place = tmp_path / "outside"
+        place.mkdir()
+        (place / "file").write_text("the host's own\n")
+        (place / "file").chmod(0o777)
+        return place
+
+    def link(self, root, guest_path, target):
+        path = root / guest_path.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(str(target), str(path))
+        return path
+
+    @pytest.mark.parametrize("action, call", [
+        ("read", lambda: common.read_file("/etc/ssh/sshd_config")),
+        ("write", lambda: common.write_file("/etc/ssh/ssh_host_rsa_key", "KEY", mode=0o600,
+                                            secret=True)),
+        ("create the directory", lambda: common.ensure_dir("/etc/ssh/sub")),
+        ("remove", lambda: common.remove_file("/etc/ssh/ssh_host_rsa_key")),
+        ("create the link", lambda: common.symlink("/etc/ssh/link", "target")),
+        ("change the mode of", lambda: common.set_metadata("/etc/ssh/file", 0o600)),
+        ("write", lambda: common.atomic_write(common.root_path("/etc/ssh/x"), b"x")),
+    ])
+    def test_a_directory_linked_outside_is_refused(self, guest, outside, action, call):
+        root, journal = guest
+        link = self.link(root, "/etc/ssh", outside)
+        with pytest.raises(common.TemplateConfigError) as info:
+            call()
+        message = str(info.value)
+        assert message.startswith("refusing to %s " % action)
+        assert "%s is a symbolic link to %s, outside the root %s" % (link, outside, root) \
+            in message
+        assert sorted(os.listdir(str(outside))) == ["file"]  # nothing written outside
+        assert records(journal) == []
+
+    def test_a_file_linked_outside_is_replaced_with_the_modules_mode(self, guest, outside):
+        root, _ = guest
+        link = self.link(root, "/etc/hostname", outside / "file")
+        assert common.write_file("/etc/hostname", "vm1\n") is True
+        assert not link.is_symlink() and link.read_text() == "vm1\n"
+        assert stat.S_IMODE(link.stat().st_mode) == 0o644  # not the link's, not 0777
+        assert (outside / "file").read_text() == "the host's own\n"
+        assert stat.S_IMODE((outside / "file").stat().st_mode) == 0o777
+
+    def test_a_file_linked_outside_is_never_read(self, guest, outside):
+        root, _ = guest
+        self.link(root, "/etc/shadow", outside / "file")
+        with pytest.raises(common.TemplateConfigError, match="refusing to read .*etc/shadow"):
+            common.read_file("/etc/shadow")
+
+    def test_a_link_leading_outside_is_removed_not_followed(self, guest, outside):
+        root, _ = guest
+        link = self.link(root, "/etc/old.conf", outside / "file")
+        assert common.remove_file("/etc/old.conf") is True
+        assert not os.path.lexists(str(link)) and (outside / "file").exists()
+
+    def test_links_inside_the_root_are_followed(self, guest):
+        root, _ = guest
+        (root / "srv/conf").mkdir(parents=True)
+        (root / "srv/conf/app.conf").write_text("old\n")
+        (root / "srv/conf/app.conf").chmod(0o640)
+        self.link(root, "/etc/app", "../srv/conf")
+        self.link(root, "/etc/absolute", root / "srv/conf")  # absolute, but inside
+        assert common.read_file("/etc/app/app.conf") == "old\n"
+        assert common.write_file("/etc/absolute/app.conf", "new\n") is True
+        assert (root / "srv/conf/app.conf").read_text() == "new\n"
+        assert stat.S_IMODE((root / "srv/conf/app.conf").stat().st_mode) == 0o640
+
+    def test_a_file_linked_inside_keeps_the_mode_of_the_file_it_names(self, guest):
+        root, _ = guest
+        (root / "etc/shadow.real").write_text("root:x:1::::::\n")
+        (root / "etc/shadow.real").chmod(0o640)
+        self.link(root, "/etc/shadow", "shadow.real")
+        common.write_file("/etc/shadow", "root:$6$new:1::::::\n", secret=True)
+        assert stat.S_IMODE((root / "etc/shadow").stat().st_mode) == 0o640
+
+    def test_in_plan_mode_a_refused_path_is_refused_too(self, guest, outside, monkeypatch):
+        root, _ = guest
+        self.link(root, "/etc/ssh", outside)
+        monkeypatch.setenv("OVM_TEMPLATE_CONFIG_DRY_RUN", "1")
+        common.new_guest()
+        with pytest.raises(common.TemplateConfigError, match="outside the root"):
+            common.write_file("/etc/ssh/ssh_host_rsa_key", "KEY")

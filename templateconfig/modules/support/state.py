@@ -108,6 +108,16 @@ class ModuleState:
         self._files[path] = entry
         self._save()
 
+    def original_text(self, path: str) -> Optional[str]:
+        """``path``'s text before this module first changed it (None: there was no file):
+        the saved original, else what the file holds now."""
+        entry = self._files.get(path)
+        if entry is None:
+            return common.read_file(path)
+        if entry.get("kind") != "file":
+            return None
+        return base64.b64decode(entry["data"]).decode("utf-8", "surrogateescape")
+
     def remember_service(self, name: str, enabled: Optional[bool]) -> None:
         """Save whether service ``name`` was enabled (None: unknown) before we change it."""
         if name in self._services:
@@ -119,7 +129,7 @@ class ModuleState:
     def write_file(self, path: str, content, mode: Optional[int] = None) -> bool:
         data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
         real = common.root_path(path)
-        if (common.read_bytes(path) == data and not os.path.islink(real)
+        if (not os.path.islink(real) and common.read_bytes(path) == data
                 and (mode is None or not os.path.exists(real)
                      or os.stat(real).st_mode & 0o7777 == mode)):
             return False

@@ -33,14 +33,20 @@ class Interface:
     """
 
     _FIELDS = ("index", "device", "hwaddr", "mtu", "onboot", "bootproto", "ipaddr", "prefix",
-               "gateway", "dns", "search")
+               "gateway", "dns", "search", "ipv6_method", "ipv6_addresses", "ipv6_gateway",
+               "ipv6_gateway_zone")
 
     def __init__(self, index: int, device: str, hwaddr: Optional[str] = None,
                  mtu: Optional[int] = None, onboot: bool = True,
                  bootproto: str = "dhcp",  # dhcp, static or none (none behaves as static)
                  ipaddr: Optional[str] = None, prefix: Optional[int] = None,
                  gateway: Optional[str] = None, dns: Optional[List[str]] = None,
-                 search: Optional[List[str]] = None) -> None:
+                 search: Optional[List[str]] = None,
+                 # None: the template's IPv6 stays as it is; else auto, dhcp, static, disabled
+                 ipv6_method: Optional[str] = None,
+                 ipv6_addresses: Optional[List[str]] = None,  # "address/prefix", static only
+                 ipv6_gateway: Optional[str] = None,
+                 ipv6_gateway_zone: Optional[str] = None) -> None:
         self.index = index
         self.device = device
         self.hwaddr = hwaddr
@@ -52,6 +58,10 @@ class Interface:
         self.gateway = gateway
         self.dns: List[str] = dns if dns is not None else []
         self.search: List[str] = search if search is not None else []
+        self.ipv6_method = ipv6_method
+        self.ipv6_addresses: List[str] = ipv6_addresses if ipv6_addresses is not None else []
+        self.ipv6_gateway = ipv6_gateway
+        self.ipv6_gateway_zone = ipv6_gateway_zone
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
@@ -74,6 +84,29 @@ class Interface:
     @property
     def cidr(self) -> str:
         return "%s/%s" % (self.ipaddr, self.prefix)
+
+    @property
+    def ipv6_gateway_link_local(self) -> bool:
+        return bool(self.ipv6_gateway) and ipaddress.IPv6Address(self.ipv6_gateway).is_link_local
+
+    @property
+    def ipv6_gateway_on_device(self) -> Optional[str]:
+        """The IPv6 gateway as a format without the interface's context needs it: a
+        link-local one with its zone (``fe80::1%eth0``), a global one as it is."""
+        if self.ipv6_gateway and self.ipv6_gateway_link_local:
+            return "%s%%%s" % (self.ipv6_gateway, self.device)
+        return self.ipv6_gateway
+
+    @property
+    def dns_by_family(self) -> Tuple[List[str], List[str]]:
+        """(IPv4 servers, IPv6 servers) of ``dns``, each in order."""
+        return ([s for s in self.dns if ":" not in s], [s for s in self.dns if ":" in s])
+
+    @property
+    def disable_ipv6_key(self) -> str:
+        """The kernel setting that turns IPv6 off on this device, as sysctl names it
+        (a ``.`` in the device name is written ``/``)."""
+        return "net.ipv6.conf.%s.disable_ipv6" % self.device.replace(".", "/")
 
 
 class NetworkStack:
@@ -105,6 +138,16 @@ class NetworkStack:
     def apply_now(self, interfaces: Sequence[Interface]) -> None:
         """Bring the interfaces up with their new files on a guest whose network runs."""
         raise NotImplementedError
+
+    @staticmethod
+    def switch_ipv6(interfaces: Sequence[Interface]) -> None:
+        """Turn the kernel's IPv6 off on the running system's devices whose IPv6 is
+        ``disabled``, and back on for those with another IPv6 setting, for stacks that do
+        not do it themselves (NetworkManager does; initscripts and ifupdown do not)."""
+        for iface in interfaces:
+            if iface.ipv6_method is not None:
+                common.system_cmd(["sysctl", "-q", "-e", "-w", "%s=%d" % (
+                    iface.disable_ipv6_key, iface.ipv6_method == "disabled")])
 
     def prepare_start(self, interfaces: Sequence[Interface]) -> None:
         """What the network service needs before it starts (nothing, for most stacks)."""

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -42,6 +44,8 @@ class Ovmd:
         self.env = env
         self.log_path = root.parent / "ovmd.log"  # beside the root, not in it
         self.process: Optional[subprocess.Popen] = None
+        self._lines: List[str] = []
+        self._heard = threading.Condition()
 
     def start(self, wait_ready: bool = True, timeout: float = 20) -> "Ovmd":
         notify_dir = tempfile.mkdtemp(prefix="ntf-", dir="/tmp")
@@ -53,7 +57,11 @@ class Ovmd:
         argv = self.prefix + [bin_path("ovmd"), "--foreground", "--root", str(self.root),
                 "--xenstore", self.xs_socket, "-d", "1"] + self.extra
         self.log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(argv, stdout=self.log, stderr=self.log, env=env)
+        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, env=env)
+        self._copier = threading.Thread(target=self._copy_log, args=(self.process, self.log),
+                                        daemon=True)
+        self._copier.start()
         try:
             if wait_ready:
                 sock.settimeout(timeout)
@@ -70,6 +78,40 @@ class Ovmd:
             shutil.rmtree(notify_dir, ignore_errors=True)
         return self
 
+    def _copy_log(self, process: subprocess.Popen, log) -> None:
+        """Copy the daemon's output to its log file, line by line, and tell waiters."""
+        assert process.stdout is not None
+        for raw in process.stdout:
+            try:
+                log.write(raw)
+                log.flush()
+            except ValueError:  # closed: a child of the daemon still writes after it died
+                pass
+            with self._heard:
+                self._lines.append(raw.decode("utf-8", "replace"))
+                self._heard.notify_all()
+        with self._heard:
+            self._lines.append("")  # end of output
+            self._heard.notify_all()
+
+    def wait_log(self, pattern: str, timeout: float = 60, since: int = 0) -> int:
+        """Block until a log line (from line ``since`` on) matches ``pattern``; returns the
+        number of lines seen so far (pass it as ``since`` to wait for a later line)."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._heard:
+            index = since
+            while True:
+                while index < len(self._lines):
+                    if regex.search(self._lines[index]):
+                        return index + 1
+                    index += 1
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self._lines and self._lines[-1] == ""):
+                    raise AssertionError("no log line matching %r within %ss; log:\n%s"
+                                         % (pattern, timeout, self.log_text()[-3000:]))
+                self._heard.wait(remaining)
+
     def log_text(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")
@@ -81,13 +123,17 @@ class Ovmd:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         code = self.process.wait(timeout)
-        self.log.close()
+        self._close_log()
         return code
 
     def kill(self) -> None:
         assert self.process is not None
         self.process.kill()
         self.process.wait(10)
+        self._close_log()
+
+    def _close_log(self) -> None:
+        self._copier.join(5)  # what the daemon wrote last is in the file
         self.log.close()
 
     def cli(self, *args: str, input: Optional[str] = None,
@@ -234,8 +280,9 @@ def open_gate(root: Path) -> None:
         release.write("go\n")
 
 
-def descendants(pid: int):
-    found = []
+def descendants(pid: int) -> List[int]:
+    """Every process below ``pid`` (children, their children...), from /proc."""
+    found: List[int] = []
     todo = [pid]
     while todo:
         current = todo.pop()

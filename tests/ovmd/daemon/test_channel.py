@@ -11,7 +11,14 @@ import pytest
 from daemon_helpers import CHANNEL, GUEST, to_guest_numbers, wait_consumed
 from testlib import require_tool, start_xenstored
 
-from ovmd.channel import MessageError, check_message, split_value
+from ovmd.channel import (
+    MessageError,
+    check_message,
+    event_names,
+    parse_number,
+    printable,
+    split_value,
+)
 from ovmd.vmmessage import HostChannel
 from ovmd.xenstore import XenStoreClient
 
@@ -55,6 +62,46 @@ class TestLimits:
 
     def test_limits_inclusive(self):
         check_message("k" * 256, "x" * 8192)
+
+    @pytest.mark.parametrize("key, value, reason", [
+        ("com.x.\udcff", "v", "key 'com.x.\\udcff' is not valid UTF-8"),
+        ("com.x.k", "caf\udce9", "the value of 'com.x.k' is not valid UTF-8"),
+    ])
+    def test_text_that_is_not_utf8_is_refused(self, key, value, reason):
+        with pytest.raises(MessageError) as info:
+            check_message(key, value)
+        assert str(info.value) == reason
+
+
+class TestValues:
+    @pytest.mark.parametrize("text, number", [
+        ("8", 8), ("0777", 777), (" 64 ", 64), ("0x10", 16), ("0XfF", 255),
+        ("1000000000000", 10 ** 12), ("9" * 20, 10 ** 20 - 1),
+        ("9" * 21, None), ("9" * 5000, None),  # more than 20 digits: not a counter
+        ("0xZZ", None), ("0x", None), ("\u00b2", None), ("\u0663", None),  # ² and ٣
+        ("-1", None), ("1e5", None), ("", None), ("0x" + "f" * 17, None), ("\udcff", None),
+    ])
+    def test_counters_and_event_values_are_parsed_strictly(self, text, number):
+        assert parse_number(text) == number
+
+    @pytest.mark.parametrize("value, names", [
+        ("8", ["reconfig"]), ("0x41", ["snapshot", "new-param"]),
+        ("0777", ["snapshot", "reconfig"]),  # decimal 777 = 0x309, not octal
+        ("0xZZ", []), ("\u00b2", []), ("9" * 5000, []),
+    ])
+    def test_event_names(self, value, names):
+        assert event_names(value) == names
+
+    @pytest.mark.parametrize("text, shown", [
+        ("com.example.key", "com.example.key"),
+        ("caf\u00e9", "caf\u00e9"),                         # printable non-ASCII kept
+        ("cr\rlf\n", "cr\\rlf\\n"),
+        ("\x1b[2J", "\\x1b[2J"),
+        ("\udcff", "\\udcff"),                             # a byte that was not UTF-8
+        ("x" * 70, "x" * 64 + "..."),
+    ])
+    def test_printable_escapes_what_a_log_line_must_not_hold(self, text, shown):
+        assert printable(text, 64) == shown
 
 
 class TestReceiving:

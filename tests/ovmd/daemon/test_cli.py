@@ -123,6 +123,45 @@ class TestClientFlags:
         assert client.call("-l")[0] == 0
 
 
+class TestBadLocalInput:
+    """Every bad input from the command line: a one-line error naming the real limit, and
+    the daemon's cache unchanged (``-l`` still works)."""
+
+    @pytest.mark.parametrize("args, stdin, error", [
+        (["-p", "com.example.big"], "x" * (2 << 20),  # 2 MiB (argv cannot hold that much)
+         "ovmd: the value of 'com.example.big' is 2097152 bytes long; the limit is 8192 "
+         "bytes"),
+        (["-p", "com.example.big=" + "x" * 100000], None,
+         "ovmd: the value of 'com.example.big' is 100000 bytes long; the limit is 8192 bytes"),
+        (["-p", "com.example.big"], "y" * 9000 + "\n",
+         "ovmd: the value of 'com.example.big' is 9000 bytes long; the limit is 8192 bytes"),
+        (["-p", "com.example.k=" + "\u00e9" * 4097], None,
+         "ovmd: the value of 'com.example.k' is 8194 bytes long; the limit is 8192 bytes"),
+        (["-p", b"com.example.\xff=v".decode("utf-8", "surrogateescape")], None,
+         "ovmd: key 'com.example.\\udcff' is not valid UTF-8"),
+        (["-p", "com.example.k"], b"caf\xe9\n", "ovmd: the value of 'com.example.k' is not "
+         "valid UTF-8"),
+        (["-p", "k" * 257 + "=v"], None, "is 257 bytes long; the limit is 256 bytes"),
+        (["-p", "VMAPIEvent=8"], None, "ovmd: VMAPIEvent is reserved: use -e EVENT"),
+        (["-e", "\u00b2"], None, "ovmd: unknown event '\u00b2'"),
+        (["-e", "9" * 5000], None, "ovmd: unknown event"),
+        (["-e", "0xZZ"], None, "ovmd: unknown event '0xZZ'"),
+        (["-e", "4294967296"], None, "or a number 0..4294967295"),
+    ])
+    def test_a_clear_error_and_nothing_stored(self, ovmd, args, stdin, error):
+        ovmd.cli("-p", "com.example.before=1", check=True)
+        argv = [bin_path("ovmd"), "--root", str(ovmd.root)] + args
+        result = subprocess.run(argv, input=stdin.encode() if isinstance(stdin, str) else stdin,
+                                capture_output=True, timeout=60)
+        stderr = result.stderr.decode("utf-8", "replace")
+        assert result.returncode == 1, stderr
+        assert len(stderr.strip().splitlines()) == 1 and error in stderr
+        assert "Traceback" not in stderr and "refused the connection" not in stderr
+        listed = ovmd.cli("-l")
+        assert listed.returncode == 0 and listed.stdout == '{"com.example.before": "1"}\n'
+        assert ovmd.process.poll() is None
+
+
 class TestControlSocketPermissions:
     def test_socket_is_root_only(self, ovmd):
         path = ovmd.paths.control_socket

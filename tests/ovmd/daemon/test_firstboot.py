@@ -137,7 +137,9 @@ class TestFirstBoot:
         assert (root / "record-runs").read_text() == "run\n"  # resumed, not redone
         status = json.loads(restarted.cli("--status", "--json").stdout)
         assert [m["status"] for m in status["last_run"]["modules"]] == ["ok", "ok", "ok"]
-        assert host.received()["com.example.generated"] == "made-by-module"
+        # (seen failing once under a loaded make test, not reproduced: the logs say why)
+        assert host.received().get("com.example.generated") == "made-by-module", \
+            daemon.log_text() + "\n--- restarted ---\n" + restarted.log_text()
         assert_no_secret_left(root, daemon.log_text() + restarted.log_text())
 
     def test_console_dialog_won_so_the_message_path_stands_down(self, root, ovmd_factory,

@@ -57,9 +57,22 @@ BY_MAC = {
     P + "hwaddr.1": "00:16:3E:00:00:02", P + "bootproto.1": "dhcp",
 }
 
-CASES = [Case("network-%s" % root, root, [("network", TWO_NICS)])
-         for root in ("ol6", "ol7", "ol8", "ol9", "debian12", "ubuntu2204")]
+# IPv6, one interface per ipv6-bootproto value: static (two addresses, one in capitals, a
+# link-local gateway, an IPv6 DNS server besides the IPv4 one), dhcp (on eth1, not
+# activated at boot), auto, disabled.
+IPV6_NICS = dict(TWO_NICS, **{
+    P + "dns-servers.0": "192.0.2.53,2001:db8::53",
+    P + "ipv6-bootproto.0": "static", P + "ipv6addr.0": "2001:DB8::10/64, 2001:db8:1::10/64",
+    P + "ipv6gateway.0": "fe80::1",
+    P + "ipv6-bootproto.1": "DHCP",
+    P + "device.2": "eth2", P + "ipv6-bootproto.2": "auto",
+    P + "device.3": "eth3", P + "ipv6-bootproto.3": "disabled",
+})
+ROOT_NAMES = ("ol6", "ol7", "ol8", "ol9", "debian12", "ubuntu2204")
+
+CASES = [Case("network-%s" % root, root, [("network", TWO_NICS)]) for root in ROOT_NAMES]
 CASES.append(Case("network-ol9-hwaddr", "ol9", [("network", BY_MAC)]))
+CASES += [Case("network-ipv6-%s" % root, root, [("network", IPV6_NICS)]) for root in ROOT_NAMES]
 
 
 def bad(name: str, key: str, value: Optional[str], message: str, root: str = "ol8", **extra) -> Case:
@@ -95,6 +108,70 @@ INVALID = [
     bad("duplicate-device", "device.1", "eth0", P + "device.1: value 'eth0' is also interface 0"),
     bad("no-device", "device.1", None, P + "device.1: missing"),
 ]
+
+
+def bad6(name: str, root: str, message: str, **values: Optional[str]) -> Case:
+    """IPV6_NICS with ``values`` (key suffix -> value, None removes it): refused, naming
+    the key and what to do."""
+    params = dict(IPV6_NICS)
+    for suffix, value in values.items():
+        key = P + suffix
+        if value is None:
+            params.pop(key, None)
+        else:
+            params[key] = value
+    return Case("network-invalid-ipv6-" + name, root, [("network", params)], message=message)
+
+
+INVALID += [
+    bad6("no-prefix", "ol6", P + "ipv6addr.0: value '2001:db8::10' is invalid: item 1: expected "
+         "an IPv6 address with its prefix length", **{"ipv6addr.0": "2001:db8::10"}),
+    bad6("ipv4-address", "ol7", P + "ipv6addr.0: value '2001:db8::10/64,192.0.2.10/24' is "
+         "invalid: item 2: an IPv4 address: IPv4 goes in ipaddr.N and netmask.N",
+         **{"ipv6addr.0": "2001:db8::10/64,192.0.2.10/24"}),
+    bad6("prefix-129", "ol8", "item 1: the prefix length must be 1-128",
+         **{"ipv6addr.0": "2001:db8::10/129"}),
+    bad6("prefix-0", "ol9", P + "ipv6addr.0: value '2001:db8::10/0' is invalid: item 1: the "
+         "prefix length must be 1-128", **{"ipv6addr.0": "2001:db8::10/0"}),
+    bad6("not-an-address", "debian12", P + "ipv6addr.0: value '2001:db8::g/64' is invalid: "
+         "item 1: not an IPv6 address", **{"ipv6addr.0": "2001:db8::g/64"}),
+    bad6("multicast", "ubuntu2204", "item 1: a multicast address, not one that a host or "
+         "router has",
+         **{"ipv6addr.0": "ff02::1/64"}),
+    bad6("address-zone", "ol9", "item 1: an interface address takes no zone",
+         **{"ipv6addr.0": "fe80::10%eth0/64"}),
+    bad6("twice", "debian12", P + "ipv6addr.0: value '2001:db8::10/64, 2001:DB8::10/48' is "
+         "invalid: item 2: the address is listed twice",
+         **{"ipv6addr.0": "2001:db8::10/64, 2001:DB8::10/48"}),
+    bad6("gateway-ipv4", "ol8", P + "ipv6gateway.0: value '192.0.2.1' is invalid: an IPv4 "
+         "address: the IPv4 gateway is gateway.N", **{"ipv6gateway.0": "192.0.2.1"}),
+    bad6("gateway-prefix", "ol6", "a gateway is an address without a prefix length",
+         **{"ipv6gateway.0": "2001:db8::1/64"}),
+    bad6("gateway-global-zone", "ubuntu2204", P + "ipv6gateway.0: value '2001:db8::1%eth0' is "
+         "invalid: only a link-local gateway (fe80::/10) takes a zone",
+         **{"ipv6gateway.0": "2001:db8::1%eth0"}),
+    bad6("gateway-other-zone", "ol9", P + "ipv6gateway.0: value 'fe80::1%eth1': the zone is not "
+         "interface 0's device eth0: write fe80::1%eth0 or leave the zone out",
+         **{"ipv6gateway.0": "fe80::1%eth1"}),
+    bad6("bootproto", "ol7", P + "ipv6-bootproto.2: value 'slaac' is not one of: auto, dhcp, "
+         "static, disabled", **{"ipv6-bootproto.2": "slaac"}),
+    bad6("static-without-address", "debian12", P + "ipv6addr.0: missing: required when "
+         + P + "ipv6-bootproto.0 is 'static'", **{"ipv6addr.0": None, "ipv6gateway.0": None}),
+    bad6("gateway-without-static", "ol8", P + "ipv6gateway.2: only for a static IPv6 "
+         "configuration, but " + P + "ipv6-bootproto.2 is 'auto': set it to static, or leave "
+         + P + "ipv6gateway.2 out", **{"ipv6gateway.2": "2001:db8::1"}),
+    bad6("address-without-bootproto", "ubuntu2204", P + "ipv6addr.0: only for a static IPv6 "
+         "configuration, but " + P + "ipv6-bootproto.0 is not set: set it to static",
+         **{"ipv6-bootproto.0": None, "ipv6gateway.0": None}),
+    bad6("dns-on-disabled", "ol6", P + "dns-servers.0: IPv6 servers (2001:db8::53) but " + P
+         + "ipv6-bootproto.0 is 'disabled': give IPv4 servers only, or enable IPv6",
+         **{"ipv6-bootproto.0": "disabled", "ipv6addr.0": None, "ipv6gateway.0": None}),
+]
+# A device found by its hardware address: its gateway's zone is checked once it is named.
+INVALID.append(Case("network-invalid-ipv6-zone-of-found-device", "ol9", [("network", dict(
+    BY_MAC, **{P + "ipv6-bootproto.1": "static", P + "ipv6addr.1": "2001:db8::10/64",
+               P + "ipv6gateway.1": "fe80::1%eth0"}))],
+    message=P + "ipv6gateway.1: value 'fe80::1%eth0': the zone is not interface 1's device eth1"))
 # A NIC that never appears: fails after the (shortened) bounded wait, before any write.
 INVALID.append(Case("network-invalid-missing-nic", "ol9",
                     [("network", dict(BY_MAC, **{P + "hwaddr.1": "00:16:3e:99:99:99"}))],
@@ -245,6 +322,110 @@ def test_without_pyudev_polls_sysfs(monkeypatch, tmp_path):
     assert network.find_device_by_mac("00:16:3e:00:00:09", 0.3, use_udev=True) is None
 
 
+# --- IPv6: the template's own settings, kept when no IPv6 key is given -------------------------
+
+TEMPLATE_IFCFG_IPV6 = "IPV6INIT=yes\nIPV6_AUTOCONF=no\nIPV6ADDR=2001:db8::99/64\n" \
+    'IPV6_DEFAULTGW="2001:db8::1"\n'
+TEMPLATE_KEYFILE_IPV6 = ["addr-gen-mode=eui64", "method=manual",
+                         "address1=2001:db8::99/64,2001:db8::1"]
+TEMPLATE_INET6 = ["iface eth0 inet6 static", "    address 2001:db8::99/64",
+                  "    gateway 2001:db8::1"]
+
+
+def with_template_ipv6(root) -> None:
+    """Give fixture ``root`` a static IPv6 address on eth0, the way its stack writes it."""
+    ifcfg = root / "etc/sysconfig/network-scripts/ifcfg-eth0"
+    keyfile = root / "etc/NetworkManager/system-connections/eth0.nmconnection"
+    interfaces = root / "etc/network/interfaces"
+    netplan = root / "etc/netplan/00-installer-config.yaml"
+    if keyfile.exists():
+        keyfile.write_text(keyfile.read_text().replace(
+            "[ipv6]\nmethod=auto\n", "[ipv6]\n%s\n" % "\n".join(TEMPLATE_KEYFILE_IPV6)))
+    elif ifcfg.exists():
+        ifcfg.write_text(ifcfg.read_text() + TEMPLATE_IFCFG_IPV6)
+    elif interfaces.exists():
+        interfaces.write_text(interfaces.read_text() + "\n".join(TEMPLATE_INET6) + "\n")
+    else:
+        netplan.write_text(netplan.read_text().replace(
+            "      dhcp4: true\n", "      dhcp4: true\n      dhcp6: true\n"))
+
+
+def keyfile_ipv6(path) -> list:
+    lines = path.read_text().split("[ipv6]\n", 1)[1].split("\n\n")[0]
+    return [line for line in lines.splitlines() if line]
+
+
+@pytest.mark.parametrize("name", ROOT_NAMES)
+def test_template_ipv6_kept_without_ipv6_keys_replaced_with_them(fixture_root, name):
+    """No IPv6 key: the template's IPv6 settings stay in force, also where the template's
+    file is rewritten whole (ifcfg) or replaced by ours (keyfile); any IPv6 key: they are
+    ours alone. Runs twice give the same tree; cleanup gives the template back."""
+    root = fixture_root(name)
+    with_template_ipv6(root)
+    template = tree(root)
+    assert run_module("network", "configure", TWO_NICS, root)[0] == 0
+    if name.startswith("ol") and name != "ol9":
+        eth0 = (root / "etc/sysconfig/network-scripts/ifcfg-eth0").read_text()
+        assert eth0.endswith('DOMAIN="example.com example.org"\n' + TEMPLATE_IFCFG_IPV6)
+    elif name == "ol9":
+        ours = root / "etc/NetworkManager/system-connections/ovm-eth0.nmconnection"
+        assert keyfile_ipv6(ours) == TEMPLATE_KEYFILE_IPV6
+    elif name == "debian12":
+        text = (root / "etc/network/interfaces").read_text()
+        assert "\n".join(TEMPLATE_INET6) in text and "#ovm# iface eth0 inet6" not in text
+        assert "inet6" not in (root / "etc/network/interfaces.d/ovm-eth0").read_text()
+    else:
+        ours = (root / "etc/netplan/90-ovm.yaml").read_text()
+        assert not any(k in ours for k in ("dhcp6", "accept-ra", "link-local"))
+    kept = tree(root)
+    assert run_module("network", "configure", TWO_NICS, root)[0] == 0
+    assert tree(root) == kept
+    (root / "var/lib/ovm-template-config/network.applied").unlink()   # rendered again
+    assert run_module("network", "configure", TWO_NICS, root)[0] == 0
+    assert tree(root) == kept
+
+    assert run_module("network", "configure", IPV6_NICS, root)[0] == 0
+    written = "".join(data.decode() for path, (_, data) in tree(root).items()
+                      if path.startswith(("/etc/sysconfig/network-scripts/ifcfg-eth0",
+                                          "/etc/NetworkManager/system-connections/ovm-",
+                                          "/etc/network/interfaces.d/")))
+    assert "2001:db8::99" not in written
+    if name == "debian12":
+        text = (root / "etc/network/interfaces").read_text()
+        assert "\n".join("#ovm# " + line for line in TEMPLATE_INET6) in text
+    if name == "ubuntu2204":   # ours comes later: it overrides the template's dhcp6
+        eth0 = (root / "etc/netplan/90-ovm.yaml").read_text().split('"eth1"')[0]
+        assert "      dhcp6: false\n" in eth0
+    assert run_module("network", "cleanup", {}, root)[0] == 0
+    assert tree(root) == template
+
+
+def test_ipv6_global_gateway_and_explicit_zone(fixture_root):
+    """A global gateway is written as it is; a link-local one given with its own
+    interface's zone is accepted (and written with it where the format needs it)."""
+    root = fixture_root("ol8")
+    params = dict(IPV6_NICS, **{P + "ipv6gateway.0": "2001:DB8::1", P + "ipv6-bootproto.2": "static",
+                                P + "ipv6addr.2": "2001:db8:2::10/64",
+                                P + "ipv6gateway.2": "FE80::1%eth2"})
+    rc, _, err, _ = run_module("network", "configure", params, root)
+    assert rc == 0, err
+    scripts = root / "etc/sysconfig/network-scripts"
+    assert "IPV6_DEFAULTGW=2001:db8::1\n" in (scripts / "ifcfg-eth0").read_text()
+    assert "IPV6_DEFAULTGW=fe80::1%eth2\n" in (scripts / "ifcfg-eth2").read_text()
+
+
+def test_ipv6_disabled_then_enabled_gives_sysctl_conf_back(fixture_root):
+    """The sysctl block exists only while an interface has IPv6 disabled; a template's
+    own sysctl.conf keeps its lines."""
+    root = fixture_root("ol6")
+    (root / "etc/sysctl.conf").write_text("kernel.sysrq = 0\n")
+    assert run_module("network", "configure", IPV6_NICS, root)[0] == 0
+    assert "net.ipv6.conf.eth3.disable_ipv6 = 1\n" in (root / "etc/sysctl.conf").read_text()
+    enabled = dict(IPV6_NICS, **{P + "ipv6-bootproto.3": "auto"})
+    assert run_module("network", "configure", enabled, root)[0] == 0
+    assert (root / "etc/sysctl.conf").read_text() == "kernel.sysrq = 0\n"
+
+
 # --- /etc/hosts -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name, localhost", [
@@ -344,6 +525,22 @@ def test_el6_dhcp_lease_does_not_replace_the_requested_dns(fixture_root, params,
     assert "PEERDNS" not in (root / "etc/sysconfig/network-scripts/ifcfg-eth0").read_text()
 
 
+@pytest.mark.parametrize("template_dhcpv6", [False, True])
+def test_el6_dhcpv6_lease_does_not_replace_the_requested_dns(fixture_root, template_dhcpv6):
+    """dhclient -6 (DHCPV6C=yes, ours or the template's) writes resolv.conf too: a static
+    IPv4 interface with DHCPv6 gets PEERDNS=no when DNS servers are requested."""
+    root = fixture_root("ol6")
+    params = dict(TWO_NICS)
+    if template_dhcpv6:
+        eth0 = root / "etc/sysconfig/network-scripts/ifcfg-eth0"
+        eth0.write_text(eth0.read_text() + "IPV6INIT=yes\nDHCPV6C=yes\n")
+    else:
+        params[P + "ipv6-bootproto.0"] = "dhcp"
+    assert run_module("network", "configure", params, root)[0] == 0
+    text = (root / "etc/sysconfig/network-scripts/ifcfg-eth0").read_text()
+    assert "PEERDNS=no\n" in text and "DHCPV6C=yes\n" in text
+
+
 # --- activation: not before the network service has started in this boot ------------------------
 
 class RunningServices(ServiceControl):
@@ -420,6 +617,14 @@ def interface_descriptors(n):
               "comma-separated." % n}, **hidden, requires=[bootproto, ["static", "none"]]),
         {"key": P + "dns-search-domains.%d" % n, "description": "DNS search domains of "
          "interface %d, comma-separated." % n, "hidden": True},
+        dict({"key": P + "ipv6-bootproto.%d" % n, "description": "IPv6 of interface %d: auto, "
+              "dhcp, static or disabled (unset: as the template has it)." % n},
+             **hidden, depends=P + "device.%d" % n, choices=["auto", "dhcp", "static", "disabled"]),
+        dict({"key": P + "ipv6addr.%d" % n, "description": "IPv6 addresses of interface %d with "
+              "prefix lengths, comma-separated (e.g. 2001:db8::10/64)." % n},
+             **hidden, requires=[P + "ipv6-bootproto.%d" % n, ["static"]]),
+        dict({"key": P + "ipv6gateway.%d" % n, "description": "IPv6 default gateway of "
+              "interface %d." % n}, **hidden, requires=[P + "ipv6-bootproto.%d" % n, ["static"]]),
     ]
 
 
@@ -429,9 +634,25 @@ def test_enumerate_configure_is_exact():
     expected += [{"key": P + "host.%d" % n, "description": "A line for /etc/hosts: an IP "
                   "address and host names.", "hidden": True} for n in range(4)]
     per_interface = [interface_descriptors(n) for n in range(4)]
-    for position in range(10):   # key by key, each for interfaces 0..3
+    for position in range(13):   # key by key, each for interfaces 0..3
         expected += [per_interface[n][position] for n in range(4)]
     assert got == expected
+
+
+def test_human_readable_enumerate_shows_the_ipv6_keys():
+    """``--enumerate --human-readable``: the IPv6 keys of interface 0 are prompted, with
+    their choices and conditions."""
+    from templateconfig.descriptors import format_human_readable
+    text = format_human_readable([(50, "network", enumerate_module("network", "configure"))])
+    lines = [line.strip() for line in text.splitlines()]
+    rows = {line.split()[0]: (line.split()[1:], lines[number + 1:number + 3])
+            for number, line in enumerate(lines) if line.startswith(P)}
+    assert rows[P + "ipv6-bootproto.0"] == (["-"], ["only if %sdevice.0 is set" % P,
+                                                    "choices: auto, dhcp, static, disabled"])
+    for key in ("ipv6addr.0", "ipv6gateway.0"):
+        flags, details = rows[P + key]
+        assert flags == ["-"] and details[0] == "only if %sipv6-bootproto.0 is static" % P
+    assert rows[P + "ipv6addr.1"][0] == ["hidden"]
 
 
 def test_enumerate_cleanup_lists_no_keys():

@@ -28,7 +28,7 @@ import pytest
 from identity_helpers import fixture_root as copy_fixture_root
 from module_helpers import ROOTS, run_module
 from test_datetime import FULL as DATETIME
-from test_network import TWO_NICS
+from test_network import IPV6_NICS, TWO_NICS, with_template_ipv6
 from testlib import require_tool
 
 ROOT_NAMES = sorted(p.name for p in ROOTS.iterdir())
@@ -44,10 +44,16 @@ STEPS = [("firewall", {"com.oracle.linux.network.firewall": "True"}), ("datetime
          ("network", TWO_NICS), ("user", USER), ("ssh", dict(SSH, **USER))]
 
 
-def configured(name: str, tmp_path: Path) -> Path:
-    """Fixture root ``name`` after the standard modules' configure."""
+def configured(name: str, tmp_path: Path, network: Dict[str, str] = TWO_NICS,
+               template_ipv6: bool = False) -> Path:
+    """Fixture root ``name`` after the standard modules' configure, the network module's
+    params being ``network``; ``template_ipv6``: the template has IPv6 settings of its own
+    (``test_network.with_template_ipv6``)."""
     root = copy_fixture_root(name, tmp_path / name)
+    if template_ipv6:
+        with_template_ipv6(root)
     for module, params in STEPS:
+        params = network if module == "network" else params
         rc, _, err, _ = run_module(module, "configure", params, root)
         assert rc == 0, "%s configure failed on %s:\n%s" % (module, name, err)
     return root
@@ -188,9 +194,10 @@ def test_dhclient_script_takes_the_requested_dns_from_the_hook(tmp_path):
 
 # --- network stacks ----------------------------------------------------------------------------
 
-def test_ifupdown_accepts_the_interfaces(tmp_path):
+def ifup_no_act(root: Path, tmp_path: Path) -> str:
+    """What ``ifup --no-act --all`` would run for the root's interfaces (whitespace
+    normalised per line); asserts that ifupdown accepts them."""
     ifup = require_tool("ifup")
-    root = configured("debian12", tmp_path)
     interfaces = rooted_copy(root / "etc/network/interfaces", root, tmp_path / "interfaces",
                              ["source", "source-directory"])
     state = tmp_path / "state"
@@ -199,6 +206,13 @@ def test_ifupdown_accepts_the_interfaces(tmp_path):
                            "--state-dir=%s" % state, "--verbose"],
                           capture_output=True, text=True)
     assert proc.returncode == 0, "ifup --no-act: " + shown(proc)
+    return "\n".join(" ".join(line.split()) for line in (proc.stdout + proc.stderr).splitlines())
+
+
+def test_ifupdown_accepts_the_interfaces(tmp_path):
+    root = configured("debian12", tmp_path)
+    ifup_no_act(root, tmp_path)
+    interfaces = tmp_path / "interfaces"
     listed = subprocess.run(["ifquery", "--interfaces=%s" % interfaces, "--list", "--allow=auto"],
                             capture_output=True, text=True)
     assert "eth0" in listed.stdout.split(), shown(listed)
@@ -207,27 +221,105 @@ def test_ifupdown_accepts_the_interfaces(tmp_path):
     assert "address: 192.0.2.10" in static.stdout, shown(static)
 
 
-def test_netplan_generates_from_the_yaml(tmp_path):
+def test_ifupdown_configures_ipv6_as_asked(tmp_path):
+    """static: both addresses and the link-local gateway on eth0, router advertisements
+    off; auto: autoconfiguration on; disabled: the kernel's IPv6 off (eth1, dhcp, is not
+    brought up at boot)."""
+    run = ifup_no_act(configured("debian12", tmp_path, IPV6_NICS), tmp_path).splitlines()
+    for command in ("ip -6 addr add 2001:db8::10/64 dev eth0",
+                    "ip -6 addr add 2001:db8:1::10/64 dev eth0",
+                    "ip -6 route replace default via fe80::1 dev eth0 onlink",
+                    "sysctl -q -e -w net.ipv6.conf.eth0.accept_ra=0",
+                    "sysctl -q -e -w net.ipv6.conf.eth2.autoconf=1",
+                    "sysctl -q -e -w net.ipv6.conf.eth3.disable_ipv6=1"):
+        assert command in run, "ifup would not run %r:\n%s" % (command, "\n".join(run))
+    assert not [line for line in run if "eth1" in line and "inet6" in line]
+
+
+@pytest.mark.parametrize("ipv6", [False, True])
+def test_ifupdown_keeps_the_templates_ipv6_unless_given(tmp_path, ipv6):
+    root = configured("debian12", tmp_path, IPV6_NICS if ipv6 else TWO_NICS, template_ipv6=True)
+    run = ifup_no_act(root, tmp_path).splitlines()
+    template = "ip -6 addr add 2001:db8::99/64 dev eth0"
+    assert (template in run) is not ipv6, "\n".join(run)
+
+
+def netplan_generated(root: Path) -> Dict[str, str]:
+    """systemd-networkd's files that ``netplan generate`` makes from the root's YAML."""
     netplan = require_tool("netplan")
-    root = configured("ubuntu2204", tmp_path)
     proc = subprocess.run([netplan, "generate", "--root-dir", str(root)], capture_output=True,
                           text=True)
     assert proc.returncode == 0, "netplan generate: " + shown(proc)
-    generated = sorted(p.name for p in (root / "run/systemd/network").glob("*.network"))
+    # (it warns, and goes on, about default routes that conflict)
+    assert "default route" not in proc.stderr, shown(proc)
+    return {p.name: p.read_text() for p in (root / "run/systemd/network").glob("*.network")}
+
+
+def test_netplan_generates_from_the_yaml(tmp_path):
+    generated = netplan_generated(configured("ubuntu2204", tmp_path))
     assert any("eth0" in name for name in generated), generated
 
 
+def test_netplan_configures_ipv6_as_asked(tmp_path):
+    generated = netplan_generated(configured("ubuntu2204", tmp_path, IPV6_NICS))
+    eth = {n: generated["10-netplan-eth%d.network" % n].splitlines() for n in range(4)}
+    for line in ("Address=192.0.2.10/24", "Address=2001:db8::10/64", "Address=2001:db8:1::10/64",
+                 "Gateway=fe80::1", "IPv6AcceptRA=no", "LinkLocalAddressing=ipv6"):
+        assert line in eth[0], generated
+    assert "DHCP=yes" in eth[1] and "IPv6AcceptRA=yes" in eth[1], generated
+    assert "DHCP=ipv4" in eth[2] and "IPv6AcceptRA=yes" in eth[2], generated
+    assert "LinkLocalAddressing=no" in eth[3] and "IPv6AcceptRA=no" in eth[3], generated
+
+
+@pytest.mark.parametrize("ipv6", [False, True])
+def test_netplan_keeps_the_templates_ipv6_unless_given(tmp_path, ipv6):
+    """The template asks DHCPv6 on eth0; without IPv6 keys that stays (eth0's IPv4 is
+    static), with them ours wins."""
+    root = configured("ubuntu2204", tmp_path, IPV6_NICS if ipv6 else TWO_NICS, template_ipv6=True)
+    eth0 = netplan_generated(root)["10-netplan-eth0.network"].splitlines()
+    assert ("DHCP=ipv6" in eth0) is not ipv6, eth0
+
+
+def nmcli_reads(keyfile: Path) -> str:
+    """The keyfile as NetworkManager 1.42 writes it back after reading it; asserts that
+    NetworkManager accepts it."""
+    proc = subprocess.run([require_tool("nmcli"), "--offline", "connection", "modify",
+                           "connection.autoconnect", "yes"],
+                          stdin=keyfile.open(), capture_output=True, text=True)
+    assert proc.returncode == 0, "nmcli --offline on %s: %s" % (keyfile.name, shown(proc))
+    return proc.stdout
+
+
+def section(text: str, name: str) -> List[str]:
+    return text.split("[%s]\n" % name, 1)[1].split("\n\n")[0].splitlines()
+
+
 def test_networkmanager_reads_the_keyfiles(tmp_path):
-    nmcli = require_tool("nmcli")
     root = configured("ol9", tmp_path)
     keyfiles = sorted((root / "etc/NetworkManager/system-connections").glob("ovm-*.nmconnection"))
     assert keyfiles
     for keyfile in keyfiles:
-        proc = subprocess.run([nmcli, "--offline", "connection", "modify",
-                               "connection.autoconnect", "yes"],
-                              stdin=keyfile.open(), capture_output=True, text=True)
-        assert proc.returncode == 0, "nmcli --offline on %s: %s" % (keyfile.name, shown(proc))
-        assert "[ipv4]" in proc.stdout
+        assert "[ipv4]" in nmcli_reads(keyfile)
+
+
+def test_networkmanager_reads_the_ipv6_settings(tmp_path):
+    directory = configured("ol9", tmp_path, IPV6_NICS) / "etc/NetworkManager/system-connections"
+    ipv6 = {n: section(nmcli_reads(directory / ("ovm-eth%d.nmconnection" % n)), "ipv6")
+            for n in range(4)}
+    assert ipv6[0] == ["address1=2001:db8::10/64,fe80::1", "address2=2001:db8:1::10/64",
+                       "dns=2001:db8::53;", "method=manual"], ipv6
+    assert [ipv6[n] for n in (1, 2, 3)] == [["method=dhcp"], ["method=auto"],
+                                            ["method=disabled"]], ipv6
+    ipv4 = section(nmcli_reads(directory / "ovm-eth0.nmconnection"), "ipv4")
+    assert "dns=192.0.2.53;" in ipv4, ipv4
+
+
+def test_networkmanager_reads_the_templates_ipv6_in_our_profile(tmp_path):
+    directory = configured("ol9", tmp_path, template_ipv6=True) / \
+        "etc/NetworkManager/system-connections"
+    ipv6 = section(nmcli_reads(directory / "ovm-eth0.nmconnection"), "ipv6")
+    assert ipv6 == ["addr-gen-mode=eui64", "address1=2001:db8::99/64,2001:db8::1",
+                    "method=manual"], ipv6
 
 
 def test_nmcli_check_can_fail(tmp_path):

@@ -382,12 +382,11 @@ class TestEnumerateCache:
         return len(path.read_text()) if path.exists() else 0
 
     def test_unchanged_scripts_are_enumerated_once(self, tmp_path, fork):
-        from templateconfig.run.enumcache import enumerate_cache_path
         paths = self.build(tmp_path)
         params = {"com.example.mode": "on"}
         assert run_target(paths, "configure", params, fork=fork).ok
         assert (self.count("enumerations"), self.count("runs")) == (1, 1)
-        assert os.stat(enumerate_cache_path(paths)).st_mode & 0o777 == 0o600
+        assert os.stat(paths.enumerate_cache_file).st_mode & 0o777 == 0o600
         assert run_target(paths, "configure", params, fork=fork).ok
         assert (self.count("enumerations"), self.count("runs")) == (1, 2)
         runner = Runner(paths, "configure", fork=fork)
@@ -411,12 +410,11 @@ class TestEnumerateCache:
         assert self.count("enumerations") == 2
 
     def test_dry_runs_and_refused_params_write_no_cache(self, tmp_path):
-        from templateconfig.run.enumcache import enumerate_cache_path
         paths = self.build(tmp_path)
         with pytest.raises(ValidationError):
             run_target(paths, "configure", {})
         assert run_target(paths, "configure", {"com.example.mode": "on"}, dry_run=True).ok
-        assert not os.path.exists(enumerate_cache_path(paths))
+        assert not os.path.exists(paths.enumerate_cache_file)
 
     def test_stale_cached_descriptors_do_not_refuse_what_fresh_ones_accept(self, tmp_path):
         paths = self.build(tmp_path)

@@ -36,6 +36,8 @@ PASSWORD = "Gu3st-root-pass"
 NET = L + "network."
 STATIC = {NET + "device.0": "eth0", NET + "bootproto.0": "static",
           NET + "ipaddr.0": "192.0.2.10", NET + "netmask.0": "24"}
+STATIC6 = {NET + "device.0": "eth0", NET + "ipv6-bootproto.0": "static",
+           NET + "ipv6addr.0": "2001:db8::10/64", NET + "ipv6gateway.0": "fe80::1"}
 PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaA==\n-----END OPENSSH PRIVATE KEY-----\n"
 
 # (class, module, params added to a valid set, the key refused, words of the reason)
@@ -50,6 +52,21 @@ CLASSES = [
      NET + "mtu.0", "from 68 to 65535"),
     ("hostname", "network", {NET + "hostname": "bad_host!name"}, NET + "hostname",
      "letters, digits or hyphens"),
+    ("device twice", "network", {NET + "device.0": "eth0", NET + "device.1": "eth0"},
+     NET + "device.1", "is also interface 0's device"),
+    ("IPv6 address", "network", dict(STATIC6, **{NET + "ipv6addr.0": "192.0.2.10/24"}),
+     NET + "ipv6addr.0", "an IPv4 address: IPv4 goes in ipaddr.N"),
+    ("IPv6 prefix", "network", dict(STATIC6, **{NET + "ipv6addr.0": "2001:db8::10/129"}),
+     NET + "ipv6addr.0", "the prefix length must be 1-128"),
+    ("IPv6 gateway's zone", "network", dict(STATIC6, **{NET + "ipv6gateway.0": "fe80::1%eth1"}),
+     NET + "ipv6gateway.0", "the zone is not interface 0's device eth0"),
+    ("IPv6 static without address", "network", {NET + "device.0": "eth0",
+                                                NET + "ipv6-bootproto.0": "static"},
+     NET + "ipv6addr.0", "missing: required when %sipv6-bootproto.0 is 'static'" % NET),
+    ("IPv6 gateway without static", "network", {NET + "device.0": "eth0",
+                                                NET + "ipv6-bootproto.0": "auto",
+                                                NET + "ipv6gateway.0": "2001:db8::1"},
+     NET + "ipv6gateway.0", "only for a static IPv6 configuration"),
     ("time zone", "datetime", {L + "datetime.timezone": "Europe/Pariss"},
      L + "datetime.timezone", "unknown time zone"),
     ("datetime", "datetime", {L + "datetime.datetime": "2011-2-30-9-2-42"},
@@ -261,7 +278,9 @@ class TestEveryEntryPoint:
             dialog.expect(NET + "onboot.0")
             dialog.type("")
             dialog.expect(NET + "bootproto.0")
-            dialog.type("")  # dhcp: the last question
+            dialog.type("")  # dhcp
+            dialog.expect(NET + "ipv6-bootproto.0")
+            dialog.type("")  # the template's IPv6: the last question
             code = dialog.finish()
         finally:
             dialog.close()
