@@ -130,6 +130,12 @@ def stopped_message(code: int) -> str:
 def seal(paths: Paths, dry_run: bool) -> int:
     """``ovmd --seal [--dry-run]``: through the daemon serving the root if one answers,
     else here (:func:`seal_here`); the exit status."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)  # what the cache says, as one line each
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("ovmd: %(message)s"))
+    logging.getLogger().addHandler(handler)
     client = ControlClient(paths.control_socket)
     params: Optional[Dict[str, str]] = None
     try:
