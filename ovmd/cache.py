@@ -385,6 +385,16 @@ class ParamCache:
             self._forget(value)
         return keys
 
+    def forget(self) -> None:
+        """Forget every param in memory, secrets included (the log redactor forgets
+        them too), and let go of the journal; the files are left to the caller
+        (``ovmd --seal`` removes them, saying so), and nothing is written afterwards."""
+        for value in self._secret.values():
+            self._forget(value)
+        self._public, self._secret = {}, {}
+        self._compact_wanted = self._rewrite_secrets = self._misplaced = False
+        self.close()
+
     def refresh(self) -> None:
         """Classify the keys again if what the modules declare has changed (after a run:
         keys not known before may now go to disk, or must leave it)."""

@@ -182,8 +182,21 @@ lost: configure runs again for them (only the modules whose params changed), and
 host hears `done` (or the failure) once a run had the newest params. On a configured
 guest params are stored, not applied, until the host sends the reconfig event
 (VMAPIEvent 8): then configure runs for the params that changed.
-/etc/sysconfig/ovmd: QUIET_PERIOD=SECS (--quiet-period wins); OVMD_OPTIONS, the
-options ovmd.service and the SysV script start the daemon with.
+lifecycle: the host's VMAPIEvent shutdown (4) runs the shutdown target, migrate (2)
+the migrate target, with the cached params; when the guest itself shuts down (not when
+ovmd alone is stopped or restarted) the daemon runs the shutdown target before it
+exits, at most SHUTDOWN_TIMEOUT seconds. A target with no module linked starts nothing.
+
+sealing: --seal runs the cleanup target, removes ovmd's cache and secrets, the run log,
+report and state, and sets INITIAL_CONFIG=yes, printing each removal; a running daemon
+does it (then it reads no host messages and runs nothing until the guest shuts down),
+else ovmd itself, e.g. on a mounted disk image: ovmd --seal --root /mnt, which changes
+nothing outside /mnt. --seal --dry-run shows it all and changes nothing.
+
+/etc/sysconfig/ovmd: QUIET_PERIOD=SECS (--quiet-period wins); DETECT_CLONE=yes (re-arm
+first boot when the guest starts as another VM than the one configured last);
+SHUTDOWN_TIMEOUT=SECS (default 30); OVMD_OPTIONS, the options ovmd.service and the
+SysV script start the daemon with.
 """
 
 
@@ -210,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="set INITIAL_CONFIG=yes (run configure on the next boot)")
     actions.add_argument("--disable-initial-config", action="store_true",
                          help="set INITIAL_CONFIG=no")
+    actions.add_argument("--seal", action="store_true",
+                         help="seal this VM (with --root: the guest tree there, e.g. a "
+                         "mounted disk image) as a template: run the cleanup target, "
+                         "remove ovmd's cache and secrets, the run log and run state, set "
+                         "INITIAL_CONFIG=yes; prints what it removed")
     actions.add_argument("-v", "--version", action="version", version="ovmd " + __version__)
     for request in REQUESTS:
         for flag, text in request.options:
@@ -235,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="XenStore socket or device (default: $XENSTORED_PATH, "
                         "/var/run/xenstored/socket, /dev/xen/xenbus)")
     parser.add_argument("--verbose", action="store_true", help="daemon: log debug messages")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="with --seal: show what it would run and remove, change "
+                        "nothing")
     return parser
 
 
@@ -273,7 +294,7 @@ def _daemon_options(options: argparse.Namespace) -> list[tuple[str, bool]]:
 def _action_flag(args: list[str]) -> str:
     """The action flag on the command line, as given (for a message)."""
     names = {flag for request in REQUESTS for flag in request.flags} | {
-        "--enable-initial-config", "--disable-initial-config"}
+        "--enable-initial-config", "--disable-initial-config", "--seal"}
     return next((arg.split("=", 1)[0] for arg in args if arg.split("=", 1)[0] in names),
                 "an action flag")
 
@@ -316,12 +337,20 @@ def full_main(args: list[str]) -> int:
     if stray:
         parser.error("%s go%s with %s" % (" and ".join(stray), "es" if len(stray) == 1 else "",
                                           "--status"))
-    acting = requests or options.enable_initial_config or options.disable_initial_config
+    acting = (requests or options.seal or options.enable_initial_config
+              or options.disable_initial_config)
     daemon_only = [flag for flag, given in _daemon_options(options) if given]
     if acting and daemon_only:
         parser.error("%s go%s with running the daemon (no action flag), not with %s"
                      % (" and ".join(daemon_only), "es" if len(daemon_only) == 1 else "",
                         _action_flag(args)))
+    if options.dry_run and not options.seal:
+        parser.error("--dry-run goes with --seal")
+    if options.seal:
+        from .paths import Paths
+        from .seal import seal
+
+        return seal(Paths(root), options.dry_run)
     if requests and requests[0][0] == "status":
         return _status(root, requests[0][1:])
     if requests:

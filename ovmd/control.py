@@ -119,6 +119,9 @@ REQUESTS = (
                      ("--long", "--status: add each module's stderr excerpt"),
                      ("--wait", "--status: block until the first-boot run is done or "
                       "failed"))),
+    # ``ovmd --seal``, which seals a root without a daemon itself; answered when the
+    # cleanup run has ended
+    Request("seal", timeout=RUN_TIMEOUT),
     Request("ping"),
 )
 

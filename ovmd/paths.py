@@ -10,6 +10,10 @@ from __future__ import annotations
 import os
 import stat  # os imports it anyway: no cost on the fast paths
 
+TYPE_CHECKING = False  # typing costs start-up time; type checkers read this as True
+if TYPE_CHECKING:
+    from typing import List, Tuple
+
 #: Environment variable that carries ``--root`` into module processes and sub-commands.
 ROOT_ENV = "OVM_TEMPLATE_CONFIG_ROOT"
 
@@ -77,6 +81,37 @@ class Paths:
     REPORT_DIR = "/var/lib/ovm-template-config"
     LOG_FILE = "/var/log/ovm-template-config.log"
 
+    #: What sealing a template removes (``ovmd --seal``; docs/formats.md), after the
+    #: cleanup target's modules removed what they own (host keys, machine-id, their
+    #: ``<module>.applied`` and ``.saved``): the state that made this VM one machine to
+    #: ovmd and the runner. Each entry: a guest-absolute shell pattern (``*`` any name;
+    #: a name with a leading dot only where the pattern has one), what it is (for the
+    #: list ``--seal`` prints), and whether it may hold secrets (then it is overwritten
+    #: with zeros before it is removed). Kept: the run lock, the daemon's pid file and
+    #: control socket.
+    SEALED: Tuple[Tuple[str, str, bool], ...] = (
+        (STATE_DIR + "/params.json", "the parameter cache", False),
+        (STATE_DIR + "/params.json.journal", "the parameter cache's journal", False),
+        (STATE_DIR + "/params.json*.corrupt-*", "cache content set aside as unreadable",
+         False),
+        (STATE_DIR + "/.params.json*.tmp", "an unfinished cache write", False),
+        (STATE_DIR + "/identity.json", "the VM configured last (DETECT_CLONE)", False),
+        (RUN_DIR + "/secrets.json", "the cached secrets", True),
+        (RUN_DIR + "/secrets.json.corrupt-*", "secrets set aside as unreadable", True),
+        (RUN_DIR + "/.secrets.json.*.tmp", "an unfinished secrets write", True),
+        (RUN_DIR + "/runners/*", "a runner's directory (module processes, staged host "
+         "keys)", False),
+        (REPORT_DIR + "/last-run.json", "the report of the last run", False),
+        (REPORT_DIR + "/last-configure-run.json", "the report of the last configure run",
+         False),
+        (REPORT_DIR + "/run-state.json", "the progress of an unfinished run", False),
+        (REPORT_DIR + "/enumerate-cache.json", "the enumerate cache", False),
+        (REPORT_DIR + "/applied-keys.json", "the keys earlier runs applied", False),
+        (REPORT_DIR + "/applied-params.json", "what earlier runs applied", False),
+        (LOG_FILE, "the run log", False),
+        (LOG_FILE + ".*", "a rotated run log", False),
+    )
+
     def __init__(self, root: str = "/") -> None:
         self.root = os.path.abspath(root) if root not in ("", "/") else "/"
 
@@ -127,6 +162,12 @@ class Paths:
         return os.path.join(self.run_dir, "ovmd.pid")
 
     @property
+    def identity_file(self) -> str:
+        """The identity (XenStore ``vm`` path, first vif's MAC) of the VM the guest was
+        configured as last, for ``DETECT_CLONE`` (docs/formats.md)."""
+        return os.path.join(self.state_dir, "identity.json")
+
+    @property
     def runners_dir(self) -> str:
         """Volatile, root-only: one directory per ``ovm-template-config`` process (its
         module process groups, what its modules prepared), removed when it ends."""
@@ -155,6 +196,11 @@ class Paths:
         return os.path.join(self.report_dir, "last-run.json")
 
     @property
+    def configure_report_file(self) -> str:
+        """The last configure run's report, once a run of another target replaced it."""
+        return os.path.join(self.report_dir, "last-configure-run.json")
+
+    @property
     def run_state_file(self) -> str:
         """Progress of an unfinished run, so a restart resumes instead of redoing."""
         return os.path.join(self.report_dir, "run-state.json")
@@ -166,5 +212,25 @@ class Paths:
         return os.path.join(self.report_dir, "enumerate-cache.json")
 
     @property
+    def applied_keys_file(self) -> str:
+        """The key names earlier successful runs applied, per target."""
+        return os.path.join(self.report_dir, "applied-keys.json")
+
+    @property
+    def applied_params_file(self) -> str:
+        """What each module took when it last succeeded (``--changed-only``)."""
+        return os.path.join(self.report_dir, "applied-params.json")
+
+    @property
     def log_file(self) -> str:
         return self.under(self.LOG_FILE)
+
+    def linked_modules(self, target: str) -> List[str]:
+        """The entries of ``/etc/template.d/<target>.d`` (sorted; none if it is missing):
+        what the runner would consider for ``target``. Nothing linked means nothing to
+        run, and no runner needs to start."""
+        try:
+            return sorted(name for name in os.listdir(self.target_dir(target))
+                          if not name.startswith("."))
+        except OSError:
+            return []

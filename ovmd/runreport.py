@@ -8,6 +8,11 @@ A report that says ``running`` while its runner (``pid``) is gone, or is no long
 ``ovm-template-config``, is read as what it is: a run that failed, interrupted
 (:data:`RUNNER_DIED`). The runner rewrites the report at every step, so only a runner
 that was killed (SIGKILL, the OOM killer) leaves one saying ``running``.
+
+``ovmd --status`` is about configure. A run of another target (the shutdown target at
+every power-off, say) replaces the report, so the runner first moves a configure report
+to ``Paths.configure_report_file`` (:func:`keep_configure_report`), where
+:func:`read_configure_report` finds it.
 """
 from __future__ import annotations
 
@@ -55,12 +60,17 @@ def is_runner_process(pid: int) -> bool:
     return any(os.path.basename(arg).startswith(RUNNER_COMMAND) for arg in args)
 
 
-def read_report(paths: Paths) -> Optional[Dict[str, Any]]:
-    """The last (or current) run's report, or None if there is none or it is unreadable.
-    A ``running`` report whose runner died reads as ``failed``, with ``error``
-    :data:`RUNNER_DIED`, as do its modules that were running."""
+#: The target whose last report ``ovmd --status`` reads.
+STATUS_TARGET = "configure"
+
+
+def read_report(paths: Paths, path: Optional[str] = None) -> Optional[Dict[str, Any]]:
+    """The last (or current) run's report (``path``: another report file), or None if
+    there is none or it is unreadable. A ``running`` report whose runner died reads as
+    ``failed``, with ``error`` :data:`RUNNER_DIED`, as do its modules that were
+    running."""
     try:
-        text = read_text(paths.report_file)
+        text = read_text(path or paths.report_file)
     except OSError:  # a directory or an unreadable file there: no report to show
         return None
     if not text:
@@ -79,3 +89,28 @@ def read_report(paths: Paths) -> Optional[Dict[str, Any]]:
             if isinstance(module, dict) and module.get("status") == ModuleStatus.RUNNING:
                 module["status"], module["error"] = ModuleStatus.FAILED, RUNNER_DIED
     return report
+
+
+def read_configure_report(paths: Paths) -> Optional[Dict[str, Any]]:
+    """The report of the last configure run: the report, or the one a run of another
+    target set aside."""
+    for path in (paths.report_file, paths.configure_report_file):
+        report = read_report(paths, path)
+        if report is not None and report.get("target") == STATUS_TARGET:
+            return report
+    return None
+
+
+def keep_configure_report(paths: Paths, target: str) -> None:
+    """Before a run of ``target`` writes its first report (under the run lock): a
+    configure run's report is moved aside if another target's replaces it, and one moved
+    aside earlier is dropped when configure runs again."""
+    if target == STATUS_TARGET:
+        try:
+            os.unlink(paths.configure_report_file)
+        except FileNotFoundError:
+            pass
+        return
+    report = read_report(paths)
+    if report is not None and report.get("target") == STATUS_TARGET:
+        os.replace(paths.report_file, paths.configure_report_file)

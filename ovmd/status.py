@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional
 
 from .firstboot.flag import initial_config_enabled
 from .paths import Paths
-from .runreport import ModuleStatus, RunStatus, read_report
+from .runreport import ModuleStatus, RunStatus, read_configure_report, read_report
 
 
 class BootStatus:
@@ -37,7 +37,7 @@ def compute_status(paths: Paths, daemon: Optional[Dict[str, Any]] = None) -> Dic
     ``armed``, ``last_result``), None if no daemon answered."""
     enabled = initial_config_enabled(paths)
     report = read_report(paths)
-    configure_report = report if report and report.get("target") == "configure" else None
+    configure_report = read_configure_report(paths)
     if daemon and daemon.get("running_target") == "configure":
         state = BootStatus.RUNNING
     elif daemon and daemon.get("armed"):  # a configure run is about to start
@@ -96,7 +96,9 @@ def format_status(status: Dict[str, Any], long: bool = False) -> str:
     """``ovmd --status`` (``--long``: with each module's stderr)."""
     lines = ["status: %s%s" % (status["status"], " (degraded)" if status.get("degraded") else "")]
     lines.append("initial config: %s" % ("yes" if status["initial_config"] else "no"))
-    lines.append("daemon: %s" % ("running" if status["daemon_running"] else "not running"))
+    lines.append("daemon: %s" % ("not running" if not status["daemon_running"] else
+                                 "running, sealed (shut the guest down now)"
+                                 if status.get("sealed") else "running"))
     report = status.get("last_run")
     if report:
         warnings = report.get("warnings")

@@ -261,6 +261,84 @@ def extract_debian_root(dest: Path, packages=DEBIAN_ROOT_PACKAGES) -> Path:
     return dest
 
 
+# --- sealing: a configured guest root, and what of the host a seal must leave alone ------
+
+#: The host paths a seal of another root would change if it leaked out of that root (and
+#: the run log and its rotations, ``/var/log/ovm-template-config.log*``).
+SEAL_WATCHED_HOST_PATHS = ("/etc/sysconfig", "/etc/template.d", "/etc/ssh", "/etc/machine-id",
+                           "/var/lib/ovmd", "/var/lib/ovm-template-config", "/run/ovmd")
+
+
+def host_state(paths=SEAL_WATCHED_HOST_PATHS) -> dict:
+    """Every file, directory and link under ``paths`` on this machine: its type, mode,
+    size, modification time and (for a file) content digest."""
+    import hashlib
+
+    state = {}
+
+    def note(path: str) -> None:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        digest = None
+        if os.path.isfile(path) and not os.path.islink(path):
+            with open(path, "rb") as handle:
+                digest = hashlib.sha256(handle.read()).hexdigest()
+        state[path] = (st.st_mode, st.st_size, st.st_mtime_ns, digest)
+
+    import glob
+
+    for top in list(paths) + sorted(glob.glob("/var/log/ovm-template-config.log*")):
+        note(top)
+        for dirpath, dirnames, filenames in os.walk(top):
+            for name in dirnames + filenames:
+                note(os.path.join(dirpath, name))
+    return state
+
+
+def configured_guest_root(dest: Path, name: str = "debian12") -> Path:
+    """A fixture root with the standard modules, configured once by the real runner, as
+    a VM that has lived is: host keys, a machine-id, the run report, log and state."""
+    fixture_root(name, dest)
+    install_modules(dest)
+    params = {"com.oracle.linux.network.hostname": "vm1.example.com",
+              "com.oracle.linux.root-password": "Seal-test-pw-1"}
+    import json
+
+    proc = subprocess.run([bin_path("ovm-template-config"), "--root", str(dest), "--stdin",
+                           "configure"], input=json.dumps(params), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return dest
+
+
+#: A secret a lived guest caches (:func:`with_ovmd_state`); a seal leaves it nowhere.
+SEALED_SECRET = "Sealed-away-secret-42"
+
+
+def with_ovmd_state(root: Path) -> Path:
+    """What a VM that has lived holds besides what configure left: ovmd's cache (its
+    snapshot, journal and a set-aside copy), a cached secret, the VM's identity, a
+    rotated run log; its first boot done (INITIAL_CONFIG=no, as the package ships it)."""
+    from ovmd.cache import ParamCache
+    from ovmd.paths import Paths
+
+    paths = Paths(str(root))
+    (root / "etc/sysconfig").mkdir(parents=True, exist_ok=True)
+    (root / "etc/sysconfig/ovmd").write_text("# ovmd settings\nINITIAL_CONFIG=no\n")
+    cache = ParamCache(paths)
+    cache.update([("com.example.app", "1"), ("com.oracle.linux.root-password", SEALED_SECRET)])
+    cache.clear()  # writes the snapshot
+    cache.update([("com.example.app", "2"), ("com.example.user.password.0", SEALED_SECRET)])
+    cache.close()
+    Path(paths.cache_file + ".corrupt-20240101T000000Z").write_text("{not json")
+    os.makedirs(os.path.dirname(paths.log_file), exist_ok=True)
+    Path(paths.identity_file).write_text('{"configured": {"vm": "/vm/1234"}}\n')
+    Path(paths.log_file + ".1.gz").write_bytes(b"\x1f\x8b old log")
+    return root
+
+
 # --- a real tmpfs ----------------------------------------------------------------------------
 
 class Tmpfs:

@@ -22,6 +22,9 @@ One file per job:
 ``requests``    the control requests' handlers (the table is :data:`ovmd.control.REQUESTS`)
 ``runs``        the runner slot: one ``ovm-template-config`` run at a time, and its result
 ``targetrun``   one ``ovm-template-config`` child process and its pipes
+``lifecycle``   the targets the host's events and the guest's own shutdown run
+``sealing``     ``ovmd --seal`` on a running guest
+``clone``       ``DETECT_CLONE``: a guest started as another VM re-arms its first boot
 ``service``     running as a system service: logging, the pid file, systemd, ovmapi
 """
 from __future__ import annotations

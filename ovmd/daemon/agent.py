@@ -7,10 +7,17 @@ host link); the control socket answered by
 :class:`~.requests.ControlRequests`; the :class:`~.runs.RunSlot` for
 ``ovm-template-config`` children; the inotify watch on the first-boot flag
 (:class:`~ovmd.firstboot.watch.SysconfigWatch`: the console dialog may configure the
-guest meanwhile); and the first-boot :class:`~ovmd.firstboot.machine.FirstBootMachine`,
-which the daemon feeds events and which acts through :class:`DaemonFirstBootActions`.
-After every event the ``--status --wait`` clients are answered if first boot has reached
-a final state, and a first-boot runner is kept standing by while one may be needed.
+guest meanwhile); the first-boot :class:`~ovmd.firstboot.machine.FirstBootMachine`,
+which the daemon feeds events and which acts through :class:`DaemonFirstBootActions`;
+the :class:`~.clone.CloneDetector` (``DETECT_CLONE``), the
+:class:`~.lifecycle.LifecycleTargets` (the host's shutdown and migrate events, the
+guest's own shutdown) and :class:`~.sealing.DaemonSeal` (``ovmd --seal``). After every
+event the ``--status --wait`` clients are answered if first boot has reached a final
+state, a first-boot runner is kept standing by while one may be needed, and a lifecycle
+target that waited starts if nothing holds it back any more.
+
+On SIGTERM or SIGINT the daemon stops; when the guest itself is shutting down it first
+runs the shutdown target, bounded (:mod:`.lifecycle`); a second signal stops it at once.
 """
 from __future__ import annotations
 
@@ -34,10 +41,13 @@ from ..paths import Paths
 from ..secrets import RedactingFilter
 from ..status import compute_status
 from .addresses import AddressReporter
+from .clone import CloneDetector
 from .hostlink import HostLink
+from .lifecycle import LifecycleTargets
 from .loop import EventLoop, guarded
 from .requests import ControlRequests
 from .runs import RunResult, RunSlot
+from .sealing import DaemonSeal
 from .service import LogSetup, sd_notify
 from .targetrun import RUNNER
 
@@ -66,8 +76,16 @@ class Daemon:
         #: ``--quiet-period``, which wins over QUIET_PERIOD in the sysconfig file
         self.quiet_period_option = quiet_period
         self.first_boot = FirstBootMachine(DaemonFirstBootActions(self), 0.0)
+        self.clone = CloneDetector(paths, self.cache)
+        self.link.before_intake(self.clone.connected)
+        self.sealing = DaemonSeal(paths, self.cache, self.link, self.runs, self.first_boot,
+                                  self._feed)
+        self.lifecycle = LifecycleTargets(paths, self.loop, self.runs, self.first_boot,
+                                          self._lifecycle_blocked, self.loop.stop)
         self.requests = ControlRequests(self.cache, self.link, self.runs, self.first_boot,
-                                        self.status)
+                                        self.status, self.sealing)
+        #: a termination signal came: the daemon stops (after the shutdown target)
+        self.stopping = False
         self.control: Optional[ControlServer] = None
         self.flag_watch: Optional[Any] = None
         self.initial_config = False  # INITIAL_CONFIG=yes, as last read
@@ -78,6 +96,7 @@ class Daemon:
         self.loop.on_signals((signal.SIGHUP,), self._reopen_logs)
         self.loop.on_signals((signal.SIGCHLD,), self.runs.child_exited)
         self._read_quiet_period(starting=True)
+        self.clone.read_setting()
         self.cache.load()
         self._watch_flag()
         self.control = ControlServer(self.paths.control_socket, self.requests.handle,
@@ -97,8 +116,15 @@ class Daemon:
         return 0
 
     def _terminate(self) -> None:
+        if self.stopping:
+            log.info("received a second termination signal: stopping now")
+            self.lifecycle.stop_now()
+            self.loop.stop()
+            return
+        self.stopping = True
         log.info("received a termination signal")
-        self.loop.stop()
+        if not self.lifecycle.at_guest_shutdown():
+            self.loop.stop()
 
     def _reopen_logs(self) -> None:
         if self.log_setup is not None:
@@ -155,11 +181,18 @@ class Daemon:
         state = initial_config_state(self.paths)
         if state is not None:
             self.initial_config = state
-        if self.initial_config:
+        if self.initial_config and not self.stopping and not self.sealing.active \
+                and not self.first_boot.sealed:
             self.runs.stand_by()
         else:
             self.runs.stand_down()
         self.requests.wake_status_waiters()
+        if not self.stopping:
+            self.lifecycle.next()
+
+    def _lifecycle_blocked(self) -> bool:
+        """A lifecycle target waits while a seal goes on or a configure run is due."""
+        return self.sealing.active or self.first_boot.armed
 
     def _shutdown(self) -> None:
         sd_notify("STOPPING=1")
@@ -186,6 +219,8 @@ class Daemon:
     def _host_event(self, names: Sequence[str]) -> None:
         if RECONFIG_EVENT in names:
             self._feed(self.first_boot.reconfig_requested)
+        if not self.stopping:
+            self.lifecycle.host_event(list(names))
 
     def _run_finished(self, result: RunResult) -> None:
         # the run has just enumerated the modules: keys not known before may now go to
@@ -193,7 +228,12 @@ class Daemon:
         guarded(self.cache.refresh)
         for conn in result.run.waiters:
             conn.respond(*result.answer)
-        self._feed(self.first_boot.run_ended, result.event, result.reason, result.returned)
+        self.lifecycle.run_ended(result)
+        sealing = self.sealing.owns(result.run)
+        self.first_boot.run_ended(result.event, result.reason, result.returned)
+        if sealing:
+            self.sealing.run_ended(result)
+        self._feed(None)
 
     def status(self) -> Dict[str, Any]:
         """What ``ovmd --status`` answers (:func:`ovmd.status.compute_status`)."""
@@ -206,6 +246,7 @@ class Daemon:
         }
         status = compute_status(self.paths, info)
         status["xenstore_connected"] = self.link.connected
+        status["sealed"] = self.first_boot.sealed
         return status
 
 
@@ -237,6 +278,9 @@ class DaemonFirstBootActions:
     def mark_configured(self) -> None:
         if initial_config_enabled(self.daemon.paths):
             mark_configured(self.daemon.paths)
+
+    def record_identity(self) -> None:
+        self.daemon.clone.record_configured()
 
     def keep_results(self, params: Sequence[Tuple[str, str]]) -> None:
         cache = self.daemon.cache

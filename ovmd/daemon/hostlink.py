@@ -6,8 +6,12 @@ them durably in the :class:`~ovmd.cache.ParamCache`, then delete them from XenSt
 ``from-guest``, or keep the message in an outbox while XenStore is unreachable.
 
 Other daemon parts share the connection: :meth:`HostLink.add_watch` registers a watch
-(again on every connection) whose events are handed to its callback, and
-:meth:`HostLink.on_connected` callbacks run after each successful (re)connect.
+(again on every connection) whose events are handed to its callback,
+:meth:`HostLink.before_intake` callbacks read what they need on each connection before
+any host message is taken in, and :meth:`HostLink.on_connected` callbacks run after
+each successful (re)connect. :meth:`HostLink.hold_messages` stops the intake (a
+template being sealed takes no more params): the host's messages stay in XenStore until
+:meth:`HostLink.release_messages`.
 
 What goes wrong, and what happens:
 
@@ -80,6 +84,9 @@ class HostLink:
         self._refused: Optional[str] = None  # the XenStore refusal last logged
         self._watches: Dict[str, Tuple[str, Callable[[], None]]] = {}  # token -> path, callback
         self._connected: List[Callable[[], None]] = []
+        self._before_intake: List[Callable[[Any], None]] = []
+        #: no host message is taken in any more (:meth:`hold_messages`)
+        self.holding = False
 
     @property
     def connected(self) -> bool:
@@ -104,6 +111,8 @@ class HostLink:
             self.client, self.channel = client, channel
             self._xs_fd = client.fileno()
             self.loop.add_reader(self._xs_fd, self._on_xenstore)
+            for before in self._before_intake:
+                before(client)
             guarded(self._drain)
             while drain_all and self._dirty and self.client is not None:
                 guarded(self._drain)
@@ -126,6 +135,25 @@ class HostLink:
         """Watch ``path`` on every connection (from the next one on); ``callback()`` for
         its events, the one at registration included. Events are hints: re-read."""
         self._watches[token] = (path, callback)
+
+    def before_intake(self, callback: Callable[[Any], None]) -> None:
+        """``callback(client)`` on every connection, before its first host message is
+        read; an ``OSError`` it raises fails the connection (it is retried)."""
+        self._before_intake.append(callback)
+
+    def hold_messages(self) -> None:
+        """Take in no more host messages (they stay in XenStore); sending goes on."""
+        if not self.holding:
+            log.info("host messages are not read for now: they stay in XenStore")
+        self.holding = True
+        self._dirty = False
+
+    def release_messages(self) -> None:
+        """Take in host messages again, those that came meanwhile first."""
+        if self.holding:
+            log.info("reading host messages again")
+        self.holding = False
+        self._dirty = True
 
     def on_connected(self, callback: Callable[[], None]) -> None:
         """``callback()`` after every successful connect (XenStore may have lost what was
@@ -204,6 +232,9 @@ class HostLink:
         from ..xenstore import ConnectionClosedError, XenStoreError
 
         if self.client is None or self.channel is None:
+            return
+        if self.holding:  # (sealing) the messages stay in XenStore
+            self._dirty = False
             return
         if self.store_failing_since is not None and "retry-store" in self.loop.timers:
             self._dirty = False  # the retry timer drains; until then the messages wait

@@ -27,6 +27,7 @@ from ..firstboot.machine import FirstBootMachine
 from ..status import BootStatus, exit_code, status_text
 from .hostlink import HostLink
 from .runs import RunSlot
+from .sealing import REFUSAL, REFUSED_WHEN_SEALED, DaemonSeal
 from .targetrun import RUNNER
 
 log = logging.getLogger(__name__)
@@ -39,12 +40,14 @@ class ControlRequests:
     control server's callback. ``status()`` is the daemon's status object."""
 
     def __init__(self, cache: ParamCache, link: HostLink, runs: RunSlot,
-                 first_boot: FirstBootMachine, status: Callable[[], Dict[str, Any]]) -> None:
+                 first_boot: FirstBootMachine, status: Callable[[], Dict[str, Any]],
+                 sealing: DaemonSeal) -> None:
         self.cache = cache
         self.link = link
         self.runs = runs
         self.first_boot = first_boot
         self.status = status
+        self.sealing = sealing
         self.status_waiters: List[Tuple[ControlConnection, Tuple[str, ...]]] = []
         self.handlers: Dict[str, Handler] = {
             request.name: getattr(self, "_" + request.name) for request in REQUESTS}
@@ -60,6 +63,9 @@ class ControlRequests:
         rest = args[1:]
         if not request.arity_ok(len(rest)):
             conn.respond(EXIT_FAILURE, err=b"ovmd: wrong number of arguments\n")
+            return
+        if self.first_boot.sealed and request.name in REFUSED_WHEN_SEALED:
+            conn.respond(EXIT_FAILURE, err=(REFUSAL + "\n").encode())
             return
         try:
             self.handlers[request.name](conn, *rest)
@@ -149,6 +155,9 @@ class ControlRequests:
         warning = self.link.send(EVENT_KEY, value)
         conn.respond(EXIT_FAILURE if warning and "queued" not in warning else EXIT_OK,
                      err=(("ovmd: %s\n" % warning).encode() if warning else b""))
+
+    def _seal(self, conn: ControlConnection) -> None:
+        self.sealing.start(conn)
 
     def _script(self, conn: ControlConnection, target: str) -> None:
         if self.runs.current is not None:

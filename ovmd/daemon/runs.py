@@ -64,11 +64,12 @@ class RunSlot:
         #: the run that ended last (what it was given: see :meth:`params_newer`)
         self.last: Optional[TargetRun] = None
 
-    def start(self, target: str, first_boot: bool = False,
-              changed_only: bool = False) -> TargetRun:
+    def start(self, target: str, first_boot: bool = False, changed_only: bool = False,
+              timeout: Optional[float] = None) -> TargetRun:
         """Start ``target`` with the cached params (a first-boot run: the runner that
-        stands by, if there is one); a run that cannot even start ends (``on_finished``)
-        before this returns."""
+        stands by, if there is one; ``timeout``: each module's, if not the runner's
+        default); a run that cannot even start ends (``on_finished``) before this
+        returns."""
         standby = self.standby
         if first_boot and target == CONFIGURE and standby is not None and standby.standing_by:
             self.standby = None
@@ -76,7 +77,8 @@ class RunSlot:
             run.feed(self.cache.as_dict())
         else:  # (a runner standing by holds no lock: it may stand by meanwhile)
             run = TargetRun(self.paths, target, self.cache.as_dict(), self.loop,
-                            initial_config=first_boot, changed_only=changed_only)
+                            initial_config=first_boot, changed_only=changed_only,
+                            timeout=timeout)
         self.current = run
         if run.finished:  # could not even start
             self._finish(run)

@@ -1,5 +1,6 @@
 """The daemon as a system service: logging per ``-d``, the pid file, systemd's
-notification socket, and the refusal to run beside Oracle's ``ovmapi`` kernel module."""
+notification socket, whether the guest itself is shutting down, and the refusal to run
+beside Oracle's ``ovmapi`` kernel module."""
 from __future__ import annotations
 
 import errno
@@ -148,6 +149,27 @@ def sd_notify(state: str, environ: Optional[Dict[str, str]] = None) -> bool:
     except OSError as err:
         log.warning("cannot notify systemd at %s: %s", address, err)
         return False
+
+
+def guest_shutting_down() -> bool:
+    """Whether the guest itself is going down, not only this service: systemd's manager
+    is ``stopping`` (``systemctl is-system-running``), or, without systemd, SysV init is
+    in runlevel 0 or 6 (``runlevel``). A restart of the daemon (a package upgrade) or
+    ``systemctl stop ovmd`` is not. Asked once, when the daemon is told to stop."""
+    import subprocess
+
+    argv = ["systemctl", "is-system-running"] if os.path.isdir("/run/systemd/system") \
+        else ["runlevel"]
+    try:
+        out = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                             text=True, timeout=5).stdout.split()
+    except (OSError, subprocess.SubprocessError) as err:
+        log.warning("cannot tell whether the guest is shutting down (%s: %s); taking it "
+                    "as not", " ".join(argv), err)
+        return False
+    if argv[0] == "systemctl":
+        return out[:1] == ["stopping"]
+    return len(out) == 2 and out[1] in ("0", "6")
 
 
 def check_no_ovmapi(paths: Paths) -> None:

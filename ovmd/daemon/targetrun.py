@@ -54,9 +54,11 @@ class TargetRun:
 
     def __init__(self, paths: Paths, target: str, params: Optional[Dict[str, str]],
                  loop: EventLoop, initial_config: bool = False,
-                 changed_only: bool = False) -> None:
+                 changed_only: bool = False, timeout: Optional[float] = None) -> None:
         self.paths = paths
         self.target = target
+        #: the runner's ``--timeout`` (each module at most this long), if not its default
+        self.timeout = timeout
         #: a first-boot run: the runner re-checks INITIAL_CONFIG under its run lock, exits
         #: ALREADY_CONFIGURED if the console dialog won, and sets the flag to no on success
         self.initial_config = initial_config
@@ -98,6 +100,8 @@ class TargetRun:
         assert self.process is not None
         words = [option for option, on in ((INITIAL_CONFIG_OPTION, self.initial_config),
                                            (CHANGED_ONLY_OPTION, self.changed_only)) if on]
+        if self.timeout is not None:
+            words += ["--timeout", "%g" % self.timeout]
         log.info("running %s %s (pid %d)", RUNNER, " ".join(words + [self.target]),
                  self.process.pid)
         self._pending_input = memoryview(json.dumps(self.params).encode("utf-8"))
@@ -121,6 +125,8 @@ class TargetRun:
             argv.append(INITIAL_CONFIG_OPTION)
         if self.changed_only:
             argv.append(CHANGED_ONLY_OPTION)
+        if self.timeout is not None:
+            argv += ["--timeout", "%g" % self.timeout]
         argv.append(self.target)
         env = dict(os.environ)
         env[ROOT_ENV] = self.paths.root

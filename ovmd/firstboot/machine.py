@@ -28,6 +28,8 @@ States:
     STOOD_DOWN  the guest was configured by someone else (the console dialog): the
                 runner found INITIAL_CONFIG not yes (exit ``EXIT_ALREADY_CONFIGURED``), or
                 the flag turned no while the machine waited
+    SEALED      the guest was sealed as a template (``ovmd --seal``): INITIAL_CONFIG=yes
+                is for its clones, not for this boot; nothing runs until the daemon stops
 
 WAITING, DONE, FAILED and STOOD_DOWN are the idle states: they react alike and differ
 only in :attr:`FirstBootMachine.last_result`, which ``ovmd --status`` reports. Besides
@@ -45,7 +47,12 @@ stored, the trigger among them; RECONFIG the host's ``VMAPIEvent`` with the reco
 dialog configured the guest); QUIET_OVER the quiet timer fired; SCRIPT ``ovmd -s TARGET``
 starts a run (the daemon refuses one while a run is going); RUN_OK, RUN_FAILED,
 RUN_ALREADY the run ended (RUN_ALREADY: a first-boot run exited
-``EXIT_ALREADY_CONFIGURED``).
+``EXIT_ALREADY_CONFIGURED``); SEALED ``ovmd --seal`` sealed the guest (its cleanup run
+ended well and ovmd's state is gone).
+
+Before START the daemon may have re-armed first boot itself (``DETECT_CLONE=yes``, a
+guest that starts as another VM than the one configured last: INITIAL_CONFIG=yes, the
+cache cleared; ovmd/daemon/clone.py); the machine reads the flag as it finds it.
 
 Transitions. Guards, read when the event is handled: "yes" INITIAL_CONFIG=yes; "cached"
 the trigger is in the cache; "newer" the cache holds params the run that ended was not
@@ -85,11 +92,13 @@ reconfigure. ``[...]``: what the daemon is asked to do. A pair not listed change
     PENDING      FLAG_NO                        STOOD_DOWN     [wipe secrets]
     PENDING      SCRIPT                         as idle, resume PENDING
     RUNNING      RUN_OK       newer             QUIET          [mark configured (a first-
-                                                               boot run), keep and send the
+                                                               boot run), record the VM's
+                                                               identity, keep and send the
                                                                returned params, set timer];
                                                                reconfigure unless yes
                               otherwise         after(DONE)    [mark configured (a first-
-                                                               boot run), keep and send the
+                                                               boot run), record the VM's
+                                                               identity, keep and send the
                                                                returned params, wipe
                                                                secrets, send status done]
     RUNNING      RUN_FAILED   newer             QUIET          [set timer]; reconfigure
@@ -103,6 +112,10 @@ reconfigure. ``[...]``: what the daemon is asked to do. A pair not listed change
     BUSY         QUIET_OVER                     BUSY           resume QUIET becomes PENDING
     BUSY         RUN_*                          after(resume, or WAITING if resume is not
                                                 idle)
+    idle, QUIET  SEALED                         SEALED         [cancel timer (QUIET)];
+    PENDING                                                    reconfigure forgotten
+    SEALED       any                            SEALED         (nothing, until the daemon
+                                                               stops)
 
     after(X): late and wanted: QUIET [set timer]; else resume if it is QUIET or PENDING
     and wanted; else X (a QUIET resume's timer cancelled; reconfigure forgotten).
@@ -135,8 +148,9 @@ class State:
     DONE = "done"
     FAILED = "failed"
     STOOD_DOWN = "stood-down"
+    SEALED = "sealed"
     IDLE = (WAITING, DONE, FAILED, STOOD_DOWN)
-    ALL = (WAITING, QUIET, PENDING, RUNNING, BUSY, DONE, FAILED, STOOD_DOWN)
+    ALL = (WAITING, QUIET, PENDING, RUNNING, BUSY, DONE, FAILED, STOOD_DOWN, SEALED)
 
 
 class Event:
@@ -152,8 +166,9 @@ class Event:
     RUN_OK = "run-ok"
     RUN_FAILED = "run-failed"
     RUN_ALREADY = "run-already-configured"
+    SEALED = "sealed"
     ALL = (START, STORED, TRIGGER, RECONFIG, FLAG_NO, QUIET_OVER, SCRIPT, RUN_OK, RUN_FAILED,
-           RUN_ALREADY)
+           RUN_ALREADY, SEALED)
 
 
 class FirstBootActions(Protocol):
@@ -183,6 +198,9 @@ class FirstBootActions(Protocol):
     def mark_configured(self) -> None:
         """Set INITIAL_CONFIG=no (unless it is no already)."""
 
+    def record_identity(self) -> None:
+        """Record which VM the guest was configured as (for ``DETECT_CLONE``)."""
+
     def keep_results(self, params: Sequence[Tuple[str, str]]) -> None:
         """Store the params the run returned in the cache and send them to the host."""
 
@@ -197,8 +215,8 @@ class FirstBootMachine:
     """First boot's state machine; the module docstring is its table.
 
     The daemon calls :meth:`started`, :meth:`messages_stored`, :meth:`reconfig_requested`,
-    :meth:`flag_turned_no`, :meth:`script_starting` and :meth:`run_ended`; the quiet timer
-    calls :meth:`quiet_period_over`.
+    :meth:`flag_turned_no`, :meth:`script_starting`, :meth:`run_ended` and
+    :meth:`sealed_now`; the quiet timer calls :meth:`quiet_period_over`.
     """
 
     def __init__(self, actions: FirstBootActions, quiet_period: float) -> None:
@@ -248,6 +266,14 @@ class FirstBootMachine:
         """The run ended: ``event`` is RUN_OK, RUN_FAILED or RUN_ALREADY; ``reason`` why
         it failed (redacted); ``returned`` the public params the run returned."""
         self._handle(event, reason=reason, returned=returned)
+
+    def sealed_now(self) -> None:
+        """``ovmd --seal`` sealed the guest: first boot is for its clones."""
+        self._handle(Event.SEALED)
+
+    @property
+    def sealed(self) -> bool:
+        return self.state == State.SEALED
 
     @property
     def armed(self) -> bool:
@@ -386,6 +412,7 @@ class FirstBootMachine:
     def _done(self, returned: Sequence[Tuple[str, str]] = (), **_: object) -> None:
         if self.first_boot:
             self.actions.mark_configured()
+        self.actions.record_identity()
         self.actions.keep_results(returned)
         if self._again():
             return
@@ -415,6 +442,12 @@ class FirstBootMachine:
                  "secret(s)", wiped)
         self.late = self.reconfigure = False
         self.state = State.STOOD_DOWN
+
+    def _seal(self) -> None:
+        if self.state == State.QUIET:
+            self.actions.cancel_timer()
+        log.info("sealed: first boot is for the clones; this boot runs nothing more")
+        self.state, self.reconfigure = State.SEALED, False
 
     def _other_run_ended(self, **_: object) -> None:
         self._after_run(self.resume if self.resume in State.IDLE else State.WAITING)
@@ -465,6 +498,8 @@ def _rows() -> Dict[Tuple[str, str], _Transition]:
         rows[(state, Event.TRIGGER)] = m._restart_quiet
     for event in (Event.RUN_OK, Event.RUN_FAILED, Event.RUN_ALREADY):
         rows[(State.BUSY, event)] = m._other_run_ended
+    for state in State.IDLE + (State.QUIET, State.PENDING):
+        rows[(state, Event.SEALED)] = m._seal
     return rows
 
 

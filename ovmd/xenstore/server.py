@@ -28,6 +28,7 @@ import signal
 import socket
 import stat
 import sys
+import uuid
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -362,7 +363,8 @@ class DevXenStoreServer(StoreListener):
     """The sockets of ``ovmd-xenstored`` around a :class:`Store`."""
 
     def __init__(self, socket_dir: Path,
-                 domains: Optional[Dict[int, Optional[str]]] = None) -> None:
+                 domains: Optional[Dict[int, Optional[str]]] = None,
+                 vm_uuids: Optional[Dict[int, str]] = None) -> None:
         self.socket_dir = Path(socket_dir)
         self.store = Store(self)
         self.handler = RequestHandler(self.store)
@@ -374,6 +376,7 @@ class DevXenStoreServer(StoreListener):
         self._wakeup_r: Optional[socket.socket] = None
         self._wakeup_w: Optional[socket.socket] = None
         self._initial_domains = dict(domains or {})
+        self._vm_uuids = dict(vm_uuids or {})
 
     @property
     def dom0_socket(self) -> Path:
@@ -393,7 +396,8 @@ class DevXenStoreServer(StoreListener):
         self.selector.register(self._wakeup_r, selectors.EVENT_READ, self._on_wakeup)
         self._listen(self.dom0_socket, 0, True)
         for domid, name in sorted(self._initial_domains.items()):
-            self.store.add_domain(domid, name)  # introduces it, which creates its socket
+            # introduces it, which creates its socket
+            self.store.add_domain(domid, name, self._vm_uuids.get(domid))
 
     def _listen(self, path: Path, domid: int, privileged: bool) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -553,15 +557,22 @@ def _remove_stale_socket(path: Path) -> None:
         probe.close()
 
 
-def _parse_domain(spec: str) -> Tuple[int, Optional[str]]:
-    domid_text, _, name = spec.partition(":")
+def _parse_domain(spec: str) -> Tuple[int, Optional[str], Optional[str]]:
+    domid_text, _, rest = spec.partition(":")
+    name, _, vm_uuid = rest.partition(":")
     try:
         domid = int(domid_text)
     except ValueError:
-        raise argparse.ArgumentTypeError("%r: expected ID[:NAME], e.g. 1:guest1" % spec)
+        raise argparse.ArgumentTypeError("%r: expected ID[:NAME[:UUID]], e.g. 1:guest1" % spec)
     if not 0 < domid < 0x7FF0:
         raise argparse.ArgumentTypeError("%r: a guest domid is between 1 and 32751" % spec)
-    return domid, (name or None)
+    if vm_uuid:
+        try:
+            vm_uuid = str(uuid.UUID(vm_uuid))
+        except ValueError:
+            raise argparse.ArgumentTypeError("%r: %r is not a UUID (e.g. %s)"
+                                             % (spec, vm_uuid, uuid.uuid4()))
+    return domid, (name or None), (vm_uuid or None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -574,10 +585,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--socket-dir", required=True, type=Path, metavar="DIR",
                         help="directory for the sockets (created if missing)")
     parser.add_argument("--domain", action="append", default=[], type=_parse_domain,
-                        metavar="ID[:NAME]",
+                        metavar="ID[:NAME[:UUID]]",
                         help="create guest ID's home /local/domain/ID as a toolstack does "
-                             "(with control/oracle-vmapi/to-guest and from-guest) and its "
-                             "socket DIR/domain/ID; repeatable")
+                             "(with control/oracle-vmapi/to-guest and from-guest, and vm "
+                             "-> /vm/UUID, by default a UUID derived from ID and NAME) and "
+                             "its socket DIR/domain/ID; repeatable")
     noise = parser.add_mutually_exclusive_group()
     noise.add_argument("-q", "--quiet", action="store_true", help="log errors only")
     noise.add_argument("-v", "--verbose", action="store_true",
@@ -591,12 +603,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="ovmd-xenstored: %(levelname)s: %(message)s")
     domains: Dict[int, Optional[str]] = {}
-    for domid, name in args.domain:
+    vm_uuids: Dict[int, str] = {}
+    for domid, name, vm_uuid in args.domain:
         if domid in domains:
             print("ovmd-xenstored: domain %d given twice" % domid, file=sys.stderr)
             return 2
         domains[domid] = name
-    server = DevXenStoreServer(args.socket_dir, domains)
+        if vm_uuid:
+            vm_uuids[domid] = vm_uuid
+    server = DevXenStoreServer(args.socket_dir, domains, vm_uuids)
     try:
         server.start()
     except (OSError, XenStoreError) as err:

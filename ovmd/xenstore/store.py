@@ -36,6 +36,7 @@ node, once per transaction).
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from .errors import XenStoreError
@@ -713,13 +714,16 @@ class Store:
         self._connected(target)
         domain.target = target
 
-    def add_domain(self, domid: int, name: Optional[str] = None) -> None:
+    def add_domain(self, domid: int, name: Optional[str] = None,
+                   vm_uuid: Optional[str] = None) -> None:
         """Create a guest's home as a toolstack does, then introduce the guest.
 
         Permissions (``n0 r<ID>`` is libxl's read-only set, ``n<ID>`` its read-write set):
 
         ==========================================  ===============
         ``/local/domain/ID``, ``domid``, ``name``    ``n0 rID``
+        ``vm`` (``/vm/<uuid>``, the VM's path)       ``n0 rID``
+        ``/vm/<uuid>``, ``uuid``, ``name``           ``n0 rID``
         ``control``, ``control/oracle-vmapi``         ``n0 rID``
         ``control/oracle-vmapi/to-guest``             ``n0 bID``
         ``control/oracle-vmapi/from-guest``           ``nID``
@@ -728,21 +732,32 @@ class Store:
 
         The host (dom0) owns ``to-guest`` and the messages it writes there inherit
         ``n0 bID``: the guest may read and delete them. ``from-guest``, ``data`` and
-        ``attr`` belong to the guest, as libxl makes ``data`` and ``attr``.
+        ``attr`` belong to the guest, as libxl makes ``data`` and ``attr``. ``vm_uuid``
+        names the VM (libxl: the domain's configured UUID, the same on every start of
+        that VM, another for a clone); by default one derived from ID and NAME, so the
+        same ``--domain`` is the same VM.
         """
         if domid <= 0 or domid >= DOMID_SELF:
             raise XenStoreError("EINVAL", "domid %d is not a guest domid" % domid)
         name = name if name is not None else "guest%d" % domid
+        if vm_uuid is None:
+            vm_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, "ovmd-xenstored:%d:%s" % (domid, name)))
+        vm_path = "/vm/%s" % vm_uuid
         home = home_of(domid)
         read_only = ["n0", "r%d" % domid]
         read_write = ["n%d" % domid]
         tools = self._toolstack
         tx_id = self.transaction_start(tools)
         try:
-            if self.exists(home):
-                self.rm(tools, home, tx_id)
+            for old in (home, vm_path):
+                if self.exists(old):
+                    self.rm(tools, old, tx_id)
             for path, value, perms in (
+                (vm_path, None, read_only),
+                (vm_path + "/uuid", vm_uuid, None),
+                (vm_path + "/name", name, None),
                 (home, None, read_only),
+                (home + "/vm", vm_path, None),
                 (home + "/domid", str(domid), None),
                 (home + "/name", name, None),
                 (home + "/control", None, read_only),

@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set
 
 from ovmd.fsutil import atomic_write_json, read_bytes
@@ -43,18 +42,16 @@ from ovmd.paths import Paths
 log = logging.getLogger(__name__)
 
 _VERSION = 1
-FILE_NAME = "applied-keys.json"
-PARAMS_FILE_NAME = "applied-params.json"
 #: One module's record: key -> SHA-256 of its value, or None for a secret.
 Record = Dict[str, Optional[str]]
 
 
 def applied_keys_path(paths: Paths) -> str:
-    return os.path.join(paths.report_dir, FILE_NAME)
+    return paths.applied_keys_file
 
 
 def applied_params_path(paths: Paths) -> str:
-    return os.path.join(paths.report_dir, PARAMS_FILE_NAME)
+    return paths.applied_params_file
 
 
 def _load_targets(path: str) -> Dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ovmd.fsutil import atomic_write_json
 from ovmd.paths import Paths
-from ovmd.runreport import ModuleStatus, RunStatus
+from ovmd.runreport import ModuleStatus, RunStatus, keep_configure_report
 from ovmd.secrets import redact
 
 
@@ -33,8 +33,10 @@ class RunReport:
 
     def __init__(self, paths: Paths, target: str, modules: Sequence[Tuple[int, str]],
                  secrets: Iterable[str] = (), write: bool = True) -> None:
+        self.paths = paths
         self.path = paths.report_file
         self.root = paths.root
+        self._written = False
         self.target = target
         self.secrets = secrets
         self.enabled = write
@@ -107,5 +109,8 @@ class RunReport:
 
     def write(self) -> None:
         if self.enabled:
+            if not self._written:  # ovmd --status keeps the last configure run's report
+                keep_configure_report(self.paths, self.target)
+                self._written = True
             atomic_write_json(self.path, self.to_dict(), 0o600, durable=False,
                               root=self.root)

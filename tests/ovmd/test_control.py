@@ -165,6 +165,7 @@ def test_a_request_over_the_limit_names_the_limit_and_sends_nothing(serve, args,
     (("status", "wait"), control.WAIT_TIMEOUT),
     (("status", "json", "wait"), control.WAIT_TIMEOUT),
     (("script", "cleanup"), control.RUN_TIMEOUT),
+    (("seal",), control.RUN_TIMEOUT),  # answered when its cleanup run ends
     (("unknown",), control.QUICK_TIMEOUT),
     ((), control.QUICK_TIMEOUT),
 ])

@@ -17,7 +17,7 @@ TOKENS = st.sampled_from(FLAGS + [
     "=v", "k=", "", "-", "--", "-5", "-x=1", "-a b", "--get-param=k", "--set-param=k=v",
     "--set-param=k", "--list-params=x", "--event=shutdown", "--get", "--list", "-gk",
     "--json", "--wait", "--long", "--status", "--long=1", "-d", "1", "--foreground", "-v",
-    "shutdown", "cleanup",
+    "shutdown", "cleanup", "--seal", "--dry-run",
 ])
 
 

@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from ovmd.paths import Paths
-from ovmd.status import compute_status, exit_code, format_status
+from ovmd.status import BootStatus, compute_status, exit_code, format_status
 
 REPORTS = {
     "none": None,
@@ -286,3 +286,41 @@ MODULE = {"name": "datetime", "priority": 50, "status": "ok", "seconds": 0.5, "e
 def test_format_status_reasons_warnings_and_long(report, long, lines):
     text = format_status(dict(BASE, last_run=report), long=long)
     assert text.splitlines()[3:] == lines
+
+
+def test_a_run_of_another_target_keeps_the_configure_report_for_the_status(tmp_path):
+    """The shutdown target runs at every power-off: after it, --status still says how
+    configure went (the runner set the configure report aside), and the report of the
+    last run is the shutdown run's."""
+    import subprocess
+
+    from testlib import bin_path
+
+    root = tmp_path / "root"
+    for target in ("configure", "shutdown"):
+        directory = root / "etc/template.d" / ("%s.d" % target)
+        directory.mkdir(parents=True)
+    scripts = root / "etc/template.d/scripts"
+    scripts.mkdir()
+    module = scripts / "noop"
+    module.write_text("#!/bin/sh\n### BEGIN PLUGIN INFO\n# name: noop\n# configure: 10\n"
+                      "# shutdown: 10\n### END PLUGIN INFO\n"
+                      "[ \"$1\" = --enumerate ] && { echo '[]'; exit 0; }\ncat\n")
+    module.chmod(0o755)
+    for target in ("configure", "shutdown"):
+        os.symlink("../scripts/noop", str(root / "etc/template.d" / ("%s.d" % target) / "10noop"))
+    (root / "etc/sysconfig").mkdir(parents=True)
+    (root / "etc/sysconfig/ovmd").write_text("INITIAL_CONFIG=no\n")
+    paths = Paths(str(root))
+    for target in ("configure", "shutdown", "shutdown"):
+        proc = subprocess.run([bin_path("ovm-template-config"), "--root", str(root), "--stdin",
+                               target], input="{}", capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    status = compute_status(paths, None)
+    assert status["status"] == BootStatus.DONE
+    assert status["last_run"]["target"] == "shutdown"
+    proc = subprocess.run([bin_path("ovm-template-config"), "--root", str(root), "--stdin",
+                           "configure"], input="{}", capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert not os.path.exists(paths.configure_report_file)  # the report is configure's again
+    assert compute_status(paths, None)["last_run"]["target"] == "configure"

@@ -2,9 +2,10 @@
 
 A debootstrap root with systemd, openssh-server, chrony, ifupdown and isc-dhcp-client
 (cached) gets the .deb packages installed by its own dpkg, is booted once as the
-template and sealed the documented way (``ovmd -s cleanup``, then
-``ovmd --enable-initial-config``, then power off), and is booted again as a clone under
-systemd-nspawn in its own network namespace. The host side sends Oracle's message set
+template and sealed the documented way (``ovmd --seal``, then power off), and is booted
+again as a clone under systemd-nspawn in its own network namespace. A module registered
+for the shutdown target records each time it runs: not when the sealed template powers
+off, once at each of the clone's power-offs, not when ovmd alone is restarted. The host side sends Oracle's message set
 with ``ovm-vmmessage`` through the development XenStore, whose guest socket is bound
 into the container as /run/xenstored/socket, root password last. The checks use the
 real services inside the guest and, from the peer namespace (the guest's LAN), ssh.
@@ -63,6 +64,18 @@ iface lo inet loopback
 
 auto eth0
 iface eth0 inet dhcp
+"""
+#: A module for the shutdown target: it records each run, with the guest's host name.
+SHUTDOWN_PROBE = """\
+#!/bin/sh
+### BEGIN PLUGIN INFO
+# name: shutdown-probe
+# shutdown: 50
+# description: test module: records that the shutdown target ran
+### END PLUGIN INFO
+if [ "$1" = "--enumerate" ]; then echo '[]'; exit 0; fi
+[ "$1" = shutdown ] && echo "shutdown $(hostname)" >> /var/lib/shutdown-probe
+cat
 """
 #: The two drop-ins a container needs (see the module docstring).
 OVMD_DROPIN = "[Unit]\nConditionVirtualization=\n"
@@ -154,6 +167,18 @@ def prepare_template(root: Path, debs) -> None:
         dropin = root / "etc/systemd/system" / (unit + ".d")
         dropin.mkdir(parents=True, exist_ok=True)
         (dropin / "test-container.conf").write_text(text)
+    probe = root / "etc/template.d/scripts/shutdown-probe"
+    probe.write_text(SHUTDOWN_PROBE)
+    probe.chmod(0o755)
+    run([bin_path("ovm-chkconfig"), "--root", str(root), "--add", "shutdown-probe"])
+
+
+def shutdown_runs(root: Path) -> list:
+    """What the shutdown probe recorded so far, one entry per run."""
+    try:
+        return (root / "var/lib/shutdown-probe").read_text().splitlines()
+    except FileNotFoundError:
+        return []
 
 
 def guest_diagnostics(guest: BootedGuest) -> str:
@@ -206,9 +231,10 @@ def booted(tmp_path_factory, debs) -> Observations:
         template = boot("t")
         seen["template_ready"] = template.wait_ready(STEP_TIMEOUT)
         seen["template_diagnostics"] = guest_diagnostics(template)
-        seen["seal_cleanup"] = template.exec("ovmd", "-s", "cleanup", timeout=STEP_TIMEOUT)
-        seen["seal_enable"] = template.exec("ovmd", "--enable-initial-config")
+        seen["seal"] = template.exec("ovmd", "--seal", timeout=STEP_TIMEOUT)
+        seen["sealed_status"] = template.exec("ovmd", "--status", "--json")
         seen["template_stop"] = template.stop()
+        seen["shutdown_runs_template"] = shutdown_runs(root)
         seen["stop_methods"] = [template.stop_method]
         seen["sealed_keys"] = host_keys(root)
         seen["sealed_flag"] = (root / "etc/sysconfig/ovm-template-initial-config").read_text()
@@ -256,6 +282,7 @@ def booted(tmp_path_factory, debs) -> Observations:
         seen.diagnostics = guest_diagnostics(clone)
         seen["stop1"] = clone.stop()
         seen["stop_methods"].append(clone.stop_method)
+        seen["shutdown_runs1"] = shutdown_runs(root)
 
         # Boot 2: an ordinary boot of the configured clone.
         second_boot_started = time.monotonic()
@@ -267,12 +294,21 @@ def booted(tmp_path_factory, debs) -> Observations:
         seen["scanned_keys2"] = scanned_keys(network)
         seen["addresses2"] = addresses(again)
         seen["ipv62"] = ipv6(again)
-        seen["report2"] = again.exec("cat", "/var/lib/ovm-template-config/last-run.json")
+        # the shutdown target ran at the power-off: its report is the last run's, the
+        # configure run's was set aside for ovmd --status
+        seen["report2"] = again.exec("cat",
+                                     "/var/lib/ovm-template-config/last-configure-run.json")
+        seen["last_run2"] = again.exec("cat", "/var/lib/ovm-template-config/last-run.json")
+        seen["status2"] = again.exec("ovmd", "--status")
         seen["sent2"] = run(vmmessage + ["-l"], check=False)
         reconfigure(again, network, seen)
+        seen["restart_ovmd"] = again.exec("systemctl", "restart", "ovmd.service",
+                                          timeout=STEP_TIMEOUT)
+        seen["shutdown_runs_restart"] = shutdown_runs(root)
         seen.diagnostics += "\n--- second boot ---\n" + guest_diagnostics(again)
         seen["stop2"] = again.stop()
         seen["stop_methods"].append(again.stop_method)
+        seen["shutdown_runs2"] = shutdown_runs(root)
     finally:
         if guest is not None:
             guest.stop()
@@ -344,12 +380,26 @@ def explain(seen: Observations, text: str) -> str:
 def test_template_sealed_the_documented_way(booted):
     assert booted["template_ready"], "the template did not finish booting:\n" + \
         booted["template_diagnostics"]
-    assert booted["seal_cleanup"].returncode == 0, shown(booted["seal_cleanup"])
-    assert booted["seal_enable"].returncode == 0, shown(booted["seal_enable"])
+    seal = booted["seal"]
+    assert seal.returncode == 0, shown(seal)
+    assert seal.stdout.startswith("ovm-template-config cleanup: done\n"), shown(seal)
+    assert "removed /var/log/ovm-template-config.log (the run log)" in seal.stdout, shown(seal)
+    assert seal.stdout.splitlines()[-1].startswith("sealed: shut the guest down now")
+    assert json.loads(booted["sealed_status"].stdout)["sealed"] is True
     assert booted["template_stop"] == 0
     assert booted["template_keys"], "the template had no host keys to begin with"
-    assert booted["sealed_keys"] == {}, "ovmd -s cleanup left host keys: %s" % booted["sealed_keys"]
+    assert booted["sealed_keys"] == {}, "ovmd --seal left host keys: %s" % booted["sealed_keys"]
     assert re.search(r"^INITIAL_CONFIG=yes$", booted["sealed_flag"], re.M), booted["sealed_flag"]
+
+
+def test_the_shutdown_target_runs_when_the_guest_shuts_down(booted):
+    """Not at the sealed template's power-off, once at each of the clone's, not when
+    ovmd alone is restarted."""
+    assert booted["shutdown_runs_template"] == []
+    assert booted["shutdown_runs1"] == ["shutdown " + HOSTNAME], booted.diagnostics
+    assert booted["restart_ovmd"].returncode == 0, shown(booted["restart_ovmd"])
+    assert booted["shutdown_runs_restart"] == booted["shutdown_runs1"]
+    assert booted["shutdown_runs2"] == ["shutdown " + HOSTNAME] * 2
 
 
 # --- the first boot -------------------------------------------------------------------------
@@ -475,6 +525,9 @@ def test_second_boot_running(booted):
 def test_second_boot_does_not_configure_again(booted):
     first, second = booted["report"], booted["report2"]
     assert first.returncode == 0, shown(first)
+    assert json.loads(booted["last_run2"].stdout or "{}").get("target") == "shutdown", \
+        shown(booted["last_run2"])
+    assert booted["status2"].stdout.startswith("status: done"), shown(booted["status2"])
     assert second.stdout == first.stdout, \
         "the run report changed on the second boot:\n%s\n---\n%s" % (first.stdout, second.stdout)
     assert booted["sent2"].stdout == booted["sent"].stdout, \

@@ -111,3 +111,15 @@ def test_legacy_actions_call_ovmd(install_tree):
         assert os.access(script, os.X_OK)
         assert "exec /usr/bin/ovmd --%s" % action in script.read_text()
         assert subprocess.run(["sh", "-n", str(script)]).returncode == 0
+
+
+def test_ovmd_service_gives_the_shutdown_target_its_time(install_tree):
+    """The daemon may take SHUTDOWN_TIMEOUT (default), then its grace and its wait for the
+    runner, to stop at a guest shutdown: TimeoutStopSec covers it (a larger setting asks
+    systemd for more with EXTEND_TIMEOUT_USEC)."""
+    from ovmd.daemon.lifecycle import DEFAULT_SHUTDOWN_TIMEOUT, SHUTDOWN_GRACE, STOP_WAIT
+
+    unit = (install_tree / "usr/lib/systemd/system/ovmd.service").read_text()
+    seconds = [int(line.split("=", 1)[1].rstrip("s")) for line in unit.splitlines()
+               if line.startswith("TimeoutStopSec=")]
+    assert seconds and seconds[0] > DEFAULT_SHUTDOWN_TIMEOUT + SHUTDOWN_GRACE + STOP_WAIT

@@ -301,3 +301,102 @@ def kill_quietly(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+# --- modules of any target, and a guest that shuts down --------------------------------
+
+TARGET_HEADER = """\
+#!/bin/sh
+### BEGIN PLUGIN INFO
+# name: {name}
+{targets}# description: test module {name}
+### END PLUGIN INFO
+if [ "$1" = "--enumerate" ]; then echo '[]'; exit 0; fi
+"""
+# Records the target it runs ("$1") and, if the FIFO lifecycle-fifo exists, says so there
+# (a test waits on it: no sleeps).
+PROBE = """\
+echo "$1" >> "$OVM_TEMPLATE_CONFIG_ROOT/ran"
+if [ -p "$OVM_TEMPLATE_CONFIG_ROOT/lifecycle-fifo" ]; then
+    echo "$1" > "$OVM_TEMPLATE_CONFIG_ROOT/lifecycle-fifo"
+fi
+cat
+"""
+# Never ends by itself (it records its pid, and says it started as PROBE does): a
+# shutdown module that hangs.
+HANG = """\
+echo $$ > "$OVM_TEMPLATE_CONFIG_ROOT/hang-pid"
+if [ -p "$OVM_TEMPLATE_CONFIG_ROOT/lifecycle-fifo" ]; then
+    echo hang > "$OVM_TEMPLATE_CONFIG_ROOT/lifecycle-fifo"
+fi
+exec sleep 100000
+"""
+
+
+def add_module(root: Path, name: str, body: str, **targets: int) -> None:
+    """A shell module ``name`` enabled for ``targets`` (target=priority), as
+    ``ovm-chkconfig --add`` links it."""
+    scripts = root / "etc/template.d/scripts"
+    scripts.mkdir(parents=True, exist_ok=True)
+    header = "".join("# %s: %d\n" % item for item in sorted(targets.items()))
+    script = scripts / name
+    script.write_text(TARGET_HEADER.format(name=name, targets=header) + body)
+    script.chmod(0o755)
+    for target, priority in targets.items():
+        directory = root / "etc/template.d" / ("%s.d" % target)
+        directory.mkdir(parents=True, exist_ok=True)
+        os.symlink("../scripts/%s" % name, str(directory / ("%02d%s" % (priority, name))))
+
+
+def ran(root: Path) -> List[str]:
+    """The targets the probe module ran, in order."""
+    try:
+        return (root / "ran").read_text().split()
+    except FileNotFoundError:
+        return []
+
+
+def shutting_down_env(bin_dir: Path) -> Dict[str, str]:
+    """An environment in which the daemon finds the guest shutting down: ``runlevel``
+    says 0 and ``systemctl is-system-running`` says ``stopping``, first on PATH. A guest
+    shutdown cannot happen on the test machine; tests/packaging/test_booted_guest.py
+    shows the real one, under systemd."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in (("runlevel", "#!/bin/sh\necho '3 0'\n"),
+                       ("systemctl", '#!/bin/sh\n[ "$1" = is-system-running ] && '
+                                     '{ echo stopping; exit 1; }\nexec /usr/bin/systemctl "$@"\n')):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    env = dict(os.environ)
+    env["PATH"] = "%s:%s" % (bin_dir, env.get("PATH", "/usr/bin:/bin"))
+    return env
+
+
+class Fifo:
+    """A FIFO in the root that modules write a line to; :meth:`line` waits for one."""
+
+    def __init__(self, root: Path, name: str = "lifecycle-fifo") -> None:
+        self.path = root / name
+        os.mkfifo(str(self.path))
+        # opened for reading without blocking, and for writing by ourselves so that it
+        # never reports end of file while no module has it open
+        self.fd = os.open(str(self.path), os.O_RDONLY | os.O_NONBLOCK)
+        self.keep = os.open(str(self.path), os.O_WRONLY)
+        self.buffer = b""
+
+    def line(self, timeout: float = 60) -> str:
+        import select
+
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self.fd], [], [], remaining)[0]:
+                raise AssertionError("no module wrote to %s within %ss" % (self.path, timeout))
+            self.buffer += os.read(self.fd, 4096)
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode()
+
+    def close(self) -> None:
+        os.unlink(str(self.path))  # (a module writing after this must not block on it)
+        os.close(self.fd)
+        os.close(self.keep)

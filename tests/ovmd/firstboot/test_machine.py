@@ -27,6 +27,7 @@ FIRST_BOOT_RUN = ("start_run", True)
 RECONFIGURE_RUN = ("start_run", False)
 WIPE = ("wipe_secrets",)
 MARK = ("mark_configured",)
+IDENTITY = ("record_identity",)
 KEEP = ("keep_results", RETURNED)
 DONE_ACTIONS = (KEEP, WIPE, ("send", STATUS_KEY, STATUS_DONE))
 FAILED_ACTIONS = (("send", STATUS_KEY, failed_status(REASON)),)
@@ -69,6 +70,9 @@ class Recorder:
         self.calls.append(MARK)
         self.enabled = False
 
+    def record_identity(self) -> None:
+        self.calls.append(IDENTITY)
+
     def keep_results(self, params) -> None:
         self.calls.append(("keep_results", tuple(params)))
 
@@ -96,6 +100,8 @@ def fire(machine: FirstBootMachine, event: str, target: str = "configure") -> No
         machine.quiet_period_over()
     elif event == Event.SCRIPT:
         machine.script_starting(target)
+    elif event == Event.SEALED:
+        machine.sealed_now()
     elif event == Event.RUN_OK:
         machine.run_ended(Event.RUN_OK, returned=RETURNED)
     else:
@@ -158,6 +164,8 @@ def _idle_rows(state: str) -> List[Row]:
         rows.append(Row(state, Event.FLAG_NO, state, yes=False))
     rows += [Row(state, event, state)
              for event in (Event.RUN_OK, Event.RUN_FAILED, Event.RUN_ALREADY)]
+    rows.append(Row(state, Event.SEALED, State.SEALED))
+    rows.append(Row(state, Event.SEALED, State.SEALED, yes=False))
     if state != State.WAITING:
         rows.append(Row(state, Event.START, state))  # the daemon starts in WAITING
     return rows
@@ -166,7 +174,7 @@ def _idle_rows(state: str) -> List[Row]:
 def _running_rows(first_boot: bool) -> List[Row]:
     """A run of ours ends: ``done`` or ``failed`` only when it had the newest params."""
     yes = first_boot  # a first-boot run starts with the flag yes, a reconfiguration no
-    mark = (MARK,) if first_boot else ()
+    mark = ((MARK,) if first_boot else ()) + (IDENTITY,)  # the VM it was configured as
     run = dict(yes=yes, first_boot=first_boot)
     return [
         Row(State.RUNNING, Event.RUN_OK, State.DONE, mark + DONE_ACTIONS,
@@ -219,6 +227,9 @@ ROWS = [
     Row(State.QUIET, Event.RUN_OK, State.QUIET),
     Row(State.QUIET, Event.RUN_FAILED, State.QUIET),
     Row(State.QUIET, Event.RUN_ALREADY, State.QUIET),
+    Row(State.QUIET, Event.SEALED, State.SEALED, (CANCEL_TIMER,)),
+    Row(State.QUIET, Event.SEALED, State.SEALED, (CANCEL_TIMER,), yes=False, reconfigure=True,
+        new_reconfigure=False),
     # PENDING: wanted, no timer; the next message restarts the quiet period
     Row(State.PENDING, Event.START, State.PENDING),
     Row(State.PENDING, Event.STORED, State.QUIET, (SET_TIMER,)),
@@ -235,6 +246,7 @@ ROWS = [
     Row(State.PENDING, Event.RUN_OK, State.PENDING),
     Row(State.PENDING, Event.RUN_FAILED, State.PENDING),
     Row(State.PENDING, Event.RUN_ALREADY, State.PENDING),
+    Row(State.PENDING, Event.SEALED, State.SEALED),
     # RUNNING: a run of ours; messages meanwhile are judged when it ends (newer)
     Row(State.RUNNING, Event.START, State.RUNNING),
     Row(State.RUNNING, Event.STORED, State.RUNNING, new_late=False),
@@ -244,6 +256,7 @@ ROWS = [
     Row(State.RUNNING, Event.FLAG_NO, State.RUNNING, yes=False),  # the run set it
     Row(State.RUNNING, Event.QUIET_OVER, State.RUNNING),
     Row(State.RUNNING, Event.SCRIPT, State.RUNNING),
+    Row(State.RUNNING, Event.SEALED, State.RUNNING),  # the daemon refuses to seal meanwhile
 ] + _running_rows(first_boot=True) + _running_rows(first_boot=False) + [
     # BUSY: another target holds the runner; first boot resumes when it ends
     Row(State.BUSY, Event.START, State.BUSY),
@@ -277,6 +290,13 @@ ROWS = [
     Row(State.BUSY, Event.RUN_FAILED, State.WAITING),
     Row(State.BUSY, Event.RUN_FAILED, State.QUIET, (SET_TIMER,), late=True),
     Row(State.BUSY, Event.RUN_ALREADY, State.STOOD_DOWN, resume=State.STOOD_DOWN),
+    Row(State.BUSY, Event.SEALED, State.BUSY),  # the seal's cleanup run ends first
+] + [
+    # SEALED: INITIAL_CONFIG=yes is the clones'; nothing reaches this boot any more
+    Row(State.SEALED, event, State.SEALED) for event in Event.ALL
+] + [
+    Row(State.SEALED, Event.TRIGGER, State.SEALED, cached=True),
+    Row(State.SEALED, Event.RECONFIG, State.SEALED, yes=False),
 ]
 
 
@@ -346,7 +366,7 @@ class TestScenarios:
         assert actions.calls == [SET_TIMER, SET_TIMER, SET_TIMER, FIRST_BOOT_RUN]
         machine.run_ended(Event.RUN_OK, returned=RETURNED)
         assert machine.state == State.DONE and machine.last_result == BootStatus.DONE
-        assert actions.calls[-4:] == [MARK] + list(DONE_ACTIONS)
+        assert actions.calls[-5:] == [MARK, IDENTITY] + list(DONE_ACTIONS)
 
     def test_daemon_start_with_the_trigger_cached_runs_it(self):
         actions = Recorder()
@@ -458,3 +478,43 @@ class TestScenarios:
         assert machine.state == State.BUSY and machine.armed
         machine.run_ended(Event.RUN_OK)
         assert machine.state == State.QUIET
+
+    def test_a_sealed_guest_runs_nothing_more_on_this_boot(self):
+        """``ovmd --seal`` arms first boot for the clones (INITIAL_CONFIG=yes): the boot
+        that sealed the template must not take it for its own."""
+        actions = Recorder(enabled=False, cached=False)
+        machine = FirstBootMachine(actions, QUIET)
+        machine.started()
+        machine.script_starting("cleanup")  # the seal's cleanup run
+        machine.run_ended(Event.RUN_OK)
+        actions.enabled = True  # the seal set INITIAL_CONFIG=yes
+        machine.sealed_now()
+        assert machine.sealed and not machine.armed and not machine.running
+        actions.cached = True
+        machine.messages_stored([TRIGGER_KEY])
+        machine.reconfig_requested()
+        machine.started()
+        assert machine.state == State.SEALED and actions.calls == []
+        assert actions.timer is None
+
+    def test_sealing_while_first_boot_waits_cancels_its_quiet_period(self):
+        actions = Recorder()
+        machine = FirstBootMachine(actions, QUIET)
+        machine.messages_stored([TRIGGER_KEY])
+        machine.script_starting("cleanup")
+        machine.run_ended(Event.RUN_OK)
+        assert machine.state == State.QUIET  # its timer runs on
+        machine.sealed_now()
+        assert machine.sealed and actions.calls == [SET_TIMER, CANCEL_TIMER]
+
+    def test_a_successful_configure_records_the_vm_it_ran_on(self):
+        actions = Recorder(enabled=False, cached=False)
+        machine = FirstBootMachine(actions, QUIET)
+        machine.reconfig_requested()
+        machine.quiet_period_over()
+        machine.run_ended(Event.RUN_FAILED, reason=REASON)
+        assert IDENTITY not in actions.calls  # a failed run configured nothing for sure
+        machine.reconfig_requested()
+        machine.quiet_period_over()
+        machine.run_ended(Event.RUN_OK)
+        assert actions.calls.count(IDENTITY) == 1

@@ -6,6 +6,7 @@ events a real toolstack and guest would see.
 """
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 from typing import List
@@ -64,7 +65,7 @@ def test_relative_paths_are_dom0s_home(xenstored):
 
 def test_list_and_ls_show_the_guest_home_as_a_toolstack_made_it(xenstored):
     assert lines(tool(xenstored, "xenstore-list", HOME1)) == [
-        "domid", "name", "control", "data", "attr"]
+        "vm", "domid", "name", "control", "data", "attr"]
     assert lines(tool(xenstored, "xenstore-ls", "-f", "-p", HOME1 + "/control")) == [
         HOME1 + '/control/oracle-vmapi = ""   (n0,r1)',
         TO_GUEST1 + ' = ""   (n0,b1)',
@@ -72,6 +73,21 @@ def test_list_and_ls_show_the_guest_home_as_a_toolstack_made_it(xenstored):
     ]
     assert lines(tool(xenstored, "xenstore-read", HOME1 + "/name", "/local/domain/2/domid")) == [
         "guest1", "2"]
+
+
+def test_the_vm_path_is_as_libxl_writes_it(xenstored):
+    """``vm`` names the VM's directory ``/vm/<uuid>``, which holds its ``uuid`` and
+    ``name``; dom0 owns them, the guest may read them (libxl's read-only set)."""
+    home = lines(tool(xenstored, "xenstore-ls", "-f", "-p", HOME1))
+    vm_path = lines(tool(xenstored, "xenstore-read", HOME1 + "/vm"))[0]
+    assert re.fullmatch(r"/vm/[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", vm_path), vm_path
+    assert home[0] == HOME1 + '/vm = "%s"   (n0,r1)' % vm_path
+    assert lines(tool(xenstored, "xenstore-ls", "-f", "-p", vm_path)) == [
+        vm_path + '/uuid = "%s"   (n0,r1)' % vm_path[len("/vm/"):],
+        vm_path + '/name = "guest1"   (n0,r1)',
+    ]
+    other = lines(tool(xenstored, "xenstore-read", "/local/domain/2/vm"))[0]
+    assert other != vm_path  # each domain is its own VM
 
 
 def test_rm_removes_subtrees_and_tolerates_a_missing_leaf(xenstored):

@@ -423,7 +423,25 @@ class TestProcess:
         assert helped.returncode == 0 and "--domain" in helped.stdout
         bad = subprocess.run([command, "--socket-dir", "/tmp/unused", "--domain", "x:y"],
                              capture_output=True, text=True)
-        assert bad.returncode == 2 and "ID[:NAME]" in bad.stderr
+        assert bad.returncode == 2 and "ID[:NAME[:UUID]]" in bad.stderr
+        bad_uuid = subprocess.run([command, "--socket-dir", "/tmp/unused", "--domain",
+                                   "1:guest1:not-a-uuid"], capture_output=True, text=True)
+        assert bad_uuid.returncode == 2 and "'not-a-uuid' is not a UUID" in bad_uuid.stderr
+
+    def test_a_domain_given_a_uuid_is_that_vm(self):
+        socket_dir = Path(tempfile.mkdtemp(prefix="xs-", dir="/tmp"))
+        vm_uuid = "0004fb00-0006-0000-4ea4-7f5c0ba2b2c3"  # as Oracle VM Manager names VMs
+        server = start_xenstored(socket_dir, {1: "guest1:" + vm_uuid})
+        try:
+            conn = RawConnection(server.guest_socket(1))
+            try:
+                assert conn.read("vm") == ("/vm/" + vm_uuid).encode()
+                assert conn.read("/vm/%s/uuid" % vm_uuid) == vm_uuid.encode()
+            finally:
+                conn.close()
+        finally:
+            server.stop()
+            shutil.rmtree(socket_dir, ignore_errors=True)
 
     def test_refuses_a_socket_another_server_listens_on(self, xenstored):
         process = subprocess.run(
