@@ -184,6 +184,7 @@ class TestSeal:
         assert os.path.exists(paths.cache_file)
 
     def test_dry_run_goes_with_seal_only(self, tmp_path):
+        (tmp_path / "etc").mkdir()
         proc = subprocess.run([bin_path("ovmd"), "--root", str(tmp_path), "--dry-run", "-l"],
                               capture_output=True, text=True)
         assert proc.returncode == 2 and "--dry-run goes with --seal" in proc.stderr

@@ -54,7 +54,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 def guest_root():
     """A sandbox guest root with a short path (unix socket paths are limited)."""
     base = Path(tempfile.mkdtemp(prefix="ovrel-", dir="/tmp"))
-    (base / "root").mkdir()
+    (base / "root" / "etc").mkdir(parents=True)  # a guest root holds an etc/
     try:
         yield base / "root"
     finally:

@@ -183,18 +183,27 @@ class TestBadLocalInput:
          "valid UTF-8"),
         (["-p", "k" * 257 + "=v"], None, "is 257 bytes long; the limit is 256 bytes"),
         (["-p", "VMAPIEvent=8"], None, "ovmd: VMAPIEvent is reserved: use -e EVENT"),
-        (["-e", "\u00b2"], None, "ovmd: unknown event '\u00b2'"),
-        (["-e", "9" * 5000], None, "ovmd: unknown event"),
-        (["-e", "0xZZ"], None, "ovmd: unknown event '0xZZ'"),
-        (["-e", "4294967296"], None, "or a number 0..4294967295"),
     ])
     def test_a_clear_error_and_nothing_stored(self, ovmd, args, stdin, error):
+        self.refused(ovmd, args, stdin, error, code=1)
+
+    @pytest.mark.parametrize("args, error", [
+        (["-e", "\u00b2"], "ovmd: unknown event '\u00b2'"),
+        (["-e", "9" * 5000], "ovmd: unknown event"),
+        (["-e", "0xZZ"], "ovmd: unknown event '0xZZ'"),
+        (["-e", "4294967296"], "or a number 0..4294967295"),
+    ])
+    def test_a_bad_event_is_bad_usage_and_nothing_stored(self, ovmd, args, error):
+        self.refused(ovmd, args, None, error, code=2)
+
+    @staticmethod
+    def refused(ovmd, args, stdin, error, code):
         ovmd.cli("-p", "com.example.before=1", check=True)
         argv = [bin_path("ovmd"), "--root", str(ovmd.root)] + args
         result = subprocess.run(argv, input=stdin.encode() if isinstance(stdin, str) else stdin,
                                 capture_output=True, timeout=60)
         stderr = result.stderr.decode("utf-8", "replace")
-        assert result.returncode == 1, stderr
+        assert result.returncode == code, stderr
         assert len(stderr.strip().splitlines()) == 1 and error in stderr
         assert "Traceback" not in stderr and "refused the connection" not in stderr
         listed = ovmd.cli("-l")
