@@ -82,6 +82,21 @@ def parse_number(text: str) -> Optional[int]:
     return None
 
 
+class UnknownEvent(ValueError):
+    """``ovmd -e`` named no event: the message says which ones there are."""
+
+
+def event_number(event: str) -> int:
+    """The ``VMAPIEvent`` value ``ovmd -e EVENT`` sends: an event's name (any case) or a
+    number 0..MAX_EVENT; :class:`UnknownEvent` for anything else."""
+    name = event.strip().lower()
+    number = EVENTS.get(name, parse_number(name))
+    if number is None or number > MAX_EVENT:
+        raise UnknownEvent("unknown event %r (one of %s, or a number 0..%d)"
+                           % (event, ", ".join(EVENTS), MAX_EVENT))
+    return number
+
+
 def event_names(value: str) -> List[str]:
     """Oracle's event names set in a ``VMAPIEvent`` value ([] if it is not a number)."""
     bits = parse_number(value)

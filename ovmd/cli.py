@@ -126,6 +126,15 @@ def _call_daemon(root: str, request: list[str], timeout: float | None = None) ->
         except MessageError as refused:
             _write(2, ("ovmd: %s\n" % refused).encode("utf-8", "backslashreplace"))
             return EXIT_FAILURE
+    if request[0] == "event":
+        # bad usage is said as such, whether or not a daemon answers
+        from .channel import UnknownEvent, event_number
+
+        try:
+            event_number(request[1])
+        except UnknownEvent as unknown:
+            _write(2, ("ovmd: %s\n" % unknown).encode("utf-8", "backslashreplace"))
+            return EXIT_USAGE
     client = ControlClient(Paths(root).control_socket, timeout=timeout)
     try:
         code, out, err = client.call(*request)

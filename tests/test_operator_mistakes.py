@@ -55,6 +55,8 @@ MISTAKES = [
     # exit codes
     Mistake("status without a daemon", ["ovmd", "--root", "{guest}", "--status"], 3,
             "the ovmd daemon is not running"),
+    Mistake("unknown event without a daemon", ["ovmd", "--root", "{guest}", "-e", "bogus"],
+            2, "ovmd: unknown event 'bogus' (one of snapshot, migrate"),
     # a guest the modules do not know: said once (the dry run's plan only names it)
     Mistake("guest root without os-release", ["ovm-template-config", "--root", "{guest}",
             "--stdin", "--dry-run", "configure"], 1, "ssh failed: unsupported guest"),

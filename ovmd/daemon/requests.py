@@ -14,7 +14,7 @@ import logging
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..cache import ParamCache
-from ..channel import EVENT_KEY, EVENTS, MAX_EVENT, MessageError, check_message, parse_number
+from ..channel import EVENT_KEY, MessageError, UnknownEvent, check_message, event_number
 from ..control import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -144,14 +144,12 @@ class ControlRequests:
         conn.respond(EXIT_OK)
 
     def _event(self, conn: ControlConnection, event: str) -> None:
-        name = event.strip().lower()
-        number = EVENTS.get(name, parse_number(name))
-        if number is None or number > MAX_EVENT:
-            conn.respond(EXIT_USAGE, err=("ovmd: unknown event %r (one of %s, or a number "
-                                          "0..%d)\n" % (event, ", ".join(EVENTS), MAX_EVENT)
-                                          ).encode("utf-8", "backslashreplace"))
+        try:
+            value = str(event_number(event))
+        except UnknownEvent as unknown:
+            conn.respond(EXIT_USAGE, err=("ovmd: %s\n" % unknown).encode("utf-8",
+                                                                         "backslashreplace"))
             return
-        value = str(number)
         warning = self.link.send(EVENT_KEY, value)
         conn.respond(EXIT_FAILURE if warning and "queued" not in warning else EXIT_OK,
                      err=(("ovmd: %s\n" % warning).encode() if warning else b""))
