@@ -117,8 +117,8 @@ def main() -> int:
             root = tempfile.mkdtemp(prefix="ovba-", dir="/tmp")
             roots.append(root)
             label = "reporter on" if reporting else "REPORT_ADDRESSES=no"
+            os.makedirs(os.path.join(root, "etc/sysconfig"))  # a guest root holds an etc/
             if not reporting:
-                os.makedirs(os.path.join(root, "etc/sysconfig"))
                 with open(os.path.join(root, "etc/sysconfig/ovmd"), "w") as handle:
                     handle.write("REPORT_ADDRESSES=no\n")
             daemon = Daemon(root, server, env, prefix=net.exec_prefix)

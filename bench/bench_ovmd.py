@@ -148,6 +148,7 @@ def preload(server: Server, count: int) -> None:
 
 def bench_daemon(server: Server, env: dict, quick: bool) -> None:
     root = tempfile.mkdtemp(prefix="ovb-", dir="/tmp")
+    os.mkdir(os.path.join(root, "etc"))  # a guest root holds an etc/
     try:
         daemon = Daemon(root, server, env)
         daemon.start()
@@ -209,6 +210,7 @@ def main() -> int:
     env = env_compiled(cache)
     server = Server()
     root = tempfile.mkdtemp(prefix="ovc-", dir="/tmp")
+    os.mkdir(os.path.join(root, "etc"))  # a guest root holds an etc/
     try:
         daemon = Daemon(root, server, env)
         daemon.start()
