@@ -13,11 +13,10 @@ caller keeps the messages in XenStore and retries. A torn last line (a crash mid
 was never acknowledged, so it is cut off on load and the message is read again from
 XenStore.
 
-Loading never fails on content: what cannot be read (a line or a file that is not what
-this module writes, a directory where a file belongs) is set aside as
-``<file>.corrupt-<timestamp>`` (0600) with one ERROR line naming the file and what was
-kept, and the cache starts with everything readable. A symbolic link where one of these
-files belongs is replaced by a regular file; the files get their documented modes back.
+Loading never fails on content: what cannot be read is set aside by
+:class:`~ovmd.cachefiles.CacheFiles` (``<file>.corrupt-<timestamp>``, 0600), each problem
+is one ERROR line naming the file and what was kept, and the cache starts with everything
+readable.
 
 Secrets never touch persistent storage: values of keys :class:`~ovmd.secretkeys.SecretKeys`
 does not call public (named like secrets, flagged ``password`` by a module's descriptors,
@@ -34,6 +33,7 @@ import os
 import stat
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
+from .cachefiles import CacheFiles, encode_entry
 from .channel import printable
 from .fsutil import (
     PRIVATE_FILE,
@@ -41,9 +41,7 @@ from .fsutil import (
     check_inside_root,
     ensure_private_dir,
     fsync_dir,
-    link_target,
     open_own_file,
-    set_aside,
     wipe_file,
 )
 from .paths import Paths
@@ -65,38 +63,6 @@ class CacheError(OSError):
         return self.strerror or super().__str__()
 
 
-def encode_entry(entry: Dict[str, Any]) -> bytes:
-    """One journal line (compact JSON, non-ASCII as is, a newline)."""
-    return (json.dumps(entry, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
-
-
-def decode_entry(line: bytes) -> Dict[str, Any]:
-    """A journal line as written by :func:`encode_entry`; raises :class:`ValueError` for
-    anything else (not UTF-8, not JSON, not an entry of the documented shape)."""
-    entry = json.loads(line.decode("utf-8"))
-    if not isinstance(entry, dict) or not entry or set(entry) - {"set", "del", "clear"}:
-        raise ValueError("not a journal entry")
-    if "set" in entry and not _is_text_map(entry["set"]):
-        raise ValueError("set is not an object of strings")
-    if "del" in entry and not (isinstance(entry["del"], list)
-                               and all(isinstance(k, str) for k in entry["del"])):
-        raise ValueError("del is not a list of strings")
-    if "clear" in entry and not isinstance(entry["clear"], bool):
-        raise ValueError("clear is not a boolean")
-    return entry
-
-
-def decode_map(data: bytes) -> Dict[str, str]:
-    """A snapshot or secret file: one JSON object of strings; raises :class:`ValueError`."""
-    value = json.loads(data.decode("utf-8"))
-    if not _is_text_map(value):
-        raise ValueError("not a JSON object of strings")
-    return value
-
-
-def _is_text_map(value: Any) -> bool:
-    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str)
-                                           for k, v in value.items())
 
 
 def _check_text(key: str, value: str) -> None:
@@ -145,13 +111,14 @@ class ParamCache:
             log.error("%s; starting with an empty cache, and nothing will be stored until "
                       "it is fixed", err)
             return self
-        problems: List[str] = []
-        self._public = self._load_map(self.paths.cache_file, problems)
-        self._load_journal(problems)
-        self._secret = self._load_map(self.paths.secret_cache_file, problems)
+        files = CacheFiles(self.paths, self.journal_file).read()
+        self._public, self._secret = files.public, files.secret
+        self._journal_lines, self._journal_end = files.journal_lines, files.journal_end
+        self._compact_wanted |= files.compact_wanted
+        self._rewrite_secrets |= files.rewrite_secrets
         if self.redactor is not None:
             self.redactor.add(*self._secret.values())
-        for problem in problems:
+        for problem in files.problems:
             log.error("%s; kept %d parameter(s)", problem, len(self))
         self.keys.refresh()
         self._misplaced = True
@@ -163,125 +130,6 @@ class ParamCache:
             log.error("cannot rewrite the cache after loading it (retried with the next "
                       "change): %s", err)
         return self
-
-    def _read_state(self, path: str, problems: List[str]) -> Optional[bytes]:
-        """A state file's bytes (None: absent); a symbolic link there is replaced (removed),
-        a directory or an unreadable file set aside."""
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None
-        except OSError as err:
-            if err.errno == errno.ELOOP:
-                log.warning("%s was a symbolic link (to %s); removed it, the file will be "
-                            "written anew", path, link_target(path))
-                os.unlink(path)
-                return None
-            self._set_aside_whole(path, err.strerror or str(err), problems)
-            return None
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                self._set_aside_whole(path, "not a regular file", problems)
-                return None
-            chunks = []
-            while True:
-                chunk = os.read(fd, 1 << 20)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-            if os.fstat(fd).st_mode & 0o7777 != PRIVATE_FILE:
-                os.fchmod(fd, PRIVATE_FILE)  # its documented mode, whoever widened it
-            return b"".join(chunks)
-        except OSError as err:
-            self._set_aside_whole(path, err.strerror or str(err), problems)
-            return None
-        finally:
-            os.close(fd)
-
-    def _set_aside_whole(self, path: str, why: str, problems: List[str]) -> None:
-        try:
-            aside = set_aside(path)
-        except OSError as err:
-            problems.append("%s cannot be read (%s) nor set aside (%s)" % (path, why, err))
-        else:
-            problems.append("%s cannot be read (%s); moved it to %s" % (path, why, aside))
-        self._compact_wanted |= path == self.paths.cache_file
-
-    def _load_map(self, path: str, problems: List[str]) -> Dict[str, str]:
-        data = self._read_state(path, problems)
-        if not data:
-            return {}
-        try:
-            return decode_map(data)
-        except ValueError as err:
-            why = _reason(err)
-        kept = _salvage(data)
-        try:
-            aside = set_aside(path, data, root=self.paths.root)
-        except OSError as err:
-            problems.append("%s is not what ovmd writes (%s) and cannot be set aside (%s)"
-                            % (path, why, err))
-            return kept
-        problems.append("%s is not what ovmd writes (%s); copied it to %s and kept what "
-                        "could be read" % (path, why, aside))
-        if path == self.paths.secret_cache_file:
-            self._rewrite_secrets = True
-        else:
-            self._compact_wanted = True
-        return kept
-
-    def _load_journal(self, problems: List[str]) -> None:
-        data = self._read_state(self.journal_file, problems) or b""
-        lines = data.split(b"\n")
-        tail = lines.pop()  # after the last newline: b"" or a torn write
-        corrupt: List[bytes] = []
-        offset = 0
-        for raw in lines:
-            offset += len(raw) + 1
-            if not raw.strip():
-                continue
-            try:
-                entry = decode_entry(raw)
-            except ValueError:
-                corrupt.append(raw)
-                continue
-            self._replay(entry)
-            self._journal_lines += 1
-        self._journal_end = offset
-        if tail:
-            # a torn last line: never acknowledged (its messages are still in XenStore);
-            # cut it off so that the next line starts on a line of its own
-            log.info("cut an incomplete last line (%d bytes) off %s; its messages are read "
-                     "again from XenStore", len(tail), self.journal_file)
-            try:
-                fd = os.open(self.journal_file, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                try:
-                    os.ftruncate(fd, offset)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            except OSError as err:
-                log.error("cannot cut the incomplete line off %s: %s", self.journal_file, err)
-                self._compact_wanted = True
-        if corrupt:
-            try:
-                aside = set_aside(self.journal_file, b"\n".join(corrupt) + b"\n",
-                                  root=self.paths.root)
-            except OSError as err:
-                problems.append("%s has %d line(s) that are not journal entries and they "
-                                "cannot be set aside (%s)" % (self.journal_file, len(corrupt),
-                                                              err))
-            else:
-                problems.append("%s has %d line(s) that are not journal entries; moved them "
-                                "to %s" % (self.journal_file, len(corrupt), aside))
-                self._compact_wanted = True
-
-    def _replay(self, entry: Dict[str, Any]) -> None:
-        self._public.update(entry.get("set", {}))
-        for key in entry.get("del", ()):
-            self._public.pop(key, None)
-        if entry.get("clear"):
-            self._public.clear()
 
     # --- reading ---------------------------------------------------------------------
     def get(self, key: str) -> Optional[str]:
@@ -550,24 +398,6 @@ class ParamCache:
         self._compact_wanted = False
 
 
-def _salvage(data: bytes) -> Dict[str, str]:
-    """The string entries of a JSON object that is not all strings; {} if not one."""
-    try:
-        value = json.loads(data.decode("utf-8", "replace"))
-    except ValueError:
-        return {}
-    if not isinstance(value, dict):
-        return {}
-    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)
-            and "\ufffd" not in k + v}
-
-
-def _reason(err: ValueError) -> str:
-    if isinstance(err, UnicodeDecodeError):
-        return "not UTF-8"
-    if isinstance(err, json.JSONDecodeError):
-        return "not JSON: %s" % err.msg
-    return str(err)
 
 
 def _strerror(err: OSError) -> str:
