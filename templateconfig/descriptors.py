@@ -310,6 +310,32 @@ def _flags(desc: Mapping[str, Any]) -> str:
     return ", ".join(f for f in BOOLEAN_FIELDS if desc[f]) or "-"
 
 
+def _rows(name: str, descs: Optional[List[dict]]
+          ) -> List[Tuple[Dict[str, Any], Optional[str]]]:
+    """A module's descriptors for the table: (normalized descriptor, None), or a
+    malformed one as ({"key": label}, its problem)."""
+    rows: List[Tuple[Dict[str, Any], Optional[str]]] = []
+    for index, raw in enumerate(descs or ()):
+        try:
+            rows.append((normalize(raw, name), None))
+        except DescriptorError as exc:
+            key = raw.get("key") if isinstance(raw, Mapping) else None
+            label = key if isinstance(key, str) and key else "<descriptor %d>" % (index + 1)
+            reason = exc.problem if not exc.field else "%r: %s" % (exc.field, exc.problem)
+            rows.append(({"key": label}, reason))
+    return rows
+
+
+def _detail_lines(desc: Dict[str, Any]) -> List[str]:
+    """Under a key: its conditions, choices and default, then its description's lines."""
+    details = _condition_lines(desc)
+    value_line = _value_line(desc)
+    if value_line:
+        details.append(value_line)
+    details.extend(line for line in desc["description"].splitlines() if line.strip())
+    return details
+
+
 def format_human_readable(enumeration: Sequence[Tuple[Any, str, List[dict]]],
                           width: int = 80,
                           failures: Optional[Mapping[str, str]] = None) -> str:
@@ -328,19 +354,8 @@ def format_human_readable(enumeration: Sequence[Tuple[Any, str, List[dict]]],
     import textwrap  # only for --human-readable: not on every run's start-up
 
     indent, detail = "  ", "      "
-    rows_by_module = []
-    for priority, name, descs in enumeration:
-        rows: List[Tuple[Dict[str, Any], Optional[str]]] = []
-        for index, raw in enumerate(descs or ()):
-            try:
-                rows.append((normalize(raw, name), None))
-            except DescriptorError as exc:
-                key = raw.get("key") if isinstance(raw, Mapping) else None
-                label = key if isinstance(key, str) and key else "<descriptor %d>" % (index + 1)
-                reason = exc.problem if not exc.field else "%r: %s" % (exc.field, exc.problem)
-                rows.append(({"key": label}, reason))
-        rows_by_module.append((priority, name, rows))
-
+    rows_by_module = [(priority, name, _rows(name, descs))
+                      for priority, name, descs in enumeration]
     keys = [row["key"] for _, _, rows in rows_by_module for row, _ in rows]
     key_width = min(max([len(k) for k in keys] + [len("KEY")]), max(20, width - 28))
     out: List[str] = []
@@ -365,15 +380,7 @@ def format_human_readable(enumeration: Sequence[Tuple[Any, str, List[dict]]],
             else:
                 out.append(indent + key)
                 out.append("%s%-*s  %s" % (indent, key_width, "", flags))
-            if problem:
-                details = [problem]
-            else:
-                details = _condition_lines(desc)
-                value_line = _value_line(desc)
-                if value_line:
-                    details.append(value_line)
-                details.extend(p for p in desc["description"].splitlines() if p.strip())
-            for text in details:
+            for text in [problem] if problem else _detail_lines(desc):
                 out.extend(textwrap.wrap(text, width=width, initial_indent=detail,
                                          subsequent_indent=detail,
                                          break_long_words=True, break_on_hyphens=False))

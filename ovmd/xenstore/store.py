@@ -104,6 +104,31 @@ def _is_child(child: str, parent: str) -> bool:
     return child == parent or child.startswith(parent + "/")
 
 
+def domain_layout(domid: int, name: str, vm_uuid: str
+                  ) -> List[Tuple[str, Optional[str], Optional[List[str]]]]:
+    """``(path, value or None for a directory, permissions or None to inherit)`` of a
+    guest's home and its VM's path, in creation order (:meth:`Store.add_domain`)."""
+    vm_path = "/vm/%s" % vm_uuid
+    home = home_of(domid)
+    read_only = ["n0", "r%d" % domid]
+    read_write = ["n%d" % domid]
+    return [
+        (vm_path, None, read_only),
+        (vm_path + "/uuid", vm_uuid, None),
+        (vm_path + "/name", name, None),
+        (home, None, read_only),
+        (home + "/vm", vm_path, None),
+        (home + "/domid", str(domid), None),
+        (home + "/name", name, None),
+        (home + "/control", None, read_only),
+        (home + "/control/oracle-vmapi", None, read_only),
+        (home + "/control/oracle-vmapi/to-guest", None, ["n0", "b%d" % domid]),
+        (home + "/control/oracle-vmapi/from-guest", None, read_write),
+        (home + "/data", None, read_write),
+        (home + "/attr", None, read_write),
+    ]
+
+
 def home_of(domid: int) -> str:
     """The home of a domain, against which its relative paths resolve."""
     return "/local/domain/%d" % domid
@@ -742,31 +767,14 @@ class Store:
         name = name if name is not None else "guest%d" % domid
         if vm_uuid is None:
             vm_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, "ovmd-xenstored:%d:%s" % (domid, name)))
-        vm_path = "/vm/%s" % vm_uuid
-        home = home_of(domid)
-        read_only = ["n0", "r%d" % domid]
-        read_write = ["n%d" % domid]
+        layout = domain_layout(domid, name, vm_uuid)
         tools = self._toolstack
         tx_id = self.transaction_start(tools)
         try:
-            for old in (home, vm_path):
+            for old in (home_of(domid), "/vm/%s" % vm_uuid):
                 if self.exists(old):
                     self.rm(tools, old, tx_id)
-            for path, value, perms in (
-                (vm_path, None, read_only),
-                (vm_path + "/uuid", vm_uuid, None),
-                (vm_path + "/name", name, None),
-                (home, None, read_only),
-                (home + "/vm", vm_path, None),
-                (home + "/domid", str(domid), None),
-                (home + "/name", name, None),
-                (home + "/control", None, read_only),
-                (home + "/control/oracle-vmapi", None, read_only),
-                (home + "/control/oracle-vmapi/to-guest", None, ["n0", "b%d" % domid]),
-                (home + "/control/oracle-vmapi/from-guest", None, read_write),
-                (home + "/data", None, read_write),
-                (home + "/attr", None, read_write),
-            ):
+            for path, value, perms in layout:
                 if value is None:
                     self.mkdir(tools, path, tx_id)
                 else:
