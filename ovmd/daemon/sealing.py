@@ -10,8 +10,9 @@ clones', so this boot keeps no first-boot runner standing by and runs nothing mo
 Until it stops, the daemon takes in no host messages and refuses the requests that
 would change the cache or run a target; it still answers ``-g``, ``-l`` and
 ``--status``. If cleanup failed, nothing is removed, and the daemon reads the messages
-that came meanwhile and goes on as before. The client gets the runner's summary and
-every removal, one line each.
+that came meanwhile and goes on as before; if a file cannot be removed, sealing stops
+there and the daemon serves again what the cache's files still hold. The client gets
+the runner's summary and every removal, one line each.
 """
 from __future__ import annotations
 
@@ -99,6 +100,7 @@ class DaemonSeal:
             finish(self.paths, False, lines.append)
         except SealError as err:
             log.error("sealing stopped: %s", err)
+            self.cache.load()  # what the files still hold is served again
             self.link.release_messages()
             self._answer(EXIT_FAILURE, _text(lines), ("ovmd: %s\n" % err).encode())
             return

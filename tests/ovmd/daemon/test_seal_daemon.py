@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 
 from daemon_helpers import (
     PASSWORD,
@@ -21,6 +22,7 @@ from daemon_helpers import (
     to_guest_numbers,
     wait_consumed,
 )
+from testlib import require_tool
 
 from ovmd.paths import Paths
 from ovmd.seal import sealed_files
@@ -102,6 +104,26 @@ class TestSealThroughTheDaemon:
         assert daemon.cli("-g", "com.example.local").stdout == "2\n"
         wait_consumed(dom0, host.send([("com.example.after", "4")]))  # read again
         assert daemon.cli("-g", "com.example.after").stdout == "4\n"
+        assert json.loads(daemon.cli("--status", "--json").stdout)["sealed"] is False
+
+    def test_a_file_that_cannot_be_removed_leaves_the_cache_served(self, root, ovmd_factory):
+        # an immutable journal (chattr +i: what root cannot unlink either) stops the
+        # removals; what the files still hold is served again, not an emptied memory
+        require_tool("chattr")
+        make_guest(root, [], initial_config="no")
+        daemon = ovmd_factory()
+        daemon.cli("-p", "com.example.local=2", check=True)
+        journal = Paths(str(root)).cache_file + ".journal"
+        subprocess.run(["chattr", "+i", journal], check=True)
+        try:
+            proc = daemon.cli("--seal")
+        finally:
+            subprocess.run(["chattr", "-i", journal], check=True)
+        assert proc.returncode == 1
+        assert "ovmd: cannot remove %s (the parameter cache's journal): Operation not " \
+               "permitted" % journal in proc.stderr
+        assert daemon.cli("-g", "com.example.local").stdout == "2\n"
+        assert "INITIAL_CONFIG=no" in sysconfig(root)
         assert json.loads(daemon.cli("--status", "--json").stdout)["sealed"] is False
 
     def test_with_no_cleanup_module_no_runner_starts(self, root, ovmd_factory):
