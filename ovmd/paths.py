@@ -115,10 +115,6 @@ class Paths:
     def __init__(self, root: str = "/") -> None:
         self.root = os.path.abspath(root) if root not in ("", "/") else "/"
 
-    @classmethod
-    def from_env(cls) -> "Paths":
-        return cls(os.environ.get(ROOT_ENV) or "/")
-
     def __repr__(self) -> str:
         return "Paths(%r)" % self.root
 

@@ -455,15 +455,6 @@ class DevXenStoreServer(StoreListener):
     def _on_signal(self, signum: int, frame: object) -> None:
         self._stop_requested = True
 
-    def request_stop(self) -> None:
-        """Ask the loop to stop (safe from a signal handler or another thread)."""
-        self._stop_requested = True
-        if self._wakeup_w is not None:
-            try:
-                self._wakeup_w.send(b"\0")
-            except OSError:
-                pass
-
     def _on_wakeup(self, mask: int) -> None:
         assert self._wakeup_r is not None
         try:
