@@ -33,7 +33,7 @@ import os
 import stat
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from .cachefiles import CacheFiles, encode_entry
+from .cachefiles import CacheFiles, encode_entry, journal_file
 from .channel import printable
 from .fsutil import (
     PRIVATE_FILE,
@@ -97,7 +97,7 @@ class ParamCache:
 
     @property
     def journal_file(self) -> str:
-        return self.paths.cache_file + ".journal"
+        return journal_file(self.paths)
 
     # --- loading ---------------------------------------------------------------------
     def load(self) -> "ParamCache":
@@ -111,7 +111,7 @@ class ParamCache:
             log.error("%s; starting with an empty cache, and nothing will be stored until "
                       "it is fixed", err)
             return self
-        files = CacheFiles(self.paths, self.journal_file).read()
+        files = CacheFiles(self.paths).read()
         self._public, self._secret = files.public, files.secret
         self._journal_lines, self._journal_end = files.journal_lines, files.journal_end
         self._compact_wanted |= files.compact_wanted

@@ -18,7 +18,7 @@ import os
 import stat
 from typing import Any, Dict, List, Optional
 
-from .fsutil import PRIVATE_FILE, link_target, set_aside
+from .fsutil import PRIVATE_FILE, check_inside_root, link_target, set_aside
 from .paths import Paths
 
 log = logging.getLogger("ovmd.cache.files")  # the cache's own lines (a child of its logger)
@@ -58,13 +58,37 @@ def _is_text_map(value: Any) -> bool:
                                            for k, v in value.items())
 
 
+def journal_file(paths: Paths) -> str:
+    """The journal, next to the snapshot."""
+    return paths.cache_file + ".journal"
+
+
+def read_only(paths: Paths) -> Dict[str, str]:
+    """What the cache's files hold, every key (secrets too), without changing any file;
+    each problem is one WARNING line. A directory whose way leads out of the root is not
+    read at all (one ERROR line)."""
+    for directory in (paths.state_dir, paths.run_dir):
+        try:
+            check_inside_root(paths.root, directory, follow_leaf=True, action="use")
+        except OSError as err:
+            log.error("%s; the cache there is not read", err)
+            return {}
+    files = CacheFiles(paths, repair=False).read()
+    for problem in files.problems:
+        log.warning("%s", problem)
+    return dict(files.public, **files.secret)
+
+
 class CacheFiles:
     """One reading of the snapshot, the journal and the /run secret file: what they hold,
-    the problems met (each one line), and what the cache must rewrite because of them."""
+    the problems met (each one line), and what the cache must rewrite because of them.
+    ``repair=False`` reads only (``ovmd --seal``, ``--dry-run`` above all): nothing is set
+    aside, cut, re-moded or removed, and the problems say so."""
 
-    def __init__(self, paths: Paths, journal_file: str) -> None:
+    def __init__(self, paths: Paths, repair: bool = True) -> None:
         self.paths = paths
-        self.journal_file = journal_file
+        self.journal_file = journal_file(paths)
+        self.repair = repair
         self.public: Dict[str, str] = {}
         self.secret: Dict[str, str] = {}
         self.problems: List[str] = []
@@ -88,6 +112,10 @@ class CacheFiles:
         except FileNotFoundError:
             return None
         except OSError as err:
+            if err.errno == errno.ELOOP and not self.repair:
+                problems.append("%s is a symbolic link (to %s); not read" % (path,
+                                                                            link_target(path)))
+                return None
             if err.errno == errno.ELOOP:
                 log.warning("%s was a symbolic link (to %s); removed it, the file will be "
                             "written anew", path, link_target(path))
@@ -105,7 +133,7 @@ class CacheFiles:
                 if not chunk:
                     break
                 chunks.append(chunk)
-            if os.fstat(fd).st_mode & 0o7777 != PRIVATE_FILE:
+            if self.repair and os.fstat(fd).st_mode & 0o7777 != PRIVATE_FILE:
                 os.fchmod(fd, PRIVATE_FILE)  # its documented mode, whoever widened it
             return b"".join(chunks)
         except OSError as err:
@@ -115,6 +143,9 @@ class CacheFiles:
             os.close(fd)
 
     def set_aside_whole(self, path: str, why: str, problems: List[str]) -> None:
+        if not self.repair:
+            problems.append("%s cannot be read (%s)" % (path, why))
+            return
         try:
             aside = set_aside(path)
         except OSError as err:
@@ -132,6 +163,10 @@ class CacheFiles:
         except ValueError as err:
             why = _reason(err)
         kept = _salvage(data)
+        if not self.repair:
+            problems.append("%s is not what ovmd writes (%s); kept what could be read"
+                            % (path, why))
+            return kept
         try:
             aside = set_aside(path, data, root=self.paths.root)
         except OSError as err:
@@ -164,6 +199,11 @@ class CacheFiles:
             self.replay(entry)
             self.journal_lines += 1
         self.journal_end = offset
+        if not self.repair:
+            if corrupt:
+                problems.append("%s has %d line(s) that are not journal entries; not read"
+                                % (self.journal_file, len(corrupt)))
+            return
         if tail:
             # a torn last line: never acknowledged (its messages are still in XenStore);
             # cut it off so that the next line starts on a line of its own

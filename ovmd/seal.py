@@ -187,14 +187,11 @@ def daemon_pid(paths: Paths) -> Optional[str]:
 
 
 def cached_params(paths: Paths) -> Dict[str, str]:
-    """The params the root's cache holds (what ``ovmd -s cleanup`` would give)."""
-    from .cache import ParamCache
+    """The params the root's cache holds (what ``ovmd -s cleanup`` would give), read
+    without changing a file: sealing removes them, a dry run leaves them as they are."""
+    from .cachefiles import read_only
 
-    cache = ParamCache(paths).load()
-    try:
-        return cache.as_dict()
-    finally:
-        cache.close()
+    return read_only(paths)
 
 
 def seal_here(paths: Paths, dry_run: bool, params: Dict[str, str]) -> int:

@@ -126,6 +126,61 @@ class TestSeal:
         assert "would set INITIAL_CONFIG=yes in %s/etc/sysconfig/ovmd" % guest in proc.stdout
         assert proc.stdout.rstrip().endswith("dry run: nothing was changed")
 
+    @pytest.mark.parametrize("spoil, says", [
+        ("snapshot a directory", "params.json cannot be read (not a regular file)"),
+        ("snapshot garbage", "params.json is not what ovmd writes (not JSON"),
+        ("journal not UTF-8", "params.json.journal has 1 line(s) that are not journal "
+         "entries; not read"),
+        ("journal torn tail", None),
+        ("secrets garbage", "secrets.json is not what ovmd writes"),
+        ("snapshot a link", "params.json is a symbolic link (to /etc/passwd); not read"),
+        ("snapshot mode 0666", None),
+    ])
+    def test_a_dry_run_reads_a_spoilt_cache_without_changing_it(self, guest, spoil, says):
+        # reading the cache the daemon's way would set aside, cut, re-mode or replace
+        # what it cannot use; a dry run says so and changes nothing
+        paths = Paths(str(guest))
+        snapshot, journal = Path(paths.cache_file), Path(paths.cache_file + ".journal")
+        if spoil == "snapshot a directory":
+            snapshot.unlink()
+            snapshot.mkdir()
+        elif spoil == "snapshot garbage":
+            snapshot.write_bytes(b"{garbage")
+        elif spoil == "journal not UTF-8":
+            with journal.open("ab") as handle:
+                handle.write(b'{"set": {"a": "\xff"}}\n')
+        elif spoil == "journal torn tail":
+            with journal.open("ab") as handle:
+                handle.write(b'{"set": {"a"')
+        elif spoil == "secrets garbage":
+            Path(paths.secret_cache_file).write_bytes(b"[1]")
+        elif spoil == "snapshot a link":
+            snapshot.unlink()
+            os.symlink("/etc/passwd", str(snapshot))
+        else:
+            snapshot.chmod(0o666)
+        before = tree(guest, times=True)
+        proc = ovmd_seal(guest, "--dry-run")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert tree(guest, times=True) == before
+        assert "Traceback" not in proc.stderr
+        if says:
+            assert [line for line in proc.stderr.splitlines() if says in line] != [], \
+                proc.stderr
+        assert proc.stdout.rstrip().endswith("dry run: nothing was changed")
+
+    def test_a_spoilt_cache_is_sealed_away(self, guest):
+        paths = Paths(str(guest))
+        snapshot = Path(paths.cache_file)
+        snapshot.unlink()
+        snapshot.mkdir()
+        (snapshot / "inside").write_text("x")
+        proc = ovmd_seal(guest)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "removed %s (the parameter cache)" % snapshot in proc.stdout
+        assert not os.path.lexists(str(snapshot))
+        assert list(Path(paths.state_dir).glob("params.json*")) == []
+
     def test_a_failing_cleanup_stops_it_before_anything_is_removed(self, guest):
         script = guest / "etc/template.d/scripts/broken"
         script.write_text(BROKEN_CLEANUP)
